@@ -1,0 +1,16 @@
+//! The maps shared by every program. The user side fills `CONFIG` and `RULES` before attaching
+//! and reads `COUNTERS`.
+use aya_ebpf::{macros::map, maps::Array};
+use chaos_common::{HitCounter, KernelConfig, MAX_RULES, Rule};
+
+/// Index 0: facts about this kernel read from its BTF.
+#[map]
+pub static CHAOS_CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
+
+/// The rules, in slots; inactive slots are skipped.
+#[map]
+pub static CHAOS_RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
+
+/// One counter per rule slot, updated atomically.
+#[map]
+pub static CHAOS_COUNTERS: Array<HitCounter> = Array::with_max_entries(MAX_RULES, 0);

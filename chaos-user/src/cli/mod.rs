@@ -1,0 +1,48 @@
+//! The `chaos` command line: one module per subcommand.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod doctor;
+pub mod inject;
+pub mod quickstart;
+
+/// Fault injection for one cgroup, by eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "chaos", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inject a fault into a target until it ends, the duration passes or Ctrl-C.
+    #[command(subcommand)]
+    Inject(inject::InjectCommand),
+    /// Probe this kernel and say which fault kinds work here, how, and if not, why.
+    Doctor(doctor::DoctorArgs),
+    /// Run a built-in client/server pair, fail some of its connects, show what happens.
+    Quickstart(quickstart::QuickstartArgs),
+    #[command(hide = true, name = "quickstart-client")]
+    QuickstartClient(quickstart::ClientArgs),
+}
+
+/// Parses the command line, runs it and turns errors into a message and exit status 2.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inject(cmd) => inject::run(cmd),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Quickstart(args) => quickstart::run(args),
+        Command::QuickstartClient(args) => quickstart::client(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("chaos: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Probing what this kernel allows. (Being written.)

@@ -1,0 +1,14 @@
+//! chaos: a fault injector for Linux. Kernel programs fail syscalls and disturb packets for
+//! the processes of one cgroup; this library loads them, fills their maps from fault
+//! descriptions and reads back what they did.
+
+pub mod btf;
+pub mod cli;
+pub mod doctor;
+pub mod error;
+pub mod fault;
+pub mod loader;
+pub mod report;
+pub mod target;
+
+pub use error::Error;
