@@ -1,1 +1,356 @@
-//! Helpers for the integration tests.
+//! What the integration tests share: finding the binaries, test cgroups, running chaos and
+//! reading what the kernel has loaded.
+//!
+//! The tests run as root against the running kernel, on the host and inside the VM tier
+//! (`cargo xtask vm-test`), one at a time (`--test-threads=1`): they change kernel state.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, ChildStderr, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+/// Whether this run is one where every test must really run (the VM tier): skipping there
+/// would hide that CI never exercised a fault.
+pub fn skips_forbidden() -> bool {
+    std::env::var("CHAOS_TIER").is_ok_and(|t| t == "vm")
+}
+
+/// Ends the current test as skipped, saying what is missing, or fails it where skipping is
+/// forbidden. Call as `return skip(...)`.
+pub fn skip(reason: &str) {
+    assert!(!skips_forbidden(), "cannot skip in the VM tier: {reason}");
+    eprintln!("SKIP: {reason}");
+}
+
+/// Skips unless root: loading programs needs it.
+pub fn need_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    skip("needs root (CAP_BPF, CAP_SYS_ADMIN) to load programs");
+    false
+}
+
+fn sibling_binary(env: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    // target/debug/deps/<test> -> target/debug/<name>
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it first (cargo build -p chaos-user -p chaos-tests) or set {env}",
+        path.display()
+    );
+    path
+}
+
+/// The `chaos` binary under test.
+pub fn chaos_bin() -> PathBuf {
+    sibling_binary("CHAOS_BIN", "chaos")
+}
+
+/// The `chaos-workload` binary.
+pub fn workload_bin() -> PathBuf {
+    sibling_binary("CHAOS_WORKLOAD", "chaos-workload")
+}
+
+/// The cgroup v2 mount point.
+pub fn cgroup2_root() -> PathBuf {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            (fs.split_whitespace().next()? == "cgroup2")
+                .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// A cgroup the test makes and removes (with its processes) on drop.
+pub struct TestCgroup {
+    /// Its directory.
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    /// Creates `<v2 root>/chaos-test-<name>-<pid>`.
+    pub fn new(name: &str) -> TestCgroup {
+        let path = cgroup2_root().join(format!("chaos-test-{name}-{}", std::process::id()));
+        fs::create_dir_all(&path).expect("creating test cgroup");
+        TestCgroup { path }
+    }
+
+    /// Starts `command` inside this cgroup.
+    pub fn spawn(&self, command: &mut Command) -> Child {
+        let procs = self.path.join("cgroup.procs");
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || fs::write(&procs, b"0"));
+        }
+        command.spawn().expect("spawning in test cgroup")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path.join("cgroup.kill"), b"1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A workload command (`chaos-workload ARGS`) with stdout captured.
+pub fn workload(args: &[&str]) -> Command {
+    let mut cmd = Command::new(workload_bin());
+    cmd.args(args).stdout(Stdio::piped());
+    cmd
+}
+
+/// What a workload reported: `{"ok": N, "errors": {"EIO": N}}`.
+#[derive(Debug)]
+pub struct WorkloadResult {
+    /// Calls that succeeded.
+    pub ok: u64,
+    /// Failed calls by errno name.
+    pub errors: serde_json::Map<String, Value>,
+}
+
+impl WorkloadResult {
+    /// Parses the last JSON line of `output`.
+    pub fn parse(output: &str) -> WorkloadResult {
+        let line = output
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{') && l.contains("\"ok\":"))
+            .unwrap_or_else(|| panic!("no workload result in output: {output:?}"));
+        let v: Value = serde_json::from_str(line).expect("workload JSON");
+        WorkloadResult {
+            ok: v["ok"].as_u64().expect("ok"),
+            errors: v["errors"].as_object().expect("errors").clone(),
+        }
+    }
+
+    /// How many calls failed with `errno`.
+    pub fn failed_with(&self, errno: &str) -> u64 {
+        self.errors.get(errno).and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    /// Calls failed with any errno.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().filter_map(Value::as_u64).sum()
+    }
+}
+
+/// Waits for a child and parses its workload result from stdout.
+pub fn workload_result(child: Child) -> WorkloadResult {
+    let out = child.wait_with_output().expect("waiting for workload");
+    assert!(out.status.success(), "workload failed: {:?}", out.status);
+    WorkloadResult::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Waits until `path` exists.
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A file path private to this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chaos-test-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join(name);
+    let _ = fs::remove_file(&path);
+    path
+}
+
+/// A running `chaos` with stderr read line by line.
+pub struct ChaosRun {
+    child: Child,
+    stderr: BufReader<ChildStderr>,
+    /// The stderr lines read so far.
+    pub stderr_lines: Vec<String>,
+    finished: bool,
+}
+
+/// How a chaos run ended.
+#[derive(Debug)]
+pub struct ChaosOutcome {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+}
+
+impl ChaosOutcome {
+    /// The `--json` report on stdout.
+    pub fn report(&self) -> Value {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("{\"faults\""))
+            .unwrap_or_else(|| panic!("no JSON report on stdout: {self:?}"));
+        serde_json::from_str(line).expect("report JSON")
+    }
+
+    /// `matched` and `injected` of fault `i` in the report.
+    pub fn counts(&self, i: usize) -> (u64, u64) {
+        let report = self.report();
+        let fault = &report["faults"][i];
+        (
+            fault["matched"].as_u64().expect("matched"),
+            fault["injected"].as_u64().expect("injected"),
+        )
+    }
+}
+
+impl ChaosRun {
+    /// Starts `chaos ARGS` with stdout and stderr piped.
+    pub fn start(args: &[&str]) -> ChaosRun {
+        let mut child = Command::new(chaos_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning chaos");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        ChaosRun {
+            child,
+            stderr,
+            stderr_lines: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// Reads stderr until chaos says it is injecting. Errors (with chaos's own message) if it
+    /// exits first, e.g. because this kernel cannot run the fault.
+    pub fn wait_injecting(&mut self) -> anyhow::Result<()> {
+        loop {
+            let mut line = String::new();
+            if self
+                .stderr
+                .read_line(&mut line)
+                .context("reading chaos stderr")?
+                == 0
+            {
+                let status = self.child.wait()?;
+                bail!(
+                    "chaos exited with {status} before injecting: {}",
+                    self.stderr_lines.join("")
+                );
+            }
+            let done = line.starts_with("chaos: injecting");
+            self.stderr_lines.push(line);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends SIGINT (as Ctrl-C would) and collects the outcome.
+    pub fn interrupt(mut self) -> ChaosOutcome {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT chaos");
+        self.finish_mut()
+    }
+
+    /// Waits for chaos to exit and collects the outcome.
+    pub fn finish(mut self) -> ChaosOutcome {
+        self.finish_mut()
+    }
+
+    fn finish_mut(&mut self) -> ChaosOutcome {
+        let mut rest = String::new();
+        self.stderr.read_to_string(&mut rest).expect("stderr");
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut stdout)
+            .expect("stdout");
+        let status = self.child.wait().expect("waiting for chaos");
+        self.finished = true;
+        ChaosOutcome {
+            status,
+            stdout,
+            stderr: self.stderr_lines.concat() + &rest,
+        }
+    }
+}
+
+impl Drop for ChaosRun {
+    // A failed assertion must not leave chaos running into the next test.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `chaos ARGS` to completion.
+pub fn chaos(args: &[&str]) -> ChaosOutcome {
+    ChaosRun::start(args).finish()
+}
+
+/// Names of chaos's programs and maps the kernel still has loaded (by their `chaos_` and
+/// `CHAOS_` prefixes), from the kernel's own listing.
+pub fn leftover_chaos_objects() -> Vec<String> {
+    let mut left = Vec::new();
+    for prog in aya::programs::loaded_programs().flatten() {
+        let name = prog.name_as_str().unwrap_or_default().to_owned();
+        if name.starts_with("chaos_") {
+            left.push(format!("program {name} (id {})", prog.id()));
+        }
+    }
+    for map in aya::maps::loaded_maps().flatten() {
+        let name = map.name_as_str().unwrap_or_default().to_owned();
+        if name.starts_with("CHAOS_") {
+            left.push(format!("map {name} (id {})", map.id()));
+        }
+    }
+    left
+}
+
+/// Asserts that nothing of chaos remains loaded. Maps and programs are freed asynchronously
+/// after their last reference goes, so this waits a little before failing.
+pub fn assert_nothing_left() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = leftover_chaos_objects();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chaos objects left in the kernel: {left:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}

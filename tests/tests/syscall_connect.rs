@@ -1,0 +1,243 @@
+//! connect(2) failing with a chosen errno through the cgroup sock_addr hooks: loads on the
+//! host kernel and in the VM tier.
+use std::{
+    fs,
+    net::TcpListener,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+};
+
+use chaos_tests::*;
+
+/// A TCP server outside every target; counts the connections it accepts.
+fn server() -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&accepted);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            if conn.is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn command_sees_chosen_errno_and_outsiders_connect() {
+    if !need_root() {
+        return;
+    }
+    let (addr, accepted) = server();
+    let ready = scratch("connect-ready");
+    let go = scratch("connect-go");
+    let workload_path = workload_bin();
+    let run = ChaosRun::start(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--json",
+        "--",
+        workload_path.to_str().unwrap(),
+        "--ready",
+        ready.to_str().unwrap(),
+        "--wait-for",
+        go.to_str().unwrap(),
+        "--count",
+        "5",
+        "connect",
+        &addr,
+    ]);
+    // chaos attaches before it starts the command, so once the command is up the fault is live.
+    wait_for_file(&ready);
+    let outside = workload_result(
+        workload(&["--count", "3", "connect", &addr])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        (outside.ok, outside.failed()),
+        (3, 0),
+        "outside the target: {outside:?}"
+    );
+    fs::write(&go, b"").unwrap();
+
+    let outcome = run.finish();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    // With --json the command's stdout goes to stderr, leaving stdout to the report.
+    let inside = WorkloadResult::parse(&outcome.stderr);
+    assert_eq!(inside.ok, 0, "inside: {inside:?}");
+    assert_eq!(inside.failed_with("ECONNREFUSED"), 5, "inside: {inside:?}");
+    assert_eq!(outcome.counts(0), (5, 5), "report: {}", outcome.stdout);
+    let report = outcome.report();
+    assert_eq!(report["faults"][0]["kind"], "syscall");
+    assert_eq!(report["faults"][0]["errno"], "ECONNREFUSED");
+    // The server saw the outsider's connections and none of the failed ones.
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_nothing_left();
+}
+
+#[test]
+fn command_exit_status_is_passed_through() {
+    if !need_root() {
+        return;
+    }
+    let outcome = chaos(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "connect",
+        "--errno",
+        "EIO",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(outcome.status.code(), Some(7), "{outcome:?}");
+    assert_nothing_left();
+}
+
+#[test]
+fn cgroup_target_with_strace_like_schedule() {
+    if !need_root() {
+        return;
+    }
+    let (addr, _) = server();
+    let cgroup = TestCgroup::new("schedule");
+    let go = scratch("schedule-go");
+    let inside = cgroup.spawn(&mut workload(&[
+        "--wait-for",
+        go.to_str().unwrap(),
+        "--count",
+        "10",
+        "connect",
+        &addr,
+    ]));
+    let mut run = ChaosRun::start(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "connect",
+        "--errno",
+        "EHOSTUNREACH",
+        "--after",
+        "2",
+        "--every",
+        "2",
+        "--max-hits",
+        "3",
+        "--json",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]);
+    run.wait_injecting().expect("chaos injecting");
+    fs::write(&go, b"").unwrap();
+    let inside = workload_result(inside);
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    // Calls 0..10: eligible are 2, 4, 6, 8; --max-hits 3 keeps 8 going through.
+    assert_eq!(inside.failed_with("EHOSTUNREACH"), 3, "inside: {inside:?}");
+    assert_eq!(inside.ok, 7, "inside: {inside:?}");
+    assert_eq!(outcome.counts(0), (10, 3), "report: {}", outcome.stdout);
+    assert_nothing_left();
+}
+
+#[test]
+fn dry_run_counts_and_injects_nothing() {
+    if !need_root() {
+        return;
+    }
+    let (addr, accepted) = server();
+    let outcome = chaos(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNRESET",
+        "--dry-run",
+        "--json",
+        "--",
+        workload_bin().to_str().unwrap(),
+        "--count",
+        "4",
+        "connect",
+        &addr,
+    ]);
+    assert!(outcome.status.success(), "{outcome:?}");
+    let inside = WorkloadResult::parse(&outcome.stderr);
+    assert_eq!((inside.ok, inside.failed()), (4, 0), "{inside:?}");
+    assert_eq!(outcome.counts(0), (4, 4));
+    assert_eq!(outcome.report()["faults"][0]["dry_run"], true);
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    assert_nothing_left();
+}
+
+#[test]
+fn bad_input_is_named_and_changes_nothing() {
+    if !need_root() {
+        return;
+    }
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--syscall", "connect", "--errno", "5000"],
+            &["errno", "5000", "1..=4095"],
+        ),
+        (
+            &["--syscall", "connect", "--errno", "EWHAT"],
+            &["errno", "EWHAT", "ECONNREFUSED"],
+        ),
+        (
+            &["--syscall", "fsync", "--errno", "EIO"],
+            &["fsync", "no LSM or cgroup hook"],
+        ),
+        (
+            &[
+                "--syscall",
+                "connect",
+                "--errno",
+                "EIO",
+                "--probability",
+                "1.5",
+            ],
+            &["1.5", "(0, 1]"],
+        ),
+        (
+            &[
+                "--syscall",
+                "connect",
+                "--errno",
+                "EIO",
+                "--cgroup",
+                "/no/such/cgroup",
+            ],
+            &["/no/such/cgroup"],
+        ),
+    ];
+    for (args, wanted) in cases {
+        let mut full = vec!["inject", "syscall"];
+        full.extend_from_slice(args);
+        if !args.contains(&"--cgroup") {
+            full.extend_from_slice(&["--", "true"]);
+        }
+        let outcome = chaos(&full);
+        assert_eq!(outcome.status.code(), Some(2), "{full:?}: {outcome:?}");
+        for w in *wanted {
+            assert!(
+                outcome.stderr.contains(w),
+                "{full:?}: stderr lacks {w:?}: {}",
+                outcome.stderr
+            );
+        }
+        assert_nothing_left();
+    }
+}
