@@ -15,6 +15,11 @@ impl Errno {
     /// The largest errno the kernel passes back from a hook.
     pub const MAX: u32 = 4095;
 
+    /// An errno from a raw OS error number, as found in `std::io::Error`.
+    pub fn from_raw(n: i32) -> Errno {
+        Errno(n.unsigned_abs())
+    }
+
     /// The errno's number.
     pub fn number(self) -> u32 {
         self.0

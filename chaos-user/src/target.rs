@@ -2,8 +2,9 @@
 use std::{
     fs,
     io::Write as _,
-    os::unix::fs::MetadataExt as _,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -149,6 +150,27 @@ impl ChildCgroup {
     /// Path of `cgroup.procs`, which a child writes "0" to in order to move itself in.
     pub fn procs_file(&self) -> PathBuf {
         self.target.path.join("cgroup.procs")
+    }
+
+    /// Makes `command` move itself into this cgroup between fork and exec, so that even its
+    /// first syscall is covered. Keep the returned file open until the command is spawned.
+    pub fn enter_on_exec(&self, command: &mut Command) -> Result<fs::File, Error> {
+        let path = self.procs_file();
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io { path, source })?;
+        let fd = procs.as_raw_fd();
+        // SAFETY: the closure only calls write(2), which is async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(procs)
     }
 
     fn pids(&self) -> Vec<i32> {

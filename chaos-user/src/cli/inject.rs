@@ -1,8 +1,7 @@
 //! `chaos inject`: apply a fault to a target now, in the foreground, and report what it did.
 use std::{
-    fs::OpenOptions,
     io::{self, IsTerminal as _},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _, unix::process::ExitStatusExt as _},
+    os::unix::process::ExitStatusExt as _,
     path::PathBuf,
     process::{Command, ExitCode, Stdio},
     sync::{
@@ -284,28 +283,13 @@ fn run_command(
     let target = cgroup.target();
     let mut injector = Some(Injector::start(&plan(fault, target))?);
 
-    let procs_path = cgroup.procs_file();
-    let procs = OpenOptions::new()
-        .write(true)
-        .open(&procs_path)
-        .with_context(|| format!("opening {}", procs_path.display()))?;
-    let procs_fd = procs.as_raw_fd();
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
     if run.json {
         // Keep stdout for the report alone.
         command.stdout(Stdio::from(io::stderr().as_fd_owned()?));
     }
-    // SAFETY: the closure only calls write(2), which is async-signal-safe; it moves the child
-    // into the target cgroup before exec so that the command's first syscall is covered.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let procs = cgroup.enter_on_exec(&mut command)?;
     let mut child = command
         .spawn()
         .with_context(|| format!("running {}", argv[0]))?;
