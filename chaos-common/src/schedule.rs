@@ -56,7 +56,7 @@ impl Schedule {
             return false;
         }
         let every = if self.every == 0 { 1 } else { self.every };
-        (n - self.after) % every == 0
+        (n - self.after).is_multiple_of(every)
     }
 
     /// Whether a uniformly random `draw` falls under the probability.

@@ -45,6 +45,10 @@ fn openat_fails_in_target_only_and_open_is_untouched() {
         cgroup.path.to_str().unwrap(),
     ]);
     if let Err(err) = run.wait_injecting() {
+        for mut child in [openat_inside, open_inside] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let msg = err.to_string();
         if msg.contains("not supported by this kernel") {
             return skip(&format!("BPF LSM programs do not load here: {msg}"));

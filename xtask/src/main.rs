@@ -1,28 +1,183 @@
 //! Developer tasks: `cargo xtask setup|test|vm-test|quickstart`.
-use std::process::ExitCode;
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, ExitCode, Stdio},
+};
 
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod summary;
 mod vm;
 
+use summary::Summary;
+
 #[derive(Debug, Parser)]
 #[command(name = "xtask")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Task,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Task {
+    /// Install what building and testing need (idempotent): scripts/setup.
+    Setup,
+    /// Set up, then run every test: fmt, clippy, unit tests, host-tier and VM-tier
+    /// integration tests.
+    Test(TestArgs),
     /// Boot a Debian kernel under QEMU and run the integration tests inside it.
     VmTest(vm::VmTestArgs),
+    /// Set up, build and run `chaos quickstart` (as root).
+    Quickstart,
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Skip the VM tier (it downloads kernels and boots them under emulation).
+    #[arg(long)]
+    no_vm: bool,
+    /// Kernels for the VM tier.
+    #[arg(long, value_delimiter = ',', default_value = "6.1,6.12")]
+    kernels: Vec<String>,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs a command to completion, failing with its description.
+fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    println!("xtask: {what}");
+    let status = cmd.status().with_context(|| format!("starting: {what}"))?;
+    if !status.success() {
+        bail!("{what}: failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a libtest-based command, echoing its stdout and counting its results (SKIP lines
+/// printed by tests that could not run here count as skipped, not passed).
+fn run_tests(mut cmd: Command, what: &str) -> anyhow::Result<Summary> {
+    println!("xtask: {what}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting: {what}"))?;
+    let mut summary = Summary::default();
+    let mut skips = 0;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        summary.add_line(&line);
+        if line.starts_with("SKIP: ") {
+            skips += 1;
+        }
+    }
+    let status = child.wait()?;
+    summary.passed = summary.passed.saturating_sub(skips);
+    summary.ignored += skips;
+    if !status.success() {
+        bail!("{what}: failed ({status}); {summary}");
+    }
+    Ok(summary)
+}
+
+fn setup() -> anyhow::Result<()> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace_root().join("scripts/setup"));
+    run(cmd, "setup (scripts/setup)")
+}
+
+fn test(args: &TestArgs) -> anyhow::Result<Summary> {
+    setup()?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt, "cargo fmt --check")?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy, "cargo clippy -D warnings")?;
+
+    let mut total = Summary::default();
+    let mut unit = cargo();
+    unit.args([
+        "test",
+        "-p",
+        "chaos-common",
+        "-p",
+        "chaos-user",
+        "-p",
+        "xtask",
+    ]);
+    total.add(run_tests(unit, "unit tests")?);
+
+    let mut build = cargo();
+    build.args(["build", "-p", "chaos-user", "-p", "chaos-tests", "--bins"]);
+    run(build, "building chaos and the test workload")?;
+    let mut host = cargo();
+    host.args([
+        "test",
+        "-p",
+        "chaos-tests",
+        "--",
+        "--test-threads=1",
+        "--show-output",
+    ]);
+    total.add(run_tests(
+        host,
+        "host-tier integration tests (root, serial)",
+    )?);
+
+    if args.no_vm {
+        println!("xtask: VM tier skipped (--no-vm)");
+    } else {
+        for kernel in &args.kernels {
+            let vm_args = vm::VmTestArgs::for_kernel(kernel);
+            total.add(vm::run(&vm_args).with_context(|| format!("VM tier on {kernel}"))?);
+        }
+    }
+    Ok(total)
+}
+
+fn quickstart() -> anyhow::Result<()> {
+    setup()?;
+    let mut build = cargo();
+    build.args(["build", "-p", "chaos-user"]);
+    run(build, "building chaos")?;
+    let chaos = workspace_root().join("target/debug/chaos");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        Command::new(&chaos)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg(&chaos);
+        sudo
+    };
+    cmd.arg("quickstart");
+    run(cmd, "chaos quickstart")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::VmTest(args) => vm::run(&args).map(|_summary| ()),
+        Task::Setup => setup(),
+        Task::Test(args) => test(&args).map(|total| {
+            println!("xtask test: all tiers");
+            println!("{total}");
+        }),
+        Task::VmTest(args) => vm::run(&args).map(|_summary| ()),
+        Task::Quickstart => quickstart(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
