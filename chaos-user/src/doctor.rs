@@ -1,1 +1,707 @@
-//! Probing what this kernel allows. (Being written.)
+//! What this kernel allows: `chaos doctor` tries each mechanism the fault kinds need (loads
+//! the real programs, attaches probes to a throw-away cgroup and network namespace, installs
+//! qdiscs there) and reports, per fault kind, whether it works here, how, and if not, why and
+//! what would fix it.
+//!
+//! [`examine`] gathers raw [`Facts`]; [`Report::from_facts`] turns them into verdicts without
+//! touching the kernel, so the reasoning can be tested with made-up facts.
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+mod parse;
+mod probe;
+
+pub use parse::KernelVersion;
+pub use probe::{ActiveLsms, Failure, NetnsFacts, Outcome};
+
+/// Why the doctor cannot run at all.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "chaos doctor needs root (or CAP_BPF, CAP_SYS_ADMIN and CAP_NET_ADMIN) to load and attach \
+     programs; this process lacks {missing}"
+)]
+pub struct NotPrivileged {
+    /// The missing capabilities, e.g. `CAP_BPF, CAP_SYS_ADMIN`.
+    pub missing: String,
+}
+
+/// Checks that this process can load programs, create cgroups and network namespaces.
+/// Capabilities rather than uid 0, since root with a reduced bounding set (containers) fails
+/// just the same.
+pub fn require_privileges() -> Result<(), NotPrivileged> {
+    use parse::cap;
+    let Some(caps) = probe::effective_caps() else {
+        // No /proc/self/status: nothing else will work either, but let the probes say so.
+        return Ok(());
+    };
+    // CAP_BPF exists since 5.8; before that CAP_SYS_ADMIN covers BPF.
+    let cap_bpf_exists =
+        parse::kernel_version(&probe::kernel_release()).is_none_or(|v| v >= (5, 8, 0));
+    let missing: Vec<&str> = [
+        (cap::BPF, "CAP_BPF", cap_bpf_exists),
+        (cap::SYS_ADMIN, "CAP_SYS_ADMIN", true),
+        (cap::NET_ADMIN, "CAP_NET_ADMIN", true),
+    ]
+    .into_iter()
+    .filter(|&(bit, _, needed)| needed && !parse::has_cap(caps, bit))
+    .map(|(_, name, _)| name)
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(NotPrivileged {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// Everything the probes found, before any interpretation.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// `uname -r`.
+    pub release: String,
+    /// The release's version numbers, if they parse.
+    pub version: Option<KernelVersion>,
+    /// The kernel's BTF parsed.
+    pub btf: Outcome,
+    /// Where the cgroup v2 hierarchy is mounted.
+    pub cgroup2: Option<PathBuf>,
+    /// Where bpffs is mounted.
+    pub bpffs: Option<PathBuf>,
+    /// Where securityfs is mounted.
+    pub securityfs: Option<PathBuf>,
+    /// Where tracefs is mounted.
+    pub tracefs: Option<PathBuf>,
+    /// The active LSMs.
+    pub lsms: Result<ActiveLsms, Failure>,
+    /// The embedded eBPF object parsed and its maps created.
+    pub object: Outcome,
+    /// A child cgroup could be made to attach probes to.
+    pub temp_cgroup: Outcome,
+    /// `chaos_file_open` (lsm) loaded.
+    pub lsm_file_open: Outcome,
+    /// `chaos_connect4` (cgroup sock_addr) loaded and attached.
+    pub connect4: Outcome,
+    /// `chaos_connect6` (cgroup sock_addr) loaded and attached.
+    pub connect6: Outcome,
+    /// The sock_create probe (cgroup sock) loaded and attached.
+    pub sock_create: Outcome,
+    /// The cgroup_skb egress probe loaded and attached.
+    pub cgroup_skb: Outcome,
+    /// The tp_btf sys_enter probe loaded and attached.
+    pub sys_enter: Outcome,
+    /// The cgroup v2 freezer exists.
+    pub freezer: Outcome,
+    /// Classifier attachment and qdiscs, probed in a throw-away network namespace.
+    pub net: NetnsFacts,
+}
+
+/// Whether one fault kind works on this kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultSupport {
+    /// Stable identifier, e.g. `syscall-file`.
+    pub kind: &'static str,
+    /// Whether the kernel lets the mechanism work here.
+    pub works: bool,
+    /// How the fault is (or would be) injected; when it works, the variant in use.
+    pub mechanism: String,
+    /// Why it does not work (`None` when it works).
+    pub why: Option<String>,
+    /// What would make it work (`None` when it works).
+    pub fix: Option<String>,
+}
+
+/// One raw fact about the kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was checked, e.g. `prog lsm/file_open`.
+    pub name: String,
+    /// Whether it is there / worked.
+    pub ok: bool,
+    /// The value found, or the error.
+    pub detail: String,
+}
+
+/// The doctor's findings, in the shape `--json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The kernel release.
+    pub kernel: String,
+    /// One entry per fault kind.
+    pub faults: Vec<FaultSupport>,
+    /// The raw facts behind them.
+    pub checks: Vec<Check>,
+}
+
+/// Probes the running kernel. Needs the privileges [`require_privileges`] checks; without them
+/// the probes still run but report the refusals.
+pub fn examine() -> Facts {
+    let release = probe::kernel_release();
+    let version = parse::kernel_version(&release);
+    let btf = probe::vmlinux_btf();
+    let mounts = probe::mounts().unwrap_or_default();
+    let cgroup2 = parse::mount_point_of(&mounts, "cgroup2");
+    let securityfs = parse::mount_point_of(&mounts, "securityfs");
+    let lsms = probe::active_lsms(securityfs.as_deref());
+
+    let mut object = probe::load_object();
+    let temp_cgroup = match &cgroup2 {
+        Some(root) => probe::TempCgroup::create(root),
+        None => Err(Failure::text("no cgroup v2 hierarchy is mounted")),
+    };
+
+    // A missing prerequisite fails every probe that needs it, with that as the reason.
+    let with_btf = |ebpf: &mut aya::Ebpf, f: fn(&mut aya::Ebpf, &aya::Btf) -> Outcome| match &btf {
+        Ok(btf) => f(ebpf, btf),
+        Err(fail) => Err(fail.clone()),
+    };
+    let (lsm_file_open, sys_enter) = match object.as_mut() {
+        Ok(ebpf) => (
+            with_btf(ebpf, probe::lsm_file_open),
+            with_btf(ebpf, probe::sys_enter),
+        ),
+        Err(fail) => (Err(fail.clone()), Err(fail.clone())),
+    };
+    let cgroup_probe =
+        |object: &mut Result<aya::Ebpf, Failure>,
+         f: &dyn Fn(&mut aya::Ebpf, &probe::TempCgroup) -> Outcome| {
+            let ebpf = object.as_mut().map_err(|fail| fail.clone())?;
+            let cgroup = temp_cgroup.as_ref().map_err(Clone::clone)?;
+            f(ebpf, cgroup)
+        };
+    let connect4 = cgroup_probe(&mut object, &|e, c| {
+        probe::sock_addr(e, "chaos_connect4", c)
+    });
+    let connect6 = cgroup_probe(&mut object, &|e, c| {
+        probe::sock_addr(e, "chaos_connect6", c)
+    });
+    let sock_create = cgroup_probe(&mut object, &probe::sock_create);
+    let cgroup_skb = cgroup_probe(&mut object, &probe::cgroup_skb);
+    let freezer = temp_cgroup
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(probe::freezer);
+
+    let classifier = match object.as_mut() {
+        Ok(ebpf) => probe::classifier(ebpf),
+        Err(fail) => Err(fail.clone()),
+    };
+    let net = probe::in_netns(classifier);
+
+    Facts {
+        release,
+        version,
+        btf: btf.map(|_| format!("{} parses", crate::btf::VMLINUX_BTF)),
+        cgroup2,
+        bpffs: parse::mount_point_of(&mounts, "bpf"),
+        securityfs,
+        tracefs: parse::mount_point_of(&mounts, "tracefs"),
+        lsms,
+        object: object.map(|_| "parsed; maps created".into()),
+        temp_cgroup: temp_cgroup.map(|c| format!("created and removed {}", c.path().display())),
+        lsm_file_open,
+        connect4,
+        connect6,
+        sock_create,
+        cgroup_skb,
+        sys_enter,
+        freezer,
+        net,
+    }
+}
+
+impl Report {
+    /// Judges each fault kind from the facts.
+    pub fn from_facts(facts: &Facts) -> Report {
+        Report {
+            kernel: facts.release.clone(),
+            faults: vec![
+                syscall_file(facts),
+                syscall_socket(facts),
+                packet_drop(facts),
+                packet_delay(facts),
+                packet_corrupt(facts),
+                syscall_latency(facts),
+                signal(facts),
+            ],
+            checks: checks(facts),
+        }
+    }
+}
+
+fn works(kind: &'static str, mechanism: impl Into<String>) -> FaultSupport {
+    FaultSupport {
+        kind,
+        works: true,
+        mechanism: mechanism.into(),
+        why: None,
+        fix: None,
+    }
+}
+
+fn broken(
+    kind: &'static str,
+    mechanism: impl Into<String>,
+    why: impl Into<String>,
+    fix: impl Into<String>,
+) -> FaultSupport {
+    FaultSupport {
+        kind,
+        works: false,
+        mechanism: mechanism.into(),
+        why: Some(why.into()),
+        fix: Some(fix.into()),
+    }
+}
+
+fn release_is_older(facts: &Facts, than: KernelVersion) -> bool {
+    facts.version.is_some_and(|v| v < than)
+}
+
+const VM_KERNELS: &str = "e.g. Debian's 6.1 or 6.12 kernel booted with \
+                          lsm=lockdown,capability,bpf (the project's VM tier)";
+
+fn syscall_file(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "syscall-file";
+    const MECHANISM: &str = "BPF LSM program on file_open (more LSM hooks for other file syscalls)";
+    if let Err(fail) = &facts.btf {
+        return broken(
+            KIND,
+            MECHANISM,
+            format!("no usable kernel BTF: {}", fail.message),
+            "a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        );
+    }
+    let lsms = match &facts.lsms {
+        Ok(lsms) => lsms,
+        Err(fail) => {
+            return broken(
+                KIND,
+                MECHANISM,
+                format!(
+                    "cannot tell whether the BPF LSM is active: {}",
+                    fail.message
+                ),
+                "mount securityfs (mount -t securityfs none /sys/kernel/security) and run the \
+                 doctor again",
+            );
+        }
+    };
+    if !lsms.list.iter().any(|l| l == "bpf") {
+        return broken(
+            KIND,
+            MECHANISM,
+            format!(
+                "the BPF LSM is not active: `bpf` is not in the active LSMs ({})",
+                lsms.list.join(",")
+            ),
+            format!(
+                "boot with {} (the kernel needs CONFIG_BPF_LSM=y); socket syscall faults work \
+                 without it",
+                parse::lsm_param_with_bpf(&lsms.list)
+            ),
+        );
+    }
+    match &facts.lsm_file_open {
+        Ok(_) => works(KIND, MECHANISM),
+        Err(fail) if fail.errno == Some(nix::errno::Errno::EPERM) => broken(
+            KIND,
+            MECHANISM,
+            format!(
+                "the BPF LSM is active but the kernel refuses BPF trampoline programs (lsm, \
+                 fentry/fexit): {}",
+                fail.message
+            ),
+            format!(
+                "a kernel where BPF LSM programs load, {VM_KERNELS}; socket syscall faults \
+                 still work here through cgroup hooks"
+            ),
+        ),
+        Err(fail) => broken(
+            KIND,
+            MECHANISM,
+            format!("the kernel refused the BPF LSM program: {}", fail.message),
+            format!(
+                "a kernel with CONFIG_BPF_LSM=y, `bpf` in lsm= and BPF trampolines, {VM_KERNELS}"
+            ),
+        ),
+    }
+}
+
+fn syscall_socket(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "syscall-socket";
+    const MECHANISM: &str = "cgroup sock_addr connect4/connect6 and cgroup sock sock_create \
+                             programs on the target cgroup; errno via bpf_set_retval (5.18+)";
+    if facts.cgroup2.is_none() {
+        return no_cgroup2(KIND, MECHANISM);
+    }
+    let failures: Vec<&Failure> = [&facts.connect4, &facts.connect6, &facts.sock_create]
+        .into_iter()
+        .filter_map(|o| o.as_ref().err())
+        .collect();
+    if failures.is_empty() {
+        return works(KIND, MECHANISM);
+    }
+    let why = failures
+        .iter()
+        .map(|f| f.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if release_is_older(facts, (5, 18, 0)) {
+        broken(
+            KIND,
+            MECHANISM,
+            format!(
+                "{why} (bpf_set_retval needs 5.18+, this is {})",
+                facts.release
+            ),
+            "a 5.18 or newer kernel",
+        )
+    } else {
+        broken(
+            KIND,
+            MECHANISM,
+            why,
+            "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup sock and sock_addr programs",
+        )
+    }
+}
+
+fn no_cgroup2(kind: &'static str, mechanism: &str) -> FaultSupport {
+    broken(
+        kind,
+        mechanism,
+        "no cgroup v2 hierarchy is mounted",
+        "mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or boot with \
+         systemd.unified_cgroup_hierarchy=1",
+    )
+}
+
+fn packet_drop(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "packet-drop";
+    const MECHANISM: &str = "cgroup_skb egress/ingress program on the target cgroup returning 0";
+    if facts.cgroup2.is_none() {
+        return no_cgroup2(KIND, MECHANISM);
+    }
+    match &facts.cgroup_skb {
+        Ok(_) => works(KIND, MECHANISM),
+        Err(fail) => broken(
+            KIND,
+            MECHANISM,
+            fail.message.clone(),
+            "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup_skb programs",
+        ),
+    }
+}
+
+fn packet_delay(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "packet-delay";
+    const MECHANISM: &str = "cgroup_skb egress program sets skb->tstamp (EDT), the fq qdisc on \
+                             the egress device holds packets until then; jitter by varying it";
+    if facts.cgroup2.is_none() {
+        return no_cgroup2(KIND, MECHANISM);
+    }
+    if let Err(fail) = &facts.cgroup_skb {
+        return broken(
+            KIND,
+            MECHANISM,
+            fail.message.clone(),
+            "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup_skb programs",
+        );
+    }
+    match &facts.net.fq {
+        Ok(detail) => works(
+            KIND,
+            format!("{MECHANISM} ({detail}; raise it for longer delays)"),
+        ),
+        Err(fail) if fail.errno == Some(nix::errno::Errno::ENOENT) => broken(
+            KIND,
+            MECHANISM,
+            format!("cannot tell whether the fq qdisc exists: {}", fail.message),
+            "install iproute2 (`tc`) and run the doctor again",
+        ),
+        Err(fail) => {
+            let netem = match &facts.net.netem {
+                Ok(_) => "netem exists, but chaos delays through fq",
+                Err(_) => "netem is absent too",
+            };
+            broken(
+                KIND,
+                MECHANISM,
+                format!("the fq qdisc is not available: {} ({netem})", fail.message),
+                "a kernel with CONFIG_NET_SCH_FQ (module sch_fq), e.g. Debian's 6.1 or 6.12 \
+                 (the project's VM tier)",
+            )
+        }
+    }
+}
+
+fn packet_corrupt(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "packet-corrupt";
+    const MECHANISM: &str = "tc classifier on the egress device, matching the cgroup with \
+                             bpf_skb_cgroup_id; corrupts with bpf_skb_store_bytes, duplicates \
+                             with bpf_clone_redirect";
+    match (&facts.net.tcx, &facts.net.clsact) {
+        (Ok(_), _) => works(KIND, format!("{MECHANISM}; attached through TCX")),
+        (Err(_), Ok(_)) => works(
+            KIND,
+            format!("{MECHANISM}; attached through a clsact qdisc (no TCX: needs 6.6+)"),
+        ),
+        (Err(tcx), Err(clsact)) => broken(
+            KIND,
+            MECHANISM,
+            format!("{}; {}", tcx.message, clsact.message),
+            "a kernel with TCX (6.6+) or the clsact qdisc (CONFIG_NET_SCH_INGRESS) and \
+             CONFIG_NET_CLS_BPF",
+        ),
+    }
+}
+
+fn syscall_latency(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "syscall-latency";
+    const SIGNALS: &str = "tp_btf sys_enter program sends SIGSTOP with bpf_send_signal, the \
+                           daemon sends SIGCONT after the delay (whole process)";
+    const FREEZER: &str = "cgroup v2 freezer (cgroup.freeze) stops the target cgroup for the \
+                           delay (whole cgroup)";
+    match (&facts.sys_enter, &facts.freezer) {
+        (Ok(_), Ok(_)) => works(KIND, format!("planned: {SIGNALS}; or {FREEZER}")),
+        (Ok(_), Err(_)) => works(KIND, format!("planned: {SIGNALS}")),
+        (Err(_), Ok(_)) => works(KIND, format!("planned: {FREEZER}")),
+        (Err(tp), Err(fr)) => broken(
+            KIND,
+            format!("planned: {SIGNALS}; or {FREEZER}"),
+            format!("{}; {}", tp.message, fr.message),
+            "a kernel with BTF and tp_btf programs (5.5+), or a cgroup v2 hierarchy with the \
+             freezer (5.2+)",
+        ),
+    }
+}
+
+fn signal(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "signal";
+    const MECHANISM: &str = "tp_btf sys_enter program counts matching syscalls and signals the \
+                             Nth with bpf_send_signal (5.3+)";
+    match &facts.sys_enter {
+        Ok(_) => works(KIND, MECHANISM),
+        Err(fail) => broken(
+            KIND,
+            MECHANISM,
+            fail.message.clone(),
+            "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) that allows tp_btf programs (5.5+)",
+        ),
+    }
+}
+
+fn check(name: &str, outcome: &Outcome) -> Check {
+    match outcome {
+        Ok(detail) => Check {
+            name: name.into(),
+            ok: true,
+            detail: detail.clone(),
+        },
+        Err(fail) => Check {
+            name: name.into(),
+            ok: false,
+            detail: fail.message.clone(),
+        },
+    }
+}
+
+fn mount_check(name: &str, mount: &Option<PathBuf>) -> Check {
+    Check {
+        name: name.into(),
+        ok: mount.is_some(),
+        detail: match mount {
+            Some(path) => format!("mounted at {}", path.display()),
+            None => "not mounted".into(),
+        },
+    }
+}
+
+fn checks(facts: &Facts) -> Vec<Check> {
+    let lsm = match &facts.lsms {
+        Ok(lsms) => Check {
+            name: "active LSMs".into(),
+            ok: lsms.list.iter().any(|l| l == "bpf"),
+            detail: format!("{} (from {})", lsms.list.join(","), lsms.source),
+        },
+        Err(fail) => Check {
+            name: "active LSMs".into(),
+            ok: false,
+            detail: fail.message.clone(),
+        },
+    };
+    let tcx_detail = |outcome: &Outcome| -> Outcome {
+        match (outcome, release_is_older(facts, (6, 6, 0))) {
+            (Err(fail), true) => Err(Failure::text(format!(
+                "{} (TCX needs 6.6+, this is {})",
+                fail.message, facts.release
+            ))),
+            _ => outcome.clone(),
+        }
+    };
+    vec![
+        Check {
+            name: "kernel".into(),
+            ok: facts.version.is_some(),
+            detail: facts.release.clone(),
+        },
+        check("BTF", &facts.btf),
+        mount_check("cgroup v2", &facts.cgroup2),
+        mount_check("bpffs", &facts.bpffs),
+        mount_check("securityfs", &facts.securityfs),
+        mount_check("tracefs", &facts.tracefs),
+        lsm,
+        check("eBPF object", &facts.object),
+        check("temporary cgroup", &facts.temp_cgroup),
+        check("prog lsm/file_open", &facts.lsm_file_open),
+        check("prog cgroup_sock_addr/connect4", &facts.connect4),
+        check("prog cgroup_sock_addr/connect6", &facts.connect6),
+        check("prog cgroup_sock/sock_create", &facts.sock_create),
+        check("prog cgroup_skb/egress", &facts.cgroup_skb),
+        check("prog tp_btf/sys_enter", &facts.sys_enter),
+        check("prog tc via TCX", &tcx_detail(&facts.net.tcx)),
+        check("prog tc via clsact", &facts.net.clsact),
+        check("qdisc fq", &facts.net.fq),
+        check("qdisc netem", &facts.net.netem),
+        check("cgroup v2 freezer", &facts.freezer),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::errno::Errno;
+
+    use super::*;
+
+    fn ok(s: &str) -> Outcome {
+        Ok(s.into())
+    }
+
+    fn fail(errno: Option<Errno>, s: &str) -> Outcome {
+        Err(Failure {
+            errno,
+            message: s.into(),
+        })
+    }
+
+    /// What this project's 6.18 host reports (see PLATFORM.md).
+    fn host() -> Facts {
+        Facts {
+            release: "6.18.44".into(),
+            version: Some((6, 18, 44)),
+            btf: ok("parses"),
+            cgroup2: Some("/sys/fs/cgroup/unified".into()),
+            bpffs: None,
+            securityfs: None,
+            tracefs: None,
+            lsms: Ok(ActiveLsms {
+                list: parse::lsm_list("lockdown,capability,landlock,yama,bpf"),
+                source: "test".into(),
+            }),
+            object: ok("parsed"),
+            temp_cgroup: ok("made"),
+            lsm_file_open: fail(Some(Errno::EPERM), "BPF_PROG_LOAD: EPERM"),
+            connect4: ok("attached"),
+            connect6: ok("attached"),
+            sock_create: ok("attached"),
+            cgroup_skb: ok("attached"),
+            sys_enter: ok("attached"),
+            freezer: ok("present"),
+            net: NetnsFacts {
+                tcx: ok("attached"),
+                clsact: ok("attached"),
+                fq: fail(None, "Specified qdisc kind is unknown."),
+                netem: fail(None, "Specified qdisc kind is unknown."),
+            },
+        }
+    }
+
+    fn verdict<'a>(report: &'a Report, kind: &str) -> &'a FaultSupport {
+        report.faults.iter().find(|f| f.kind == kind).unwrap()
+    }
+
+    #[test]
+    fn host_has_socket_faults_but_no_file_faults_or_delay() {
+        let report = Report::from_facts(&host());
+        let file = verdict(&report, "syscall-file");
+        assert!(!file.works);
+        assert!(file.why.as_deref().unwrap().contains("trampoline"));
+        assert!(
+            file.fix
+                .as_deref()
+                .unwrap()
+                .contains("lsm=lockdown,capability,bpf")
+        );
+        assert!(verdict(&report, "syscall-socket").works);
+        assert!(verdict(&report, "packet-drop").works);
+        let delay = verdict(&report, "packet-delay");
+        assert!(!delay.works);
+        assert!(
+            delay
+                .why
+                .as_deref()
+                .unwrap()
+                .contains("netem is absent too")
+        );
+        assert!(verdict(&report, "packet-corrupt").works);
+        assert!(verdict(&report, "syscall-latency").works);
+        assert!(verdict(&report, "signal").works);
+        assert!(report.faults.iter().all(|f| f.works == f.why.is_none()));
+    }
+
+    #[test]
+    fn missing_bpf_lsm_suggests_the_boot_parameter() {
+        let mut facts = host();
+        facts.lsms = Ok(ActiveLsms {
+            list: parse::lsm_list("lockdown,capability,apparmor"),
+            source: "test".into(),
+        });
+        facts.lsm_file_open = ok("loaded");
+        let report = Report::from_facts(&facts);
+        let file = verdict(&report, "syscall-file");
+        assert!(!file.works);
+        assert!(
+            file.fix
+                .as_deref()
+                .unwrap()
+                .contains("lsm=lockdown,capability,apparmor,bpf")
+        );
+    }
+
+    #[test]
+    fn vm_kernel_without_tcx_uses_clsact() {
+        let mut facts = host();
+        facts.release = "6.1.0-47-amd64".into();
+        facts.version = Some((6, 1, 0));
+        facts.lsm_file_open = ok("loaded");
+        facts.net.tcx = fail(Some(Errno::EINVAL), "bpf_link_create: EINVAL");
+        facts.net.fq = ok("works");
+        let report = Report::from_facts(&facts);
+        assert!(verdict(&report, "syscall-file").works);
+        assert!(verdict(&report, "packet-delay").works);
+        let corrupt = verdict(&report, "packet-corrupt");
+        assert!(corrupt.works && corrupt.mechanism.contains("clsact"));
+        let tcx = report
+            .checks
+            .iter()
+            .find(|c| c.name == "prog tc via TCX")
+            .unwrap();
+        assert!(!tcx.ok && tcx.detail.contains("6.6+"));
+    }
+
+    #[test]
+    fn json_shape_is_stable() {
+        let json = serde_json::to_value(Report::from_facts(&host())).unwrap();
+        assert!(json["kernel"].is_string());
+        let fault = &json["faults"][0];
+        for key in ["kind", "works", "mechanism", "why", "fix"] {
+            assert!(fault.get(key).is_some(), "missing {key}");
+        }
+        let check = &json["checks"][0];
+        for key in ["name", "ok", "detail"] {
+            assert!(check.get(key).is_some(), "missing {key}");
+        }
+    }
+}

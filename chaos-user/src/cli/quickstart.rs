@@ -85,12 +85,23 @@ pub fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn spawn_client(name: &str, addr: SocketAddr, count: u32, cgroup: Option<&ChildCgroup>) -> anyhow::Result<Child> {
+fn spawn_client(
+    name: &str,
+    addr: SocketAddr,
+    count: u32,
+    cgroup: Option<&ChildCgroup>,
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding chaos's own binary")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["quickstart-client", "--name", name, "--addr", &addr.to_string()])
-        .args(["--count", &count.to_string()])
-        .stdout(Stdio::piped());
+    cmd.args([
+        "quickstart-client",
+        "--name",
+        name,
+        "--addr",
+        &addr.to_string(),
+    ])
+    .args(["--count", &count.to_string()])
+    .stdout(Stdio::piped());
     let procs = cgroup.map(|cg| cg.enter_on_exec(&mut cmd)).transpose()?;
     let child = cmd.spawn().context("starting a quickstart client")?;
     drop(procs);
@@ -113,7 +124,10 @@ fn relay(child: &mut Child) -> thread::JoinHandle<String> {
 /// Runs `chaos quickstart`.
 pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     if !(args.probability > 0.0 && args.probability <= 1.0) {
-        anyhow::bail!("invalid --probability `{}`: must be in (0, 1]", args.probability);
+        anyhow::bail!(
+            "invalid --probability `{}`: must be in (0, 1]",
+            args.probability
+        );
     }
     let listener = TcpListener::bind("127.0.0.1:0").context("starting the quickstart server")?;
     let addr = listener.local_addr()?;
@@ -185,7 +199,8 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             last_print = Instant::now();
         }
     }
-    let (target_line, control_line) = (ra.join().unwrap_or_default(), rb.join().unwrap_or_default());
+    let (target_line, control_line) =
+        (ra.join().unwrap_or_default(), rb.join().unwrap_or_default());
     let c = injector.counters()?[0];
 
     println!("\n3. Roll back: detaching the programs and removing the cgroup.");
@@ -199,7 +214,11 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         "  kernel: connect matched {} in the target, injected {} ({:.0}%)",
         c.matched,
         c.injected,
-        if c.matched > 0 { 100.0 * c.injected as f64 / c.matched as f64 } else { 0.0 }
+        if c.matched > 0 {
+            100.0 * c.injected as f64 / c.matched as f64
+        } else {
+            0.0
+        }
     );
     let failed_in_target = u64::from(args.count) - ok_count(&target_line);
     let control_ok = ok_count(&control_line) == u64::from(args.count);
@@ -207,12 +226,24 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     println!(
         "  hypothesis {}: the target saw {failed_in_target} failures, the kernel injected {}; \
          the control {}.",
-        if exact && control_ok { "holds" } else { "does NOT hold" },
+        if exact && control_ok {
+            "holds"
+        } else {
+            "does NOT hold"
+        },
         c.injected,
-        if control_ok { "was untouched" } else { "was hit too" }
+        if control_ok {
+            "was untouched"
+        } else {
+            "was hit too"
+        }
     );
     println!("\nNext: `chaos inject syscall --help`, `chaos doctor`.");
-    Ok(if exact && control_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if exact && control_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The `N` of a client's closing line `name done: N/M connects ok`.

@@ -37,7 +37,9 @@ fn unescape_octal(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let value = bytes[i + 1..i + 4]
                 .iter()
@@ -77,8 +79,8 @@ pub fn lsm_list(text: &str) -> Vec<String> {
 pub fn cmdline_lsm(cmdline: &str) -> Option<String> {
     cmdline
         .split_whitespace()
-        .filter_map(|arg| arg.strip_prefix("lsm="))
-        .last()
+        .rev()
+        .find_map(|arg| arg.strip_prefix("lsm="))
         .map(str::to_owned)
 }
 
@@ -145,6 +147,8 @@ pub fn fq_horizon(tc_show: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     const HYBRID: &str = "\
@@ -176,7 +180,7 @@ mod tests {
         let mounts = mountinfo(HYBRID);
         let docker = mounts
             .iter()
-            .find(|m| m.mount_point == PathBuf::from("/var/lib/docker"))
+            .find(|m| m.mount_point == Path::new("/var/lib/docker"))
             .unwrap();
         assert_eq!(docker.fstype, "ext4");
     }
@@ -206,7 +210,10 @@ mod tests {
     #[test]
     fn builds_an_lsm_parameter_with_bpf_last() {
         let active = lsm_list("lockdown,capability,bpf,yama");
-        assert_eq!(lsm_param_with_bpf(&active), "lsm=lockdown,capability,yama,bpf");
+        assert_eq!(
+            lsm_param_with_bpf(&active),
+            "lsm=lockdown,capability,yama,bpf"
+        );
         assert_eq!(lsm_param_with_bpf(&[]), "lsm=bpf");
     }
 
@@ -223,7 +230,10 @@ mod tests {
     fn parses_kernel_releases() {
         assert_eq!(kernel_version("6.18.44-fc-v657"), Some((6, 18, 44)));
         assert_eq!(kernel_version("6.1.0-47-amd64"), Some((6, 1, 0)));
-        assert_eq!(kernel_version("6.12.117+deb13-cloud-amd64"), Some((6, 12, 117)));
+        assert_eq!(
+            kernel_version("6.12.117+deb13-cloud-amd64"),
+            Some((6, 12, 117))
+        );
         assert_eq!(kernel_version("5.4"), Some((5, 4, 0)));
         assert_eq!(kernel_version("6.6-rc1"), Some((6, 6, 0)));
         assert_eq!(kernel_version("garbage"), None);

@@ -1,0 +1,481 @@
+//! The probes: each one tries one thing against the running kernel and says what happened.
+//!
+//! Everything a probe creates (a cgroup directory, links, a network namespace, a securityfs
+//! mount) is removed before it returns; loaded programs go away when the [`Ebpf`] is dropped.
+use std::{
+    fs::{self, File},
+    io,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, LinkOrder, Lsm, ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, TcAttachOptions},
+    },
+};
+use nix::{errno::Errno, mount::MsFlags, sched::CloneFlags};
+
+use super::parse;
+use crate::loader::EBPF_OBJECT;
+
+/// Why a probe failed: the errno when the kernel gave one, and the full text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The errno the failing call returned, if the failure came from one.
+    pub errno: Option<Errno>,
+    /// What failed and how, for people.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with no errno.
+    pub fn text(message: impl Into<String>) -> Failure {
+        Failure {
+            errno: None,
+            message: message.into(),
+        }
+    }
+
+    /// A failure of an I/O call, naming what was being done.
+    pub fn io(doing: &str, err: &io::Error) -> Failure {
+        Failure {
+            errno: err.raw_os_error().map(Errno::from_raw),
+            message: format!("{doing}: {}", describe_io(err)),
+        }
+    }
+}
+
+/// The result of one probe: on success, a short note on what worked.
+pub type Outcome = Result<String, Failure>;
+
+/// `EPERM (Operation not permitted)` rather than `Operation not permitted (os error 1)`, since
+/// errno names are what kernel documentation and mailing lists use.
+pub fn describe_io(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(raw) => {
+            let errno = Errno::from_raw(raw);
+            format!("{errno:?} ({})", errno.desc())
+        }
+        None => err.to_string(),
+    }
+}
+
+/// Turns aya's program errors into a [`Failure`], keeping the errno and the end of the
+/// verifier log (its last lines say why it rejected a program).
+fn program_failure(doing: &str, err: &ProgramError) -> Failure {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let tail = tail[tail.len().saturating_sub(2)..].join("; ");
+            let mut message = format!("{doing}: BPF_PROG_LOAD: {}", describe_io(io_error));
+            if tail.is_empty() {
+                message.push_str(" (no verifier log)");
+            } else {
+                message.push_str(&format!("; verifier: {tail}"));
+            }
+            Failure {
+                errno: io_error.raw_os_error().map(Errno::from_raw),
+                message,
+            }
+        }
+        ProgramError::SyscallError(e) => Failure {
+            errno: e.io_error.raw_os_error().map(Errno::from_raw),
+            message: format!("{doing}: {}: {}", e.call, describe_io(&e.io_error)),
+        },
+        other => Failure::text(format!("{doing}: {}", error_chain(other))),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|err| format!("unknown ({})", describe_io(&err)))
+}
+
+/// The effective capabilities of this process, from `/proc/self/status`.
+pub fn effective_caps() -> Option<u64> {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse::effective_caps(&s))
+}
+
+/// The mounts of this process's mount namespace.
+pub fn mounts() -> Result<Vec<parse::Mount>, Failure> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| parse::mountinfo(&text))
+        .map_err(|err| Failure::io("reading /proc/self/mountinfo", &err))
+}
+
+/// Parses the kernel's own BTF, which LSM and tp_btf programs are loaded against.
+pub fn vmlinux_btf() -> Result<Btf, Failure> {
+    let path = crate::btf::VMLINUX_BTF;
+    if !Path::new(path).exists() {
+        return Err(Failure::text(format!(
+            "{path} does not exist (kernel built without CONFIG_DEBUG_INFO_BTF)"
+        )));
+    }
+    Btf::from_sys_fs()
+        .map_err(|err| Failure::text(format!("parsing {path}: {}", error_chain(&err))))
+}
+
+/// The active LSMs and where they were read from.
+#[derive(Clone, Debug)]
+pub struct ActiveLsms {
+    /// The LSMs, in call order.
+    pub list: Vec<String>,
+    /// How they were found (which file, whether securityfs had to be mounted).
+    pub source: String,
+}
+
+/// Reads the active LSMs from securityfs. When securityfs is not mounted it is mounted on a
+/// private temporary directory for the read and unmounted again, so the machine is left as it
+/// was; `/sys/kernel/security` itself is never touched.
+pub fn active_lsms(securityfs: Option<&Path>) -> Result<ActiveLsms, Failure> {
+    if let Some(dir) = securityfs {
+        let path = dir.join("lsm");
+        return fs::read_to_string(&path)
+            .map(|text| ActiveLsms {
+                list: parse::lsm_list(&text),
+                source: path.display().to_string(),
+            })
+            .map_err(|err| Failure::io(&format!("reading {}", path.display()), &err));
+    }
+    let dir = std::env::temp_dir().join(format!("chaos-doctor-securityfs.{}", std::process::id()));
+    fs::create_dir(&dir).map_err(|err| Failure::io(&format!("mkdir {}", dir.display()), &err))?;
+    let mounted = nix::mount::mount(
+        Some("securityfs"),
+        &dir,
+        Some("securityfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        None::<&str>,
+    );
+    let result = match mounted {
+        Ok(()) => {
+            let read = fs::read_to_string(dir.join("lsm"));
+            let _ = nix::mount::umount(&dir);
+            read.map(|text| ActiveLsms {
+                list: parse::lsm_list(&text),
+                source: "a temporary securityfs mount, as securityfs is not mounted".into(),
+            })
+            .map_err(|err| {
+                Failure::io(
+                    "securityfs is not mounted; reading lsm through a temporary mount",
+                    &err,
+                )
+            })
+        }
+        Err(errno) => Err(Failure {
+            errno: Some(errno),
+            message: format!(
+                "securityfs is not mounted and a temporary mount failed: {errno:?} ({}); {}",
+                errno.desc(),
+                boot_lsm_hint()
+            ),
+        }),
+    };
+    let _ = fs::remove_dir(&dir);
+    result
+}
+
+/// What the kernel command line asked for, as a hint when the active list cannot be read.
+fn boot_lsm_hint() -> String {
+    match fs::read_to_string("/proc/cmdline")
+        .ok()
+        .and_then(|c| parse::cmdline_lsm(&c))
+    {
+        Some(lsm) => format!("the kernel command line asks for lsm={lsm}"),
+        None => "the kernel command line has no lsm=, so the kernel's built-in CONFIG_LSM \
+                 order applies"
+            .into(),
+    }
+}
+
+/// Parses the embedded eBPF object and creates its maps (no program is loaded yet).
+pub fn load_object() -> Result<Ebpf, Failure> {
+    EbpfLoader::new().load(EBPF_OBJECT).map_err(|err| {
+        Failure::text(format!(
+            "loading the embedded eBPF object: {}",
+            error_chain(&err)
+        ))
+    })
+}
+
+/// A child of the cgroup v2 root that exists only while the probes run.
+pub struct TempCgroup {
+    path: PathBuf,
+    dir: File,
+}
+
+impl TempCgroup {
+    /// Creates `chaos-doctor.<pid>` under `root`.
+    pub fn create(root: &Path) -> Result<TempCgroup, Failure> {
+        let path = root.join(format!("chaos-doctor.{}", std::process::id()));
+        fs::create_dir(&path)
+            .map_err(|err| Failure::io(&format!("mkdir {}", path.display()), &err))?;
+        match File::open(&path) {
+            Ok(dir) => Ok(TempCgroup { path, dir }),
+            Err(err) => {
+                let _ = fs::remove_dir(&path);
+                Err(Failure::io(&format!("open {}", path.display()), &err))
+            }
+        }
+    }
+
+    /// The cgroup's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempCgroup {
+    fn drop(&mut self) {
+        // Links on it are detached by then (each probe detaches its own), so the empty cgroup
+        // can go.
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// The mode for cgroup attachments. On 5.7+ aya attaches through bpf_link_create, whose links
+/// always stack with other programs and which refuses any attach flag with EINVAL, so
+/// `Single` (no flag) is the only mode that works there.
+const CGROUP_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, Failure>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Failure::text(format!("program {name} is not in the eBPF object")))?;
+    prog.try_into()
+        .map_err(|err: ProgramError| program_failure(&format!("program {name}"), &err))
+}
+
+/// Loads the BPF LSM program on `file_open`. Not attached: attaching would put it in every
+/// open on the machine, and the load is where kernels without working BPF LSM refuse it.
+pub fn lsm_file_open(ebpf: &mut Ebpf, btf: &Btf) -> Outcome {
+    let prog: &mut Lsm = program(ebpf, "chaos_file_open")?;
+    prog.load("file_open", btf)
+        .map_err(|err| program_failure("load lsm/file_open", &err))?;
+    Ok("loaded".into())
+}
+
+/// Loads a cgroup sock_addr program and attaches it to the temporary cgroup, then detaches.
+pub fn sock_addr(ebpf: &mut Ebpf, name: &str, cgroup: &TempCgroup) -> Outcome {
+    let prog: &mut CgroupSockAddr = program(ebpf, name)?;
+    prog.load()
+        .map_err(|err| program_failure(&format!("load {name}"), &err))?;
+    let link = prog
+        .attach(&cgroup.dir, CGROUP_MODE)
+        .map_err(|err| program_failure(&format!("attach {name} to a cgroup"), &err))?;
+    let _ = prog.detach(link);
+    Ok("loaded and attached to a temporary cgroup".into())
+}
+
+/// Loads the do-nothing cgroup sock program and attaches it to the temporary cgroup.
+pub fn sock_create(ebpf: &mut Ebpf, cgroup: &TempCgroup) -> Outcome {
+    let prog: &mut CgroupSock = program(ebpf, "chaos_probe_sock_create")?;
+    prog.load()
+        .map_err(|err| program_failure("load cgroup_sock/sock_create", &err))?;
+    let link = prog
+        .attach(&cgroup.dir, CGROUP_MODE)
+        .map_err(|err| program_failure("attach cgroup_sock/sock_create to a cgroup", &err))?;
+    let _ = prog.detach(link);
+    Ok("loaded and attached to a temporary cgroup".into())
+}
+
+/// Loads the do-nothing cgroup_skb egress program and attaches it to the temporary cgroup.
+pub fn cgroup_skb(ebpf: &mut Ebpf, cgroup: &TempCgroup) -> Outcome {
+    let prog: &mut CgroupSkb = program(ebpf, "chaos_probe_cgroup_skb")?;
+    prog.load()
+        .map_err(|err| program_failure("load cgroup_skb/egress", &err))?;
+    let link = prog
+        .attach(&cgroup.dir, CgroupSkbAttachType::Egress, CGROUP_MODE)
+        .map_err(|err| program_failure("attach cgroup_skb/egress to a cgroup", &err))?;
+    let _ = prog.detach(link);
+    Ok("loaded and attached to a temporary cgroup".into())
+}
+
+/// Loads the do-nothing tp_btf program on `sys_enter` and attaches it for a moment: it is
+/// global, but does nothing, and attaching is a separate kernel path worth proving.
+pub fn sys_enter(ebpf: &mut Ebpf, btf: &Btf) -> Outcome {
+    let prog: &mut BtfTracePoint = program(ebpf, "chaos_probe_sys_enter")?;
+    prog.load("sys_enter", btf)
+        .map_err(|err| program_failure("load tp_btf/sys_enter", &err))?;
+    let link = prog
+        .attach()
+        .map_err(|err| program_failure("attach tp_btf/sys_enter", &err))?;
+    let _ = prog.detach(link);
+    Ok("loaded and attached".into())
+}
+
+/// Whether the cgroup v2 freezer exists: `cgroup.freeze` is in every non-root cgroup since 5.2.
+pub fn freezer(cgroup: &TempCgroup) -> Outcome {
+    let file = cgroup.path().join("cgroup.freeze");
+    if file.exists() {
+        Ok("cgroup.freeze present in a child cgroup".into())
+    } else {
+        Err(Failure::text(format!(
+            "{} does not exist (cgroup v2 freezer needs 5.2+)",
+            file.display()
+        )))
+    }
+}
+
+/// The do-nothing classifier, for [`in_netns`] to load and attach.
+pub fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Failure> {
+    program(ebpf, "chaos_probe_tc")
+}
+
+/// What the probes inside the throw-away network namespace found.
+#[derive(Clone, Debug)]
+pub struct NetnsFacts {
+    /// The classifier attached to `lo` egress through TCX.
+    pub tcx: Outcome,
+    /// The classifier attached to `lo` egress through a clsact qdisc (netlink).
+    pub clsact: Outcome,
+    /// `tc qdisc replace dev lo root fq` worked.
+    pub fq: Outcome,
+    /// `tc qdisc replace dev lo root netem` worked.
+    pub netem: Outcome,
+}
+
+/// Runs the network probes in a new network namespace on a thread of its own, so that
+/// nothing they do can touch the machine's interfaces: the namespace, with the qdiscs and
+/// attachments in it, disappears when the thread ends.
+pub fn in_netns(classifier: Result<&mut SchedClassifier, Failure>) -> NetnsFacts {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // Only this thread moves; unshare of the network namespace is per thread.
+                if let Err(errno) = nix::sched::unshare(CloneFlags::CLONE_NEWNET) {
+                    let fail = Failure {
+                        errno: Some(errno),
+                        message: format!(
+                            "cannot create a network namespace to probe in: unshare(CLONE_NEWNET): {errno:?} ({})",
+                            errno.desc()
+                        ),
+                    };
+                    return NetnsFacts {
+                        tcx: Err(fail.clone()),
+                        clsact: Err(fail.clone()),
+                        fq: Err(fail.clone()),
+                        netem: Err(fail),
+                    };
+                }
+                let (tcx, clsact) = match classifier {
+                    Ok(prog) => tc_attach(prog),
+                    Err(fail) => (Err(fail.clone()), Err(fail)),
+                };
+                let fq = qdisc(&["fq"]);
+                let netem = qdisc(&["netem", "delay", "1ms"]);
+                NetnsFacts {
+                    tcx,
+                    clsact,
+                    fq,
+                    netem,
+                }
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                let fail = Failure::text("the network probe thread panicked");
+                NetnsFacts {
+                    tcx: Err(fail.clone()),
+                    clsact: Err(fail.clone()),
+                    fq: Err(fail.clone()),
+                    netem: Err(fail),
+                }
+            })
+    })
+}
+
+/// Loads the do-nothing classifier and attaches it to `lo` egress both ways the kernel
+/// offers; must run inside the throw-away namespace.
+fn tc_attach(prog: &mut SchedClassifier) -> (Outcome, Outcome) {
+    if let Err(err) = prog.load() {
+        let fail = program_failure("load classifier (sched_cls)", &err);
+        return (Err(fail.clone()), Err(fail));
+    }
+    let tcx = prog
+        .attach_with_options(
+            "lo",
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map(|link| {
+            let _ = prog.detach(link);
+            "attached to lo egress through TCX".to_owned()
+        })
+        .map_err(|err| program_failure("TCX attach to lo egress", &err));
+    let clsact = tc::qdisc_add_clsact("lo")
+        .map_err(|err| Failure::text(format!("add clsact qdisc on lo: {}", error_chain(&err))))
+        .and_then(|()| {
+            prog.attach_with_options(
+                "lo",
+                TcAttachType::Egress,
+                TcAttachOptions::Netlink(NlOptions::default()),
+            )
+            .map_err(|err| program_failure("netlink attach to lo egress (clsact)", &err))
+        })
+        .map(|link| {
+            let _ = prog.detach(link);
+            "attached to lo egress through a clsact qdisc".to_owned()
+        });
+    (tcx, clsact)
+}
+
+/// Installs a root qdisc on `lo` with `tc`, which also makes the kernel load the qdisc's
+/// module if it is one; must run inside the throw-away namespace.
+fn qdisc(kind_and_args: &[&str]) -> Outcome {
+    let mut args = vec!["qdisc", "replace", "dev", "lo", "root"];
+    args.extend_from_slice(kind_and_args);
+    let shown = format!("`tc {}`", args.join(" "));
+    let output = Command::new("tc").args(&args).output().map_err(|err| {
+        let mut fail = Failure::io(&format!("cannot run {shown}"), &err);
+        if err.kind() == io::ErrorKind::NotFound {
+            fail.message = "cannot tell: `tc` (iproute2) is not installed".into();
+        }
+        fail
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Failure::text(format!(
+            "{shown} in a throw-away network namespace failed: {}",
+            stderr.trim()
+        )));
+    }
+    let show = Command::new("tc")
+        .args(["qdisc", "show", "dev", "lo"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    Ok(match parse::fq_horizon(&show) {
+        Some(horizon) if kind_and_args[0] == "fq" => {
+            format!("{shown} works; default horizon {horizon} (later packets are dropped)")
+        }
+        _ => format!("{shown} works"),
+    })
+}
