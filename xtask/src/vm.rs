@@ -1,15 +1,176 @@
-//! The VM tier. (Being written.)
+//! The VM tier: boots a Debian distribution kernel under QEMU with an initramfs holding
+//! `chaos`, its workload helper and the integration tests of `chaos-tests`, runs the tests
+//! inside, and reads their libtest results back from the serial console.
+//!
+//! The host kernel refuses some program types (BPF trampolines) and lacks modules such as
+//! netem, so those paths can only be exercised on a real distribution kernel; see
+//! `/work/shared/PLATFORM.md`, section "The VM tier".
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
 use crate::summary::Summary;
+
+mod build;
+mod initramfs;
+mod kernel;
+mod qemu;
+mod verdict;
+
+/// Wall-clock limit of one VM run, boot included, unless `--timeout` says otherwise.
+const DEFAULT_TIMEOUT_SECS: u64 = 900;
+
+/// A Debian kernel the VM tier knows how to fetch and boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelVersion {
+    /// Linux 6.1, the newest `linux-image-6.1.0-*-amd64-unsigned` of Debian 12 (bookworm).
+    V6_1,
+    /// Linux 6.12, the newest `linux-image-6.12.*-cloud-amd64-unsigned` of Debian 13 (trixie).
+    V6_12,
+}
+
+impl KernelVersion {
+    /// What `--kernel` accepts.
+    const NAMES: [&str; 2] = ["6.1", "6.12"];
+
+    fn from_name(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "6.1" => Ok(Self::V6_1),
+            "6.12" => Ok(Self::V6_12),
+            _ => bail!(
+                "unknown kernel {name:?}: the VM tier knows {:?}",
+                Self::NAMES
+            ),
+        }
+    }
+}
+
+impl fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KernelVersion::V6_1 => "6.1",
+            KernelVersion::V6_12 => "6.12",
+        })
+    }
+}
 
 /// Options of `cargo xtask vm-test`.
 #[derive(Debug, clap::Args)]
 pub struct VmTestArgs {
     /// Debian kernel to boot: 6.1 (bookworm) or 6.12 (trixie).
-    #[arg(long)]
+    #[arg(long, value_parser = KernelVersion::NAMES)]
     pub kernel: String,
+
+    /// Seconds after which the VM is killed and the run counts as failed (boot included).
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
+    pub timeout: u64,
+
+    /// Kernel modules to load in the guest before the tests (e.g. sch_netem,sch_fq,veth);
+    /// their dependencies are loaded first.
+    #[arg(long, value_delimiter = ',')]
+    pub modules: Vec<String>,
+
+    /// Arguments passed to every test binary after `--test-threads=1` (libtest filters,
+    /// `--exact`, `--nocapture`, ...).
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+impl VmTestArgs {
+    /// The defaults of `cargo xtask vm-test --kernel KERNEL`, for other tasks that run the
+    /// VM tier. An unknown `kernel` is reported by [`run`].
+    pub fn for_kernel(kernel: &str) -> Self {
+        Self {
+            kernel: kernel.to_owned(),
+            timeout: DEFAULT_TIMEOUT_SECS,
+            modules: Vec::new(),
+            test_args: Vec::new(),
+        }
+    }
 }
 
 /// Runs the integration tests inside a VM; errors when any failed or no result came back.
-pub fn run(_args: &VmTestArgs) -> anyhow::Result<Summary> {
-    anyhow::bail!("not yet")
+pub fn run(args: &VmTestArgs) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let version = KernelVersion::from_name(&args.kernel)?;
+    let kernel_name = version.to_string();
+
+    let workspace = Workspace::locate()?;
+    let binaries = build::build_guest_binaries(&workspace.root)?;
+
+    let kernel = kernel::ensure(version, &kernel::cache_dir()?)?;
+    println!(
+        "vm {kernel_name}: kernel {} ({})",
+        kernel.release,
+        kernel.vmlinuz.display()
+    );
+
+    let work_dir = workspace.target_dir.join("vm").join(&kernel_name);
+    let initrd = initramfs::build(&initramfs::Spec {
+        work_dir: &work_dir,
+        kernel_name: &kernel_name,
+        modules_dir: &kernel.modules_dir,
+        modules: &args.modules,
+        binaries: &binaries,
+        test_args: &args.test_args,
+    })
+    .with_context(|| format!("building the initramfs in {}", work_dir.display()))?;
+
+    let outcome = qemu::boot(&qemu::Boot {
+        vmlinuz: &kernel.vmlinuz,
+        initrd: &initrd,
+        timeout: Duration::from_secs(args.timeout),
+        prefix: &format!("[vm {kernel_name}] "),
+    })?;
+    println!(
+        "vm {kernel_name}: guest ran for {:.1} s ({:.1} s in total with builds)",
+        outcome.elapsed.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let test_names: Vec<&str> = binaries.tests.iter().map(|t| t.name.as_str()).collect();
+    let verdict = verdict::judge(&outcome, &test_names, args.timeout);
+    println!("vm {kernel_name}: {}", verdict.summary);
+    if !verdict.problems.is_empty() {
+        for problem in &verdict.problems {
+            eprintln!("vm {kernel_name}: FAILED: {problem}");
+        }
+        bail!(
+            "vm-test on kernel {kernel_name} failed: {}",
+            verdict.problems.join("; ")
+        );
+    }
+    if test_names.is_empty() {
+        // Not an error (the test suite may simply not exist yet), but never a silent pass.
+        println!(
+            "vm {kernel_name}: NOTE: chaos-tests has no integration tests (tests/tests/*.rs): \
+             the guest booted but no test ran"
+        );
+    }
+    Ok(verdict.summary)
+}
+
+/// Where the workspace and its build output live.
+struct Workspace {
+    root: PathBuf,
+    target_dir: PathBuf,
+}
+
+impl Workspace {
+    /// Finds the workspace this xtask belongs to (not the current directory's), so that
+    /// `cargo xtask` behaves the same from any subdirectory.
+    fn locate() -> anyhow::Result<Self> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .manifest_path(&manifest)
+            .no_deps()
+            .exec()
+            .with_context(|| format!("running cargo metadata for {}", manifest.display()))?;
+        Ok(Self {
+            root: metadata.workspace_root.into_std_path_buf(),
+            target_dir: metadata.target_directory.into_std_path_buf(),
+        })
+    }
 }

@@ -147,6 +147,13 @@ fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
              (chaos inject syscall --syscall connect --errno ECONNREFUSED -- curl ...)"
         ),
     };
+    if target.level == 0 {
+        bail!(
+            "invalid --cgroup `{}`: the root cgroup holds every process of the machine; give \
+             the cgroup of the service or container to fault, or run a command after `--`",
+            target.path.display()
+        );
+    }
     run_until_stopped(&fault, &args.run, &target, &stop)
 }
 
