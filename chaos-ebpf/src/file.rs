@@ -37,12 +37,39 @@ fn current_syscall_nr() -> i64 {
 #[lsm(hook = "file_open")]
 pub fn chaos_file_open(ctx: LsmContext) -> i32 {
     // Argument 1 of a one-argument hook is the verdict so far.
-    let verdict: i32 = ctx.arg(1);
+    let verdict: i64 = ctx.arg(1);
     if verdict != 0 {
-        return verdict;
+        return lsm_verdict(verdict.wrapping_neg() as u64);
     }
     match rule::apply(Hook::FileOpen, current_syscall_nr()) {
-        Some(errno) => -(errno as i32),
+        Some(errno) => lsm_verdict(u64::from(errno)),
         None => 0,
     }
+}
+
+/// `-errno`, in a form the verifier can prove lies in [-4095, 0], the range it accepts from
+/// LSM programs (checked since 6.12). The user side only writes errnos in 1..=4095, so the
+/// mask changes nothing for them.
+#[inline(always)]
+fn lsm_verdict(errno: u64) -> i32 {
+    const EIO: u64 = 5;
+    // A mask, unlike a comparison, bounds the very register it produces; LLVM likes to compare
+    // a copy, which leaves the returned register unbounded for the verifier.
+    let errno = match errno & 0xfff {
+        0 => EIO,
+        e => e,
+    };
+    // LLVM emits BPF_NEG for `-errno`, through which the verifier keeps no bounds; a
+    // subtraction from zero keeps them.
+    let verdict: i64;
+    // SAFETY: register arithmetic only.
+    unsafe {
+        core::arch::asm!(
+            "{v} = 0",
+            "{v} -= {e}",
+            v = out(reg) verdict,
+            e = in(reg) errno,
+        );
+    }
+    verdict as i32
 }

@@ -2,9 +2,11 @@
 //! `chaos`, its workload helper and the integration tests of `chaos-tests`, runs the tests
 //! inside, and reads their libtest results back from the serial console.
 //!
-//! The host kernel refuses some program types (BPF trampolines) and lacks modules such as
-//! netem, so those paths can only be exercised on a real distribution kernel; see
-//! `/work/shared/PLATFORM.md`, section "The VM tier".
+//! The development hosts' kernel refuses some program types (BPF trampolines) and lacks
+//! modules such as netem, so those paths can only be exercised on a real distribution
+//! kernel. Kernels are cached in `${XDG_CACHE_HOME:-$HOME/.cache}/chaos/kernels/<name>`; the
+//! initramfs of each run is written to `<target dir>/vm/<name>/`. QEMU runs under software
+//! emulation unless KVM really works, so a run takes seconds of boot plus the tests' time.
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
