@@ -45,6 +45,9 @@ fn doctor_agrees_with_what_loads() {
     if !need_root() {
         return;
     }
+    let table = chaos(&["doctor"]);
+    assert!(table.status.success(), "{table:?}");
+    println!("{}", table.stdout);
     let report = doctor();
     assert!(report["kernel"].as_str().is_some_and(|k| !k.is_empty()));
     // Socket faults go through cgroup hooks, which every kernel this project targets has.

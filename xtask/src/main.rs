@@ -142,7 +142,9 @@ fn test(args: &TestArgs) -> anyhow::Result<Summary> {
         println!("xtask: VM tier skipped (--no-vm)");
     } else {
         for kernel in &args.kernels {
-            let vm_args = vm::VmTestArgs::for_kernel(kernel);
+            let mut vm_args = vm::VmTestArgs::for_kernel(kernel);
+            // As on the host: what each test printed (doctor's table, for one) goes in the log.
+            vm_args.test_args = vec!["--show-output".into()];
             total.add(vm::run(&vm_args).with_context(|| format!("VM tier on {kernel}"))?);
         }
     }

@@ -87,7 +87,8 @@ impl VmTestArgs {
         Self {
             kernel: kernel.to_owned(),
             timeout: DEFAULT_TIMEOUT_SECS,
-            modules: Vec::new(),
+            // The qdiscs the packet faults (and `chaos doctor`'s probes) need.
+            modules: ["sch_fq", "sch_netem"].map(String::from).to_vec(),
             test_args: Vec::new(),
         }
     }
@@ -100,7 +101,18 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<Summary> {
     let kernel_name = version.to_string();
 
     let workspace = Workspace::locate()?;
-    let binaries = build::build_guest_binaries(&workspace.root)?;
+    let mut binaries = build::build_guest_binaries(&workspace.root)?;
+    // busybox's tc cannot manage root qdiscs; the host's iproute2 one can.
+    if let Some(tc) = ["/usr/sbin/tc", "/sbin/tc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    {
+        binaries.bins.push(build::Executable {
+            name: "tc".into(),
+            path: tc,
+        });
+    }
 
     let kernel = kernel::ensure(version, &kernel::cache_dir()?)?;
     println!(
