@@ -5,7 +5,7 @@ use chaos_common::{Hook, RULE_ACTIVE, RULE_DRY_RUN, Rule, Schedule};
 use nix::errno::Errno as NixErrno;
 use syscalls::Sysno;
 
-use crate::{Error, target::CgroupTarget};
+use crate::{Error, loader::PlannedRule, target::CgroupTarget};
 
 /// A positive errno value, parsed from a name (`EIO`) or a number (`5`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,18 +178,22 @@ pub struct SyscallFault {
 }
 
 impl SyscallFault {
-    /// The kernel rules for this fault against `target`, one per syscall.
-    pub fn rules(&self, target: &CgroupTarget) -> Vec<Rule> {
+    /// The kernel rules for this fault against `target`, one per syscall, each with the
+    /// cgroup its programs attach to.
+    pub fn rules(&self, target: &CgroupTarget) -> Vec<PlannedRule> {
         self.syscalls
             .iter()
-            .map(|syscall| Rule {
-                flags: RULE_ACTIVE | if self.dry_run { RULE_DRY_RUN } else { 0 },
-                hook: syscall.hook() as u32,
-                cgroup_id: target.id,
-                cgroup_level: target.level,
-                errno: self.errno.number(),
-                syscall_nr: syscall.rule_nr(),
-                schedule: self.schedule,
+            .map(|syscall| PlannedRule {
+                rule: Rule {
+                    flags: RULE_ACTIVE | if self.dry_run { RULE_DRY_RUN } else { 0 },
+                    hook: syscall.hook() as u32,
+                    cgroup_id: target.id,
+                    cgroup_level: target.level,
+                    errno: self.errno.number(),
+                    syscall_nr: syscall.rule_nr(),
+                    schedule: self.schedule,
+                },
+                cgroup_dir: target.path.clone(),
             })
             .collect()
     }

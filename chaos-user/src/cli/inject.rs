@@ -1,7 +1,7 @@
 //! `chaos inject`: apply a fault to a target now, in the foreground, and report what it did.
 use std::{
     io::{self, IsTerminal as _},
-    os::unix::process::ExitStatusExt as _,
+    os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
     path::PathBuf,
     process::{Command, ExitCode, Stdio},
     sync::{
@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::{
     fault::{Errno, Syscall, SyscallFault},
-    loader::{Injector, PlannedRule},
+    loader::Injector,
     report::{FaultReport, Report},
     target::{CgroupTarget, ChildCgroup},
 };
@@ -84,7 +84,8 @@ impl ScheduleArgs {
     }
 }
 
-fn parse_probability(s: &str) -> Result<f64, String> {
+/// Parses a probability in (0, 1], for every option that takes one.
+pub(crate) fn parse_probability(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
         _ => Err(format!("`{s}` is not a probability in (0, 1], e.g. 0.25")),
@@ -187,17 +188,6 @@ impl StopSignals {
     }
 }
 
-fn plan(fault: &SyscallFault, target: &CgroupTarget) -> Vec<PlannedRule> {
-    fault
-        .rules(target)
-        .into_iter()
-        .map(|rule| PlannedRule {
-            rule,
-            cgroup_dir: target.path.clone(),
-        })
-        .collect()
-}
-
 fn report(
     fault: &SyscallFault,
     target: &CgroupTarget,
@@ -247,7 +237,7 @@ fn run_until_stopped(
     target: &CgroupTarget,
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
-    let injector = Injector::start(&plan(fault, target))?;
+    let injector = Injector::start(&fault.rules(target))?;
     eprintln!(
         "chaos: injecting {} into cgroup {}; Ctrl-C to stop",
         describe(fault),
@@ -288,13 +278,13 @@ fn run_command(
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
     let target = cgroup.target();
-    let mut injector = Some(Injector::start(&plan(fault, target))?);
+    let mut injector = Some(Injector::start(&fault.rules(target))?);
 
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
     if run.json {
         // Keep stdout for the report alone.
-        command.stdout(Stdio::from(io::stderr().as_fd_owned()?));
+        command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
     }
     let procs = cgroup.enter_on_exec(&mut command)?;
     let mut child = command
@@ -336,16 +326,4 @@ fn run_command(
         (None, None) => 1,
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
-}
-
-/// A duplicate of stderr to hand to a child as its stdout.
-trait AsFdOwned {
-    fn as_fd_owned(&self) -> io::Result<std::os::fd::OwnedFd>;
-}
-
-impl AsFdOwned for io::Stderr {
-    fn as_fd_owned(&self) -> io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::AsFd as _;
-        self.as_fd().try_clone_to_owned()
-    }
 }
