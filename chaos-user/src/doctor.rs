@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::mountinfo;
+
 mod parse;
 mod probe;
 
@@ -141,8 +143,8 @@ pub fn examine() -> Facts {
     let version = parse::kernel_version(&release);
     let btf = probe::vmlinux_btf();
     let mounts = probe::mounts().unwrap_or_default();
-    let cgroup2 = parse::mount_point_of(&mounts, "cgroup2");
-    let securityfs = parse::mount_point_of(&mounts, "securityfs");
+    let cgroup2 = mountinfo::mount_point_of(&mounts, "cgroup2");
+    let securityfs = mountinfo::mount_point_of(&mounts, "securityfs");
     let lsms = probe::active_lsms(securityfs.as_deref());
 
     let mut object = probe::load_object();
@@ -194,9 +196,9 @@ pub fn examine() -> Facts {
         version,
         btf: btf.map(|_| format!("{} parses", crate::btf::VMLINUX_BTF)),
         cgroup2,
-        bpffs: parse::mount_point_of(&mounts, "bpf"),
+        bpffs: mountinfo::mount_point_of(&mounts, "bpf"),
         securityfs,
-        tracefs: parse::mount_point_of(&mounts, "tracefs"),
+        tracefs: mountinfo::mount_point_of(&mounts, "tracefs"),
         lsms,
         object: object.map(|_| "parsed; maps created".into()),
         temp_cgroup: temp_cgroup.map(|c| format!("created and removed {}", c.path().display())),

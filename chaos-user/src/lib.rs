@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod error;
 pub mod fault;
 pub mod loader;
+pub mod mountinfo;
 pub mod report;
 pub mod target;
 

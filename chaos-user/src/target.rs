@@ -9,29 +9,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::Error;
+use crate::{Error, mountinfo};
 
 /// The cgroup v2 mount point, from /proc/self/mountinfo. Hybrid layouts mount it at
 /// /sys/fs/cgroup/unified, pure v2 systems at /sys/fs/cgroup.
 pub fn cgroup2_root() -> Result<PathBuf, Error> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|source| Error::Io {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(|source| Error::Io {
         path: "/proc/self/mountinfo".into(),
         source,
     })?;
-    cgroup2_root_in(&mountinfo).ok_or_else(|| Error::Unsupported {
-        fault: "cgroup targets".into(),
-        why: "no cgroup2 filesystem is mounted; mount one with \
+    mountinfo::mount_point_of(&mountinfo::parse(&text), "cgroup2").ok_or_else(|| {
+        Error::Unsupported {
+            fault: "cgroup targets".into(),
+            why: "no cgroup2 filesystem is mounted; mount one with \
               `mount -t cgroup2 none /sys/fs/cgroup/unified`"
-            .into(),
-    })
-}
-
-fn cgroup2_root_in(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // "36 25 0:31 / /sys/fs/cgroup/unified rw,... shared:10 - cgroup2 cgroup2 rw"
-        let (mount, fs) = line.split_once(" - ")?;
-        (fs.split_whitespace().next()? == "cgroup2")
-            .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
+                .into(),
+        }
     })
 }
 
@@ -214,22 +207,5 @@ impl Drop for ChildCgroup {
             // Shared by concurrent runs: only goes when empty, which is fine.
             let _ = fs::remove_dir(parent);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_cgroup2_in_hybrid_mountinfo() {
-        let mi = "25 24 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
-                  26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n\
-                  27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        assert_eq!(
-            cgroup2_root_in(mi),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(cgroup2_root_in("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
     }
 }

@@ -64,19 +64,6 @@ pub fn workload_bin() -> PathBuf {
     sibling_binary("CHAOS_WORKLOAD", "chaos-workload")
 }
 
-/// The cgroup v2 mount point.
-pub fn cgroup2_root() -> PathBuf {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    mountinfo
-        .lines()
-        .find_map(|line| {
-            let (mount, fs) = line.split_once(" - ")?;
-            (fs.split_whitespace().next()? == "cgroup2")
-                .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-        .expect("a cgroup2 mount")
-}
-
 /// A cgroup the test makes and removes (with its processes) on drop.
 pub struct TestCgroup {
     /// Its directory.
@@ -86,7 +73,8 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// Creates `<v2 root>/chaos-test-<name>-<pid>`.
     pub fn new(name: &str) -> TestCgroup {
-        let path = cgroup2_root().join(format!("chaos-test-{name}-{}", std::process::id()));
+        let root = chaos::target::cgroup2_root().expect("a cgroup2 mount");
+        let path = root.join(format!("chaos-test-{name}-{}", std::process::id()));
         fs::create_dir_all(&path).expect("creating test cgroup");
         TestCgroup { path }
     }

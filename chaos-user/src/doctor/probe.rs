@@ -20,7 +20,7 @@ use aya::{
 use nix::{errno::Errno, mount::MsFlags, sched::CloneFlags};
 
 use super::parse;
-use crate::loader::EBPF_OBJECT;
+use crate::{loader::EBPF_OBJECT, mountinfo};
 
 /// Why a probe failed: the errno when the kernel gave one, and the full text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,9 +123,9 @@ pub fn effective_caps() -> Option<u64> {
 }
 
 /// The mounts of this process's mount namespace.
-pub fn mounts() -> Result<Vec<parse::Mount>, Failure> {
+pub fn mounts() -> Result<Vec<mountinfo::Mount>, Failure> {
     fs::read_to_string("/proc/self/mountinfo")
-        .map(|text| parse::mountinfo(&text))
+        .map(|text| mountinfo::parse(&text))
         .map_err(|err| Failure::io("reading /proc/self/mountinfo", &err))
 }
 
