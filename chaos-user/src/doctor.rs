@@ -149,7 +149,7 @@ pub fn examine() -> Facts {
 
     let mut object = probe::load_object();
     let temp_cgroup = match &cgroup2 {
-        Some(root) => probe::TempCgroup::create(root),
+        Some(_) => probe::TempCgroup::create(),
         None => Err(Failure::text("no cgroup v2 hierarchy is mounted")),
     };
 

@@ -6,7 +6,6 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader, Read as _},
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, ChildStderr, Command, ExitStatus, Stdio},
     thread,
@@ -14,6 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use chaos::target::ChildCgroup;
 use serde_json::Value;
 
 /// Whether this run is one where every test must really run (the VM tier): skipping there
@@ -66,37 +66,29 @@ pub fn workload_bin() -> PathBuf {
 
 /// A cgroup the test makes and removes (with its processes) on drop.
 pub struct TestCgroup {
+    cgroup: ChildCgroup,
     /// Its directory.
     pub path: PathBuf,
 }
 
 impl TestCgroup {
-    /// Creates `<v2 root>/chaos-test-<name>-<pid>`.
+    /// Creates `<v2 root>/chaos/test-<name>-<pid>`.
     pub fn new(name: &str) -> TestCgroup {
-        let root = chaos::target::cgroup2_root().expect("a cgroup2 mount");
-        let path = root.join(format!("chaos-test-{name}-{}", std::process::id()));
-        fs::create_dir_all(&path).expect("creating test cgroup");
-        TestCgroup { path }
+        let cgroup = ChildCgroup::create(&format!("test-{name}-{}", std::process::id()))
+            .expect("creating test cgroup");
+        let path = cgroup.target().path.clone();
+        TestCgroup { cgroup, path }
     }
 
     /// Starts `command` inside this cgroup.
     pub fn spawn(&self, command: &mut Command) -> Child {
-        let procs = self.path.join("cgroup.procs");
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(move || fs::write(&procs, b"0"));
-        }
-        command.spawn().expect("spawning in test cgroup")
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = fs::write(self.path.join("cgroup.kill"), b"1");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
+        let procs = self
+            .cgroup
+            .enter_on_exec(command)
+            .expect("opening cgroup.procs");
+        let child = command.spawn().expect("spawning in test cgroup");
+        drop(procs);
+        child
     }
 }
 

@@ -5,7 +5,7 @@
 use std::{
     fs::{self, File},
     io,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
 };
 
@@ -20,7 +20,7 @@ use aya::{
 use nix::{errno::Errno, mount::MsFlags, sched::CloneFlags};
 
 use super::parse;
-use crate::{loader::EBPF_OBJECT, mountinfo};
+use crate::{loader::EBPF_OBJECT, mountinfo, target::ChildCgroup};
 
 /// Why a probe failed: the errno when the kernel gave one, and the full text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,38 +223,26 @@ pub fn load_object() -> Result<Ebpf, Failure> {
     })
 }
 
-/// A child of the cgroup v2 root that exists only while the probes run.
+/// A cgroup that exists only while the probes run, opened for attaching.
 pub struct TempCgroup {
-    path: PathBuf,
+    cgroup: ChildCgroup,
     dir: File,
 }
 
 impl TempCgroup {
-    /// Creates `chaos-doctor.<pid>` under `root`.
-    pub fn create(root: &Path) -> Result<TempCgroup, Failure> {
-        let path = root.join(format!("chaos-doctor.{}", std::process::id()));
-        fs::create_dir(&path)
-            .map_err(|err| Failure::io(&format!("mkdir {}", path.display()), &err))?;
-        match File::open(&path) {
-            Ok(dir) => Ok(TempCgroup { path, dir }),
-            Err(err) => {
-                let _ = fs::remove_dir(&path);
-                Err(Failure::io(&format!("open {}", path.display()), &err))
-            }
-        }
+    /// Creates the cgroup `chaos/doctor-<pid>` under the v2 root.
+    pub fn create() -> Result<TempCgroup, Failure> {
+        let cgroup = ChildCgroup::create(&format!("doctor-{}", std::process::id()))
+            .map_err(|err| Failure::text(format!("creating a cgroup to probe in: {err}")))?;
+        let path = &cgroup.target().path;
+        let dir = File::open(path)
+            .map_err(|err| Failure::io(&format!("open {}", path.display()), &err))?;
+        Ok(TempCgroup { cgroup, dir })
     }
 
     /// The cgroup's directory.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempCgroup {
-    fn drop(&mut self) {
-        // Links on it are detached by then (each probe detaches its own), so the empty cgroup
-        // can go.
-        let _ = fs::remove_dir(&self.path);
+        &self.cgroup.target().path
     }
 }
 
