@@ -380,6 +380,15 @@ fn no_cgroup2(kind: &'static str, mechanism: &str) -> FaultSupport {
     )
 }
 
+fn no_cgroup_skb(kind: &'static str, mechanism: &str, fail: &Failure) -> FaultSupport {
+    broken(
+        kind,
+        mechanism,
+        fail.message.clone(),
+        "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup_skb programs",
+    )
+}
+
 fn packet_drop(facts: &Facts) -> FaultSupport {
     const KIND: &str = "packet-drop";
     const MECHANISM: &str = "cgroup_skb egress/ingress program on the target cgroup returning 0";
@@ -388,12 +397,7 @@ fn packet_drop(facts: &Facts) -> FaultSupport {
     }
     match &facts.cgroup_skb {
         Ok(_) => works(KIND, MECHANISM),
-        Err(fail) => broken(
-            KIND,
-            MECHANISM,
-            fail.message.clone(),
-            "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup_skb programs",
-        ),
+        Err(fail) => no_cgroup_skb(KIND, MECHANISM, fail),
     }
 }
 
@@ -405,12 +409,7 @@ fn packet_delay(facts: &Facts) -> FaultSupport {
         return no_cgroup2(KIND, MECHANISM);
     }
     if let Err(fail) = &facts.cgroup_skb {
-        return broken(
-            KIND,
-            MECHANISM,
-            fail.message.clone(),
-            "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup_skb programs",
-        );
+        return no_cgroup_skb(KIND, MECHANISM, fail);
     }
     match &facts.net.fq {
         Ok(detail) => works(

@@ -351,6 +351,18 @@ pub struct NetnsFacts {
     pub netem: Outcome,
 }
 
+impl NetnsFacts {
+    /// Every network probe failed for the same reason.
+    fn all_failed(fail: Failure) -> NetnsFacts {
+        NetnsFacts {
+            tcx: Err(fail.clone()),
+            clsact: Err(fail.clone()),
+            fq: Err(fail.clone()),
+            netem: Err(fail),
+        }
+    }
+}
+
 /// Runs the network probes in a new network namespace on a thread of its own, so that
 /// nothing they do can touch the machine's interfaces: the namespace, with the qdiscs and
 /// attachments in it, disappears when the thread ends.
@@ -360,19 +372,13 @@ pub fn in_netns(classifier: Result<&mut SchedClassifier, Failure>) -> NetnsFacts
             .spawn(move || {
                 // Only this thread moves; unshare of the network namespace is per thread.
                 if let Err(errno) = nix::sched::unshare(CloneFlags::CLONE_NEWNET) {
-                    let fail = Failure {
+                    return NetnsFacts::all_failed(Failure {
                         errno: Some(errno),
                         message: format!(
                             "cannot create a network namespace to probe in: unshare(CLONE_NEWNET): {errno:?} ({})",
                             errno.desc()
                         ),
-                    };
-                    return NetnsFacts {
-                        tcx: Err(fail.clone()),
-                        clsact: Err(fail.clone()),
-                        fq: Err(fail.clone()),
-                        netem: Err(fail),
-                    };
+                    });
                 }
                 let (tcx, clsact) = match classifier {
                     Ok(prog) => tc_attach(prog),
@@ -389,13 +395,7 @@ pub fn in_netns(classifier: Result<&mut SchedClassifier, Failure>) -> NetnsFacts
             })
             .join()
             .unwrap_or_else(|_| {
-                let fail = Failure::text("the network probe thread panicked");
-                NetnsFacts {
-                    tcx: Err(fail.clone()),
-                    clsact: Err(fail.clone()),
-                    fq: Err(fail.clone()),
-                    netem: Err(fail),
-                }
+                NetnsFacts::all_failed(Failure::text("the network probe thread panicked"))
             })
     })
 }
