@@ -241,3 +241,105 @@ fn bad_input_is_named_and_changes_nothing() {
         assert_nothing_left();
     }
 }
+
+#[test]
+fn pid_target_hits_that_process_cgroup_only() {
+    if !need_root() {
+        return;
+    }
+    let (addr, accepted) = server();
+    let cgroup = TestCgroup::new("pid");
+    let go = scratch("pid-go");
+    let inside = cgroup.spawn(&mut workload(&[
+        "--wait-for",
+        go.to_str().unwrap(),
+        "--count",
+        "4",
+        "connect",
+        &addr,
+    ]));
+    let pid = inside.id().to_string();
+    let mut run = ChaosRun::start(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ENETUNREACH",
+        "--json",
+        "--pid",
+        &pid,
+    ]);
+    run.wait_injecting().expect("chaos injecting");
+    let outside = workload_result(
+        workload(&["--count", "2", "connect", &addr])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        (outside.ok, outside.failed()),
+        (2, 0),
+        "outside: {outside:?}"
+    );
+    fs::write(&go, b"").unwrap();
+    let inside = workload_result(inside);
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    assert_eq!(inside.failed_with("ENETUNREACH"), 4, "inside: {inside:?}");
+    assert_eq!(inside.ok, 0, "inside: {inside:?}");
+    assert_eq!(outcome.counts(0), (4, 4), "report: {}", outcome.stdout);
+    assert_eq!(
+        outcome.report()["faults"][0]["target"],
+        cgroup.path.to_str().unwrap()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_nothing_left();
+}
+
+#[test]
+fn duration_removes_the_fault_while_the_command_runs_on() {
+    if !need_root() {
+        return;
+    }
+    let (addr, accepted) = server();
+    let ready = scratch("duration-ready");
+    let go = scratch("duration-go");
+    let workload_path = workload_bin();
+    let run = ChaosRun::start(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--duration",
+        "200ms",
+        "--json",
+        "--",
+        workload_path.to_str().unwrap(),
+        "--ready",
+        ready.to_str().unwrap(),
+        "--wait-for",
+        go.to_str().unwrap(),
+        "--count",
+        "3",
+        "connect",
+        &addr,
+    ]);
+    wait_for_file(&ready);
+    // Well past the duration: the command's connects come after the fault was removed.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    fs::write(&go, b"").unwrap();
+    let outcome = run.finish();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    assert!(
+        outcome.stderr.contains("faults removed"),
+        "{}",
+        outcome.stderr
+    );
+    let inside = WorkloadResult::parse(&outcome.stderr);
+    assert_eq!((inside.ok, inside.failed()), (3, 0), "inside: {inside:?}");
+    assert_eq!(outcome.counts(0), (0, 0), "report: {}", outcome.stdout);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_nothing_left();
+}
