@@ -7,9 +7,10 @@ pub mod doctor;
 pub mod inject;
 pub mod quickstart;
 
-/// Fault injection for one cgroup, by eBPF.
+/// Fault injection for the processes of one cgroup (a container, a service, one command), by
+/// eBPF: fail their syscalls with a chosen errno and count every hit.
 #[derive(Debug, Parser)]
-#[command(name = "chaos", version, about, propagate_version = true)]
+#[command(name = "chaos", version, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
