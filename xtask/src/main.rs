@@ -1,7 +1,6 @@
 //! Developer tasks: `cargo xtask setup|test|vm-test|quickstart`.
 use std::{
     io::{BufRead as _, BufReader},
-    path::PathBuf,
     process::{Command, ExitCode, Stdio},
 };
 
@@ -10,8 +9,10 @@ use clap::{Parser, Subcommand};
 
 mod summary;
 mod vm;
+mod workspace;
 
 use summary::Summary;
+use workspace::Workspace;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask")]
@@ -41,19 +42,6 @@ struct TestArgs {
     /// Kernels for the VM tier.
     #[arg(long, value_delimiter = ',', default_value = "6.1,6.12")]
     kernels: Vec<String>,
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
-}
-
-fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(workspace_root());
-    cmd
 }
 
 /// Runs a command to completion, failing with its description.
@@ -93,14 +81,16 @@ fn run_tests(mut cmd: Command, what: &str) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-fn setup() -> anyhow::Result<()> {
+fn setup(workspace: &Workspace) -> anyhow::Result<()> {
     let mut cmd = Command::new("bash");
-    cmd.arg(workspace_root().join("scripts/setup"));
+    cmd.arg(workspace.root.join("scripts/setup"));
     run(cmd, "setup (scripts/setup)")
 }
 
 fn test(args: &TestArgs) -> anyhow::Result<Summary> {
-    setup()?;
+    let workspace = Workspace::locate()?;
+    let cargo = || workspace.cargo();
+    setup(&workspace)?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt, "cargo fmt --check")?;
@@ -152,11 +142,12 @@ fn test(args: &TestArgs) -> anyhow::Result<Summary> {
 }
 
 fn quickstart() -> anyhow::Result<()> {
-    setup()?;
-    let mut build = cargo();
+    let workspace = Workspace::locate()?;
+    setup(&workspace)?;
+    let mut build = workspace.cargo();
     build.args(["build", "-p", "chaos-user"]);
     run(build, "building chaos")?;
-    let chaos = workspace_root().join("target/debug/chaos");
+    let chaos = workspace.target_dir.join("debug/chaos");
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let mut cmd = if root {
@@ -173,7 +164,7 @@ fn quickstart() -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Task::Setup => setup(),
+        Task::Setup => Workspace::locate().and_then(|w| setup(&w)),
         Task::Test(args) => test(&args).map(|total| {
             println!("xtask test: all tiers");
             println!("{total}");

@@ -8,12 +8,12 @@
 //! initramfs of each run is written to `<target dir>/vm/<name>/`. QEMU runs under software
 //! emulation unless KVM really works, so a run takes seconds of boot plus the tests' time.
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::summary::Summary;
+use crate::{summary::Summary, workspace::Workspace};
 
 mod build;
 mod initramfs;
@@ -101,7 +101,11 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<Summary> {
     let kernel_name = version.to_string();
 
     let workspace = Workspace::locate()?;
-    let mut binaries = build::build_guest_binaries(&workspace.root)?;
+    let mut binaries = build::build_guest_binaries(&workspace)?;
+    if binaries.tests.is_empty() {
+        // A VM run that tests nothing must not read as a pass.
+        bail!("chaos-tests has no integration tests (tests/tests/*.rs): nothing to run in the VM");
+    }
     // busybox's tc cannot manage root qdiscs; the host's iproute2 one can.
     if let Some(tc) = ["/usr/sbin/tc", "/sbin/tc"]
         .iter()
@@ -156,35 +160,5 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<Summary> {
             verdict.problems.join("; ")
         );
     }
-    if test_names.is_empty() {
-        // Not an error (the test suite may simply not exist yet), but never a silent pass.
-        println!(
-            "vm {kernel_name}: NOTE: chaos-tests has no integration tests (tests/tests/*.rs): \
-             the guest booted but no test ran"
-        );
-    }
     Ok(verdict.summary)
-}
-
-/// Where the workspace and its build output live.
-struct Workspace {
-    root: PathBuf,
-    target_dir: PathBuf,
-}
-
-impl Workspace {
-    /// Finds the workspace this xtask belongs to (not the current directory's), so that
-    /// `cargo xtask` behaves the same from any subdirectory.
-    fn locate() -> anyhow::Result<Self> {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let metadata = cargo_metadata::MetadataCommand::new()
-            .manifest_path(&manifest)
-            .no_deps()
-            .exec()
-            .with_context(|| format!("running cargo metadata for {}", manifest.display()))?;
-        Ok(Self {
-            root: metadata.workspace_root.into_std_path_buf(),
-            target_dir: metadata.target_directory.into_std_path_buf(),
-        })
-    }
 }

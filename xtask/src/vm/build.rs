@@ -1,11 +1,13 @@
 //! Building what runs in the guest: `chaos`, the helper binaries of `chaos-tests` and its
 //! integration-test executables.
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 
 use anyhow::{Context as _, bail};
 use cargo_metadata::{Message, TargetKind};
+
+use crate::workspace::Workspace;
 
 /// Package of the `chaos` binary.
 const USER_PACKAGE: &str = "chaos-user";
@@ -31,9 +33,9 @@ pub struct GuestBinaries {
 }
 
 /// Builds the guest's binaries with the workspace's normal profile and target directory.
-pub fn build_guest_binaries(workspace_root: &Path) -> anyhow::Result<GuestBinaries> {
+pub fn build_guest_binaries(workspace: &Workspace) -> anyhow::Result<GuestBinaries> {
     let mut bins = cargo_executables(
-        workspace_root,
+        workspace,
         &["build", "-p", USER_PACKAGE, "--bin", "chaos"],
         |_| true,
     )?;
@@ -41,22 +43,17 @@ pub fn build_guest_binaries(workspace_root: &Path) -> anyhow::Result<GuestBinari
         bail!("cargo build -p {USER_PACKAGE} --bin chaos produced no `chaos` executable");
     }
 
-    // The helper binaries are being written alongside the tests: take whichever exist
-    // rather than insisting on a list, and let a test that needs a missing one say so.
-    if package_has_bins(workspace_root, TESTS_PACKAGE)? {
-        bins.extend(cargo_executables(
-            workspace_root,
-            &["build", "-p", TESTS_PACKAGE, "--bins"],
-            |_| true,
-        )?);
-    } else {
-        println!("vm: note: {TESTS_PACKAGE} has no binaries (chaos-workload): none installed");
-    }
+    // chaos-workload and any other process the tests fault.
+    bins.extend(cargo_executables(
+        workspace,
+        &["build", "-p", TESTS_PACKAGE, "--bins"],
+        |_| true,
+    )?);
 
     // Only integration tests (tests/tests/*.rs) belong in the guest; unit tests of the
     // helper library run fine on the host.
     let mut tests = cargo_executables(
-        workspace_root,
+        workspace,
         &["test", "-p", TESTS_PACKAGE, "--no-run"],
         |artifact| artifact.profile.test && artifact.target.kind.contains(&TargetKind::Test),
     )?;
@@ -65,39 +62,22 @@ pub fn build_guest_binaries(workspace_root: &Path) -> anyhow::Result<GuestBinari
     Ok(GuestBinaries { bins, tests })
 }
 
-/// Whether `package` of the workspace declares at least one binary target.
-fn package_has_bins(workspace_root: &Path, package: &str) -> anyhow::Result<bool> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(workspace_root)
-        .no_deps()
-        .exec()
-        .with_context(|| format!("running cargo metadata in {}", workspace_root.display()))?;
-    let package = metadata
-        .workspace_packages()
-        .into_iter()
-        .find(|p| p.name.as_str() == package)
-        .with_context(|| format!("no package {package} in the workspace"))?;
-    Ok(package.targets.iter().any(|t| t.is_bin()))
-}
-
 /// Runs cargo with `args` plus JSON messages and returns the executables of the artifacts
 /// that `keep` accepts. Diagnostics still reach the terminal (rendered on stderr).
 fn cargo_executables(
-    workspace_root: &Path,
+    workspace: &Workspace,
     args: &[&str],
     keep: impl Fn(&cargo_metadata::Artifact) -> bool,
 ) -> anyhow::Result<Vec<Executable>> {
-    // Under `cargo xtask`, CARGO names the very cargo (and toolchain) running us.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let shown = format!("cargo {}", args.join(" "));
     println!("vm: {shown}");
-    let mut child = Command::new(&cargo)
+    let mut child = workspace
+        .cargo()
         .args(args)
         .arg("--message-format=json-render-diagnostics")
-        .current_dir(workspace_root)
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting `{shown}` in {}", workspace_root.display()))?;
+        .with_context(|| format!("starting `{shown}` in {}", workspace.root.display()))?;
 
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut executables = Vec::new();
@@ -123,7 +103,7 @@ fn cargo_executables(
     if !status.success() {
         bail!(
             "`{shown}` failed ({status}) in {}",
-            workspace_root.display()
+            workspace.root.display()
         );
     }
     Ok(executables)
