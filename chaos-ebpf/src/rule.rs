@@ -8,7 +8,8 @@ use crate::maps::{CHAOS_COUNTERS, CHAOS_RULES};
 /// current task's cgroup, matches `syscall_nr` (the running syscall, or [`ANY_SYSCALL`] when
 /// the hook is reached from one syscall only) and its schedule picks this call.
 ///
-/// Every rule that matches is counted; the first one that injects wins.
+/// Rules are tried in slot order and each one that matches is counted, until the first that
+/// injects: it decides the call, and later slots neither count nor inject this call.
 #[inline(always)]
 pub fn apply(hook: Hook, syscall_nr: i64) -> Option<u32> {
     let mut i = 0;
