@@ -29,13 +29,33 @@ pub fn skip(reason: &str) {
     eprintln!("SKIP: {reason}");
 }
 
-/// Skips unless root: loading programs needs it.
+/// Skips unless root: loading programs needs it. Also takes the machine-wide test lock.
 pub fn need_root() -> bool {
     if nix::unistd::geteuid().is_root() {
+        hold_kernel_lock();
         return true;
     }
     skip("needs root (CAP_BPF, CAP_SYS_ADMIN) to load programs");
     false
+}
+
+/// Serialises kernel-touching tests across processes (several test binaries, or several
+/// checkouts of chaos on one machine): the leftover checks list every chaos object in the
+/// kernel, so two runs at once would see each other's programs. Held until the process exits.
+fn hold_kernel_lock() {
+    use std::sync::OnceLock;
+    static LOCK: OnceLock<nix::fcntl::Flock<fs::File>> = OnceLock::new();
+    LOCK.get_or_init(|| {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/chaos-kernel-tests.lock")
+            .expect("opening /tmp/chaos-kernel-tests.lock");
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno)
+            .expect("locking /tmp/chaos-kernel-tests.lock")
+    });
 }
 
 fn sibling_binary(env: &str, name: &str) -> PathBuf {
