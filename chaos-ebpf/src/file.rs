@@ -1,75 +1,148 @@
-//! File syscalls through BPF LSM hooks.
-//!
-//! LSM hooks are shared by many syscalls (file_open runs for open, openat, openat2, creat and
-//! for the kernel's own opens during exec), so the programs read which syscall is running
-//! from the task's saved registers and let the rules match on it.
-use aya_ebpf::{
-    helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs},
-    macros::lsm,
-    programs::LsmContext,
-};
+//! File and filesystem syscalls through BPF LSM hooks. Each program finds the dentry the call
+//! is about (for the path and kind filters) and lets the rules decide.
+use aya_ebpf::{macros::lsm, programs::LsmContext};
 use chaos_common::Hook;
 
-use crate::{maps::CHAOS_CONFIG, rule};
+use crate::{
+    lsm::{call, decide},
+    maps::CHAOS_CONFIG,
+    rule::read_ptr,
+};
 
-const UNKNOWN_SYSCALL: i64 = -2;
-
-/// The number of the syscall the current task is in, or [`UNKNOWN_SYSCALL`] if it cannot be
-/// read (which then matches no rule for a specific syscall).
+/// The dentry of a `struct file *` (0 for none).
 #[inline(always)]
-fn current_syscall_nr() -> i64 {
-    let Some(config) = CHAOS_CONFIG.get(0) else {
-        return UNKNOWN_SYSCALL;
-    };
-    // SAFETY: bpf_get_current_task_btf returns a trusted task pointer, which is what
-    // bpf_task_pt_regs takes; the read goes through bpf_probe_read_kernel.
-    unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
-        if regs.is_null() {
-            return UNKNOWN_SYSCALL;
-        }
-        bpf_probe_read_kernel(regs.add(config.pt_regs_orig_ax as usize).cast::<i64>())
-            .unwrap_or(UNKNOWN_SYSCALL)
-    }
-}
-
-/// `security_file_open(struct file *file)`; BPF LSM appends the previous hooks' verdict.
-#[lsm(hook = "file_open")]
-pub fn chaos_file_open(ctx: LsmContext) -> i32 {
-    // Argument 1 of a one-argument hook is the verdict so far.
-    let verdict: i64 = ctx.arg(1);
-    if verdict != 0 {
-        return lsm_verdict(verdict.wrapping_neg() as u64);
-    }
-    match rule::apply(Hook::FileOpen, current_syscall_nr()) {
-        Some(errno) => lsm_verdict(u64::from(errno)),
+fn file_dentry(file: u64) -> u64 {
+    match CHAOS_CONFIG.get(0) {
+        Some(config) => read_ptr(file, config.file_dentry),
         None => 0,
     }
 }
 
-/// `-errno`, in a form the verifier can prove lies in [-4095, 0], the range it accepts from
-/// LSM programs (checked since 6.12). The user side only writes errnos in 1..=4095, so the
-/// mask changes nothing for them.
+/// A hook whose first argument is a `struct file *`.
 #[inline(always)]
-fn lsm_verdict(errno: u64) -> i32 {
-    const EIO: u64 = 5;
-    // A mask, unlike a comparison, bounds the very register it produces; LLVM likes to compare
-    // a copy, which leaves the returned register unbounded for the verifier.
-    let errno = match errno & 0xfff {
-        0 => EIO,
-        e => e,
+fn on_file(ctx: &LsmContext, hook: Hook) -> i32 {
+    let file: u64 = ctx.arg(0);
+    decide(call(hook, file_dentry(file)))
+}
+
+#[lsm(hook = "file_open")]
+pub fn chaos_file_open(ctx: LsmContext) -> i32 {
+    on_file(&ctx, Hook::FileOpen)
+}
+
+#[lsm(hook = "file_permission")]
+pub fn chaos_file_permission(ctx: LsmContext) -> i32 {
+    on_file(&ctx, Hook::FilePermission)
+}
+
+/// `mmap_file(file, reqprot, prot, flags)`; `file` is NULL for anonymous mappings.
+#[lsm(hook = "mmap_file")]
+pub fn chaos_mmap_file(ctx: LsmContext) -> i32 {
+    on_file(&ctx, Hook::MmapFile)
+}
+
+#[lsm(hook = "file_mprotect")]
+pub fn chaos_file_mprotect(_ctx: LsmContext) -> i32 {
+    decide(call(Hook::FileMprotect, 0))
+}
+
+#[lsm(hook = "file_ioctl")]
+pub fn chaos_file_ioctl(ctx: LsmContext) -> i32 {
+    on_file(&ctx, Hook::FileIoctl)
+}
+
+#[lsm(hook = "file_fcntl")]
+pub fn chaos_file_fcntl(ctx: LsmContext) -> i32 {
+    on_file(&ctx, Hook::FileFcntl)
+}
+
+#[lsm(hook = "file_lock")]
+pub fn chaos_file_lock(ctx: LsmContext) -> i32 {
+    on_file(&ctx, Hook::FileLock)
+}
+
+/// A hook whose argument `N` is the `struct dentry *` the call is about.
+#[inline(always)]
+fn on_dentry<const N: usize>(ctx: &LsmContext, hook: Hook) -> i32 {
+    let dentry: u64 = ctx.arg(N);
+    decide(call(hook, dentry))
+}
+
+/// `inode_unlink(dir, dentry)`.
+#[lsm(hook = "inode_unlink")]
+pub fn chaos_inode_unlink(ctx: LsmContext) -> i32 {
+    on_dentry::<1>(&ctx, Hook::InodeUnlink)
+}
+
+/// `inode_rmdir(dir, dentry)`.
+#[lsm(hook = "inode_rmdir")]
+pub fn chaos_inode_rmdir(ctx: LsmContext) -> i32 {
+    on_dentry::<1>(&ctx, Hook::InodeRmdir)
+}
+
+/// `inode_mkdir(dir, dentry, mode)`: the new dentry has no inode yet; its parents place it.
+#[lsm(hook = "inode_mkdir")]
+pub fn chaos_inode_mkdir(ctx: LsmContext) -> i32 {
+    on_dentry::<1>(&ctx, Hook::InodeMkdir)
+}
+
+/// `inode_rename(old_dir, old_dentry, new_dir, new_dentry)`: filtered on the source.
+#[lsm(hook = "inode_rename")]
+pub fn chaos_inode_rename(ctx: LsmContext) -> i32 {
+    on_dentry::<1>(&ctx, Hook::InodeRename)
+}
+
+/// `inode_link(old_dentry, dir, new_dentry)`: filtered on the existing file.
+#[lsm(hook = "inode_link")]
+pub fn chaos_inode_link(ctx: LsmContext) -> i32 {
+    on_dentry::<0>(&ctx, Hook::InodeLink)
+}
+
+/// `inode_symlink(dir, dentry, old_name)`.
+#[lsm(hook = "inode_symlink")]
+pub fn chaos_inode_symlink(ctx: LsmContext) -> i32 {
+    on_dentry::<1>(&ctx, Hook::InodeSymlink)
+}
+
+/// `inode_setattr([idmap,] dentry, attr)`: 6.3 added the idmap in front.
+#[lsm(hook = "inode_setattr")]
+pub fn chaos_inode_setattr(ctx: LsmContext) -> i32 {
+    let dentry: u64 = match CHAOS_CONFIG.get(0) {
+        Some(config) if config.setattr_dentry_arg == 1 => ctx.arg(1),
+        _ => ctx.arg(0),
     };
-    // LLVM emits BPF_NEG for `-errno`, through which the verifier keeps no bounds; a
-    // subtraction from zero keeps them.
-    let verdict: i64;
-    // SAFETY: register arithmetic only.
-    unsafe {
-        core::arch::asm!(
-            "{v} = 0",
-            "{v} -= {e}",
-            v = out(reg) verdict,
-            e = in(reg) errno,
-        );
-    }
-    verdict as i32
+    decide(call(Hook::InodeSetattr, dentry))
+}
+
+/// `inode_getattr(const struct path *path)`.
+#[lsm(hook = "inode_getattr")]
+pub fn chaos_inode_getattr(ctx: LsmContext) -> i32 {
+    let path: u64 = ctx.arg(0);
+    let dentry = match CHAOS_CONFIG.get(0) {
+        Some(config) => read_ptr(path, config.path_dentry),
+        None => 0,
+    };
+    decide(call(Hook::InodeGetattr, dentry))
+}
+
+/// `bprm_check_security(bprm)`: the executable is `bprm->file`.
+#[lsm(hook = "bprm_check_security")]
+pub fn chaos_bprm_check_security(ctx: LsmContext) -> i32 {
+    let bprm: u64 = ctx.arg(0);
+    let file = match CHAOS_CONFIG.get(0) {
+        Some(config) => read_ptr(bprm, config.bprm_file),
+        None => 0,
+    };
+    decide(call(Hook::BprmCheck, file_dentry(file)))
+}
+
+/// `sb_mount(dev_name, path, type, flags, data)`: filtered on the mount point.
+#[lsm(hook = "sb_mount")]
+pub fn chaos_sb_mount(ctx: LsmContext) -> i32 {
+    let path: u64 = ctx.arg(1);
+    let dentry = match CHAOS_CONFIG.get(0) {
+        Some(config) => read_ptr(path, config.path_dentry),
+        None => 0,
+    };
+    decide(call(Hook::SbMount, dentry))
 }

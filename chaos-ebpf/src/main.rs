@@ -6,10 +6,12 @@
 #![feature(asm_experimental_arch)]
 
 mod file;
+mod lsm;
 mod maps;
 mod probe;
 mod rule;
 mod socket;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

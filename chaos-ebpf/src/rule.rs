@@ -1,17 +1,144 @@
-//! Matching the current task against the rules and deciding whether to inject.
-use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32};
-use chaos_common::{ANY_SYSCALL, Hook, MAX_RULES};
+//! Matching the current call against the rules and deciding whether to act.
+use aya_ebpf::helpers::{
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_prandom_u32,
+    bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+};
+use chaos_common::{
+    ANY_SYSCALL, Hook, MAX_RULES, Rule,
+    filter::{FILTER_CIDR, FILTER_COMM, FILTER_FD_KIND, FILTER_PATH, FILTER_PORT, PATH_DEPTH},
+};
 
-use crate::maps::{CHAOS_COUNTERS, CHAOS_RULES};
+use crate::maps::{CHAOS_CONFIG, CHAOS_COUNTERS, CHAOS_RULES};
 
-/// Returns the errno to fail the current call with, if an active rule for `hook` targets the
-/// current task's cgroup, matches `syscall_nr` (the running syscall, or [`ANY_SYSCALL`] when
-/// the hook is reached from one syscall only) and its schedule picks this call.
+/// A socket address the call is about (the peer of a connect, the address of a bind).
+#[derive(Clone, Copy)]
+pub struct SockAddr {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    /// Network byte order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+/// What a program knows about the call it intercepted. Facts that only filters need (thread
+/// name, file kind, the file's ancestors) are read from the kernel per rule that asks, not
+/// cached: a cache multiplies the states the verifier must explore across the rule loop.
+pub struct Call {
+    hook: Hook,
+    syscall_nr: i64,
+    /// The dentry the call is about (kernel pointer), or 0.
+    dentry: u64,
+    addr: Option<SockAddr>,
+}
+
+impl Call {
+    /// A call at `hook` from syscall `syscall_nr` ([`ANY_SYSCALL`] when the hook itself names
+    /// the syscall).
+    #[inline(always)]
+    pub fn new(hook: Hook, syscall_nr: i64) -> Call {
+        Call {
+            hook,
+            syscall_nr,
+            dentry: 0,
+            addr: None,
+        }
+    }
+
+    /// The call is about the file at `dentry` (a kernel pointer, 0 if none).
+    #[inline(always)]
+    pub fn with_dentry(mut self, dentry: u64) -> Call {
+        self.dentry = dentry;
+        self
+    }
+
+    /// The call is about a socket address.
+    #[inline(always)]
+    pub fn with_addr(mut self, addr: SockAddr) -> Call {
+        self.addr = Some(addr);
+        self
+    }
+
+    /// The file's `i_mode`, or 0 (matching no kind) when there is no file.
+    #[inline(always)]
+    fn mode(&self) -> u32 {
+        let Some(config) = CHAOS_CONFIG.get(0) else {
+            return 0;
+        };
+        let inode = read_ptr(self.dentry, config.dentry_inode);
+        if inode == 0 {
+            return 0;
+        }
+        read_u16(inode + u64::from(config.inode_mode)) as u32
+    }
+
+    /// Whether the file is the directory `ino` on `dev`, or lies below it (within
+    /// [`PATH_DEPTH`] levels, on the same filesystem).
+    #[inline(always)]
+    fn is_under(&self, dev: u64, ino: u64) -> bool {
+        let Some(config) = CHAOS_CONFIG.get(0) else {
+            return false;
+        };
+        let sb = read_ptr(self.dentry, config.dentry_sb);
+        if sb == 0 || u64::from(read_u32(sb + u64::from(config.sb_dev))) != dev {
+            return false;
+        }
+        let mut dentry = self.dentry;
+        let mut i = 0;
+        while i < PATH_DEPTH {
+            // A dentry being created has no inode yet; its parents still place it.
+            let inode = read_ptr(dentry, config.dentry_inode);
+            if inode != 0 && read_u64(inode + u64::from(config.inode_ino)) == ino {
+                return true;
+            }
+            let parent = read_ptr(dentry, config.dentry_parent);
+            // The root of a filesystem is its own parent.
+            if parent == 0 || parent == dentry {
+                return false;
+            }
+            dentry = parent;
+            i += 1;
+        }
+        false
+    }
+
+    /// Whether `rule`'s filters all pass for this call.
+    #[inline(always)]
+    fn passes(&self, rule: &Rule) -> bool {
+        let filter = &rule.filter;
+        if filter.flags == 0 {
+            return true;
+        }
+        if filter.has(FILTER_COMM)
+            && !filter.comm_matches(&bpf_get_current_comm().unwrap_or([0; 16]))
+        {
+            return false;
+        }
+        if filter.has(FILTER_FD_KIND) && !filter.kind_matches(self.mode()) {
+            return false;
+        }
+        if filter.has(FILTER_PATH) && !self.is_under(filter.path_dev, filter.path_ino) {
+            return false;
+        }
+        if filter.has(FILTER_PORT | FILTER_CIDR) {
+            match self.addr {
+                Some(a) if filter.addr_matches(a.family, &a.addr, a.port) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// The rule that acts on `call`, if an active, unexpired rule for its hook targets the
+/// current task's cgroup, matches its syscall and filters, and its schedule picks this call.
 ///
 /// Rules are tried in slot order and each one that matches is counted, until the first that
-/// injects: it decides the call, and later slots neither count nor inject this call.
+/// acts: it decides the call, and later slots neither count nor act on this call.
 #[inline(always)]
-pub fn apply(hook: Hook, syscall_nr: i64) -> Option<u32> {
+pub fn apply(call: &Call) -> Option<&'static Rule> {
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut i = 0;
     while i < MAX_RULES {
         let slot = i;
@@ -19,19 +146,21 @@ pub fn apply(hook: Hook, syscall_nr: i64) -> Option<u32> {
         let Some(rule) = CHAOS_RULES.get(slot) else {
             continue;
         };
-        if !rule.is_active() || rule.hook != hook as u32 {
+        if !rule.is_active() || rule.hook != call.hook as u32 || rule.expired(now) {
             continue;
         }
-        // Hooks that only one syscall reaches pass ANY_SYSCALL: the hook already decided.
-        if syscall_nr != ANY_SYSCALL
+        if call.syscall_nr != ANY_SYSCALL
             && rule.syscall_nr != ANY_SYSCALL
-            && rule.syscall_nr != syscall_nr
+            && rule.syscall_nr != call.syscall_nr
         {
             continue;
         }
         // SAFETY: a plain helper call; any level is accepted (too deep returns 0).
         let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(rule.cgroup_level as i32) };
         if ancestor != rule.cgroup_id {
+            continue;
+        }
+        if !call.passes(rule) {
             continue;
         }
         let Some(counter) = CHAOS_COUNTERS.get_ptr_mut(slot) else {
@@ -56,16 +185,44 @@ pub fn apply(hook: Hook, syscall_nr: i64) -> Option<u32> {
         if rule.is_dry_run() {
             continue;
         }
-        return Some(rule.errno);
+        return Some(rule);
     }
     None
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> u64 {
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    unsafe { bpf_probe_read_kernel(addr as *const u64).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn read_u32(addr: u64) -> u32 {
+    // SAFETY: as for read_u64.
+    unsafe { bpf_probe_read_kernel(addr as *const u32).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn read_u16(addr: u64) -> u16 {
+    // SAFETY: as for read_u64.
+    unsafe { bpf_probe_read_kernel(addr as *const u16).unwrap_or(0) }
+}
+
+/// Reads a kernel pointer field at `base + offset`, 0 when `base` is 0 or unreadable.
+#[inline(always)]
+pub fn read_ptr(base: u64, offset: u32) -> u64 {
+    if base == 0 {
+        return 0;
+    }
+    read_u64(base + u64::from(offset))
 }
 
 // The bpf target has no `AtomicU64::fetch_add` (it lacks compare-and-swap) and rustc always
 // tells bpf-linker `--cpu generic`, where LLVM refuses to use the result of an atomic add. The
 // kernel has had atomic fetch-add (BPF_ATOMIC | BPF_FETCH) since 5.12, so emit it directly.
+/// Atomically adds `n` to the counter and returns its previous value.
 #[inline(always)]
-fn fetch_add(counter: *mut u64, n: u64) -> u64 {
+pub fn fetch_add(counter: *mut u64, n: u64) -> u64 {
     let mut value = n;
     // SAFETY: callers pass pointers into map values, valid and 8-byte aligned.
     unsafe {

@@ -19,35 +19,90 @@ pub fn kernel_config(path: &Path) -> Result<KernelConfig, Error> {
         path: path.to_owned(),
         what: format!("cannot parse: {err}"),
     })?;
-    let orig_ax = member_offset(&btf, "pt_regs", "orig_ax").map_err(|what| Error::Btf {
+    let offsets = || -> Result<KernelConfig, String> {
+        let path_dentry = member_offset(&btf, "path", "dentry")?;
+        Ok(KernelConfig {
+            pt_regs_orig_ax: member_offset(&btf, "pt_regs", "orig_ax")?,
+            file_dentry: member_offset(&btf, "file", "f_path")? + path_dentry,
+            file_inode: member_offset(&btf, "file", "f_inode")?,
+            path_dentry,
+            dentry_parent: member_offset(&btf, "dentry", "d_parent")?,
+            dentry_inode: member_offset(&btf, "dentry", "d_inode")?,
+            dentry_sb: member_offset(&btf, "dentry", "d_sb")?,
+            inode_ino: member_offset(&btf, "inode", "i_ino")?,
+            inode_mode: member_offset(&btf, "inode", "i_mode")?,
+            sb_dev: member_offset(&btf, "super_block", "s_dev")?,
+            bprm_file: member_offset(&btf, "linux_binprm", "file")?,
+            setattr_dentry_arg: match hook_arity(&btf, "inode_setattr")? {
+                3 => 1,
+                _ => 0,
+            },
+        })
+    };
+    offsets().map_err(|what| Error::Btf {
         path: path.to_owned(),
         what,
-    })?;
-    Ok(KernelConfig {
-        pt_regs_orig_ax: orig_ax,
-        _pad: 0,
     })
 }
 
-/// Byte offset of `member` in `struct name`; only direct, byte-aligned members.
+/// How many arguments the LSM hook `hook` takes (its `bpf_lsm_` stub's parameters).
+fn hook_arity(btf: &Btf, hook: &str) -> Result<usize, String> {
+    let name = format!("bpf_lsm_{hook}");
+    let types = btf
+        .resolve_types_by_name(&name)
+        .map_err(|err| format!("no function `{name}`: {err}"))?;
+    for ty in types {
+        let Type::Func(func) = ty else { continue };
+        let proto = btf
+            .resolve_chained_type(&func)
+            .map_err(|err| format!("`{name}` has no prototype: {err}"))?;
+        if let Type::FuncProto(proto) = proto {
+            return Ok(proto.parameters.len());
+        }
+    }
+    Err(format!("no function `{name}`"))
+}
+
+/// Byte offset of `member` in `struct name`, looking into anonymous structs and unions (recent
+/// kernels wrap fields such as `file.f_path` in them); byte-aligned members only.
 fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32, String> {
     let types = btf
         .resolve_types_by_name(name)
         .map_err(|err| format!("no type `{name}`: {err}"))?;
     for ty in types {
         let Type::Struct(st) = ty else { continue };
-        for m in &st.members {
-            if btf.resolve_name(m).ok().as_deref() == Some(member) {
-                let bits = m.bit_offset();
-                if bits % 8 != 0 || m.bitfield_size().is_some_and(|s| s != 0) {
-                    return Err(format!("`{name}.{member}` is a bitfield"));
-                }
-                return Ok(bits / 8);
-            }
-        }
-        return Err(format!("`struct {name}` has no member `{member}`"));
+        return find_member(btf, &st.members, member, 0)?
+            .ok_or_else(|| format!("`struct {name}` has no member `{member}`"));
     }
     Err(format!("no `struct {name}`"))
+}
+
+fn find_member(
+    btf: &Btf,
+    members: &[btf_rs::Member],
+    member: &str,
+    base_bits: u32,
+) -> Result<Option<u32>, String> {
+    for m in members {
+        let bits = base_bits + m.bit_offset();
+        let name = btf.resolve_name(m).unwrap_or_default();
+        if name == member {
+            if !bits.is_multiple_of(8) || m.bitfield_size().is_some_and(|s| s != 0) {
+                return Err(format!("`{member}` is a bitfield"));
+            }
+            return Ok(Some(bits / 8));
+        }
+        if name.is_empty() {
+            let inner = match btf.resolve_chained_type(m) {
+                Ok(Type::Struct(s)) | Ok(Type::Union(s)) => s,
+                _ => continue,
+            };
+            if let Some(off) = find_member(btf, &inner.members, member, bits)? {
+                return Ok(Some(off));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -65,5 +120,7 @@ mod tests {
         // x86_64's pt_regs: 15 general registers precede orig_ax.
         #[cfg(target_arch = "x86_64")]
         assert_eq!(config.pt_regs_orig_ax, 15 * 8);
+        assert!(config.dentry_parent > 0 && config.inode_ino > 0);
+        assert!(config.setattr_dentry_arg <= 1);
     }
 }

@@ -8,7 +8,10 @@ use std::{collections::BTreeSet, fs::File, path::PathBuf};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::Array,
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, Program,
+        ProgramError,
+    },
 };
 use chaos_common::{HitCounter, Hook, KernelConfig, MAX_RULES, Rule};
 
@@ -22,23 +25,75 @@ const CONFIG_MAP: &str = "CHAOS_CONFIG";
 const RULES_MAP: &str = "CHAOS_RULES";
 const COUNTERS_MAP: &str = "CHAOS_COUNTERS";
 
-const FILE_OPEN: &str = "chaos_file_open";
-const CONNECT4: &str = "chaos_connect4";
-const CONNECT6: &str = "chaos_connect6";
+/// How the programs of a hook attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attach {
+    /// BPF LSM, to the named LSM hook.
+    Lsm(&'static str),
+    /// cgroup sock_addr programs, to each target cgroup.
+    SockAddr,
+    /// cgroup sock programs, to each target cgroup.
+    Sock,
+    /// cgroup sockopt programs, to each target cgroup.
+    Sockopt,
+    /// A BTF-enabled tracepoint, system-wide (the programs match the cgroup themselves).
+    TpBtf(&'static str),
+}
 
-/// A rule and the cgroup directory it targets (cgroup programs attach there).
+/// The programs that enforce `hook`'s rules and how they attach.
+fn programs(hook: Hook) -> (&'static [&'static str], Attach) {
+    use Attach::*;
+    match hook {
+        Hook::FileOpen => (&["chaos_file_open"], Lsm("file_open")),
+        Hook::FilePermission => (&["chaos_file_permission"], Lsm("file_permission")),
+        Hook::MmapFile => (&["chaos_mmap_file"], Lsm("mmap_file")),
+        Hook::FileMprotect => (&["chaos_file_mprotect"], Lsm("file_mprotect")),
+        Hook::FileIoctl => (&["chaos_file_ioctl"], Lsm("file_ioctl")),
+        Hook::FileFcntl => (&["chaos_file_fcntl"], Lsm("file_fcntl")),
+        Hook::FileLock => (&["chaos_file_lock"], Lsm("file_lock")),
+        Hook::InodeUnlink => (&["chaos_inode_unlink"], Lsm("inode_unlink")),
+        Hook::InodeRmdir => (&["chaos_inode_rmdir"], Lsm("inode_rmdir")),
+        Hook::InodeMkdir => (&["chaos_inode_mkdir"], Lsm("inode_mkdir")),
+        Hook::InodeRename => (&["chaos_inode_rename"], Lsm("inode_rename")),
+        Hook::InodeLink => (&["chaos_inode_link"], Lsm("inode_link")),
+        Hook::InodeSymlink => (&["chaos_inode_symlink"], Lsm("inode_symlink")),
+        Hook::InodeSetattr => (&["chaos_inode_setattr"], Lsm("inode_setattr")),
+        Hook::InodeGetattr => (&["chaos_inode_getattr"], Lsm("inode_getattr")),
+        Hook::BprmCheck => (&["chaos_bprm_check_security"], Lsm("bprm_check_security")),
+        Hook::TaskAlloc => (&["chaos_task_alloc"], Lsm("task_alloc")),
+        Hook::TaskKill => (&["chaos_task_kill"], Lsm("task_kill")),
+        Hook::SbMount => (&["chaos_sb_mount"], Lsm("sb_mount")),
+        Hook::SocketListen => (&["chaos_socket_listen"], Lsm("socket_listen")),
+        Hook::SocketAccept => (&["chaos_socket_accept"], Lsm("socket_accept")),
+        Hook::SocketSendmsg => (&["chaos_socket_sendmsg"], Lsm("socket_sendmsg")),
+        Hook::SocketRecvmsg => (&["chaos_socket_recvmsg"], Lsm("socket_recvmsg")),
+        Hook::SocketShutdown => (&["chaos_socket_shutdown"], Lsm("socket_shutdown")),
+        Hook::Connect => (&["chaos_connect4", "chaos_connect6"], SockAddr),
+        Hook::Bind => (&["chaos_bind4", "chaos_bind6"], SockAddr),
+        Hook::SockCreate => (&["chaos_sock_create"], Sock),
+        Hook::Getsockopt => (&["chaos_getsockopt"], Sockopt),
+        Hook::Setsockopt => (&["chaos_setsockopt"], Sockopt),
+        Hook::SysEnter => (&["chaos_sys_enter"], TpBtf("sys_enter")),
+    }
+}
+
+/// A rule, the cgroup directory it targets (cgroup programs attach there) and what it is
+/// for, in reports.
 #[derive(Clone, Debug)]
 pub struct PlannedRule {
     /// The rule as the kernel will see it.
     pub rule: Rule,
     /// The target cgroup's directory in the v2 hierarchy.
     pub cgroup_dir: PathBuf,
+    /// What the rule stands for (a syscall name), to group counters in reports.
+    pub label: String,
 }
 
 /// Loaded programs with rules installed and attached.
 pub struct Injector {
     ebpf: Ebpf,
     slots: usize,
+    btf: Option<Btf>,
 }
 
 impl Injector {
@@ -52,37 +107,59 @@ impl Injector {
                 expected: format!("at most {MAX_RULES} rules at once"),
             });
         }
+        let hooks = rules
+            .iter()
+            .map(|r| {
+                Hook::from_raw(r.rule.hook).ok_or_else(|| Error::Invalid {
+                    field: "rule.hook",
+                    value: r.rule.hook.to_string(),
+                    expected: "a chaos_common::Hook".into(),
+                })
+            })
+            .collect::<Result<BTreeSet<Hook>, Error>>()?;
         // Owned by the injector from here on, so that an error below drops it, and with it
         // every link made so far.
         let mut injector = Injector {
             ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
             slots: rules.len(),
+            btf: None,
         };
-
-        let hooks: BTreeSet<u32> = rules.iter().map(|r| r.rule.hook).collect();
-        if hooks.contains(&(Hook::FileOpen as u32)) {
+        if hooks
+            .iter()
+            .any(|h| matches!(programs(*h).1, Attach::Lsm(_)))
+        {
             injector.write_config()?;
         }
         injector.write_rules(rules)?;
         for hook in hooks {
-            match Hook::from_raw(hook) {
-                Some(Hook::FileOpen) => injector.attach_lsm(FILE_OPEN, "file_open")?,
-                Some(Hook::Connect) => {
-                    let dirs: BTreeSet<&PathBuf> = rules
-                        .iter()
-                        .filter(|r| r.rule.hook == hook)
-                        .map(|r| &r.cgroup_dir)
-                        .collect();
-                    for prog in [CONNECT4, CONNECT6] {
-                        injector.attach_sock_addr(prog, &dirs)?;
-                    }
-                }
-                None => {
-                    return Err(Error::Invalid {
-                        field: "rule.hook",
-                        value: hook.to_string(),
-                        expected: "a chaos_common::Hook".into(),
-                    });
+            let dirs: BTreeSet<&PathBuf> = rules
+                .iter()
+                .filter(|r| r.rule.hook == hook as u32)
+                .map(|r| &r.cgroup_dir)
+                .collect();
+            let (names, attach) = programs(hook);
+            for name in names {
+                match attach {
+                    Attach::Lsm(lsm_hook) => injector.attach_lsm(name, lsm_hook)?,
+                    Attach::SockAddr => injector.attach_cgroup(
+                        name,
+                        &dirs,
+                        CgroupSockAddr::load,
+                        CgroupSockAddr::attach::<File>,
+                    )?,
+                    Attach::Sock => injector.attach_cgroup(
+                        name,
+                        &dirs,
+                        CgroupSock::load,
+                        CgroupSock::attach::<File>,
+                    )?,
+                    Attach::TpBtf(tracepoint) => injector.attach_tp_btf(name, tracepoint)?,
+                    Attach::Sockopt => injector.attach_cgroup(
+                        name,
+                        &dirs,
+                        CgroupSockopt::load,
+                        CgroupSockopt::attach::<File>,
+                    )?,
                 }
             }
         }
@@ -123,10 +200,13 @@ impl Injector {
     }
 
     fn attach_lsm(&mut self, name: &'static str, hook: &str) -> Result<(), Error> {
-        let btf = Btf::from_sys_fs().map_err(|err| Error::Unsupported {
-            fault: format!("LSM hook {hook}"),
-            why: format!("cannot read the kernel's BTF ({}): {err}", btf::VMLINUX_BTF),
-        })?;
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().map_err(|err| Error::Unsupported {
+                fault: format!("LSM hook {hook}"),
+                why: format!("cannot read the kernel's BTF ({}): {err}", btf::VMLINUX_BTF),
+            })?);
+        }
+        let btf = self.btf.as_ref().expect("just set");
         let prog: &mut Lsm = self
             .ebpf
             .program_mut(name)
@@ -137,7 +217,7 @@ impl Injector {
                 action: "type",
                 source,
             })?;
-        prog.load(hook, &btf).map_err(|err| Error::Unsupported {
+        prog.load(hook, btf).map_err(|err| Error::Unsupported {
             fault: format!("LSM hook {hook}"),
             why: format!(
                 "the kernel refused the BPF LSM program ({err}); this needs CONFIG_BPF_LSM, `bpf` \
@@ -153,12 +233,15 @@ impl Injector {
         Ok(())
     }
 
-    fn attach_sock_addr(
-        &mut self,
-        name: &'static str,
-        dirs: &BTreeSet<&PathBuf>,
-    ) -> Result<(), Error> {
-        let prog: &mut CgroupSockAddr = self
+    fn attach_tp_btf(&mut self, name: &'static str, tracepoint: &str) -> Result<(), Error> {
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().map_err(|err| Error::Unsupported {
+                fault: format!("tracepoint {tracepoint}"),
+                why: format!("cannot read the kernel's BTF ({}): {err}", btf::VMLINUX_BTF),
+            })?);
+        }
+        let btf = self.btf.as_ref().expect("just set");
+        let prog: &mut BtfTracePoint = self
             .ebpf
             .program_mut(name)
             .expect(name)
@@ -168,7 +251,42 @@ impl Injector {
                 action: "type",
                 source,
             })?;
-        prog.load().map_err(|source| Error::Program {
+        prog.load(tracepoint, btf)
+            .map_err(|source| Error::Program {
+                program: name,
+                action: "load",
+                source,
+            })?;
+        prog.attach().map_err(|source| Error::Program {
+            program: name,
+            action: "attach",
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Loads the cgroup program `name` of type `P` and attaches it to every cgroup in `dirs`.
+    fn attach_cgroup<P, L>(
+        &mut self,
+        name: &'static str,
+        dirs: &BTreeSet<&PathBuf>,
+        load: fn(&mut P) -> Result<(), ProgramError>,
+        attach: fn(&mut P, File, CgroupAttachMode) -> Result<L, ProgramError>,
+    ) -> Result<(), Error>
+    where
+        for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+    {
+        let prog: &mut P = self
+            .ebpf
+            .program_mut(name)
+            .expect(name)
+            .try_into()
+            .map_err(|source| Error::Program {
+                program: name,
+                action: "type",
+                source,
+            })?;
+        load(prog).map_err(|source| Error::Program {
             program: name,
             action: "load",
             source,
@@ -181,12 +299,11 @@ impl Injector {
             // On 5.7+ aya attaches through bpf_link, which the kernel always treats as
             // multi-attach (and refuses flags for): the program coexists with others on the
             // same cgroup and keeps running for descendants that attach their own.
-            prog.attach(cgroup, CgroupAttachMode::Single)
-                .map_err(|source| Error::Program {
-                    program: name,
-                    action: "attach",
-                    source,
-                })?;
+            attach(prog, cgroup, CgroupAttachMode::Single).map_err(|source| Error::Program {
+                program: name,
+                action: "attach",
+                source,
+            })?;
         }
         Ok(())
     }

@@ -17,8 +17,8 @@ use chaos_common::Schedule;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::{
-    fault::{Errno, Syscall, SyscallFault},
-    loader::Injector,
+    fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
+    loader::{Injector, PlannedRule},
     report::{FaultReport, Report},
     target::{CgroupTarget, ChildCgroup},
 };
@@ -36,23 +36,62 @@ pub enum InjectCommand {
     chaos inject syscall --syscall connect --errno ECONNREFUSED -- curl http://127.0.0.1:8080/\n  \
     chaos inject syscall --syscall openat --errno EIO --cgroup /system.slice/db.service --duration 30s")]
 pub struct SyscallArgs {
-    /// Syscalls to fail, by name as in `man 2` (comma separated).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        required = true,
-        value_name = "NAME[,NAME...]"
-    )]
-    pub syscall: Vec<Syscall>,
+    /// Syscalls to fail, by name as in `man 2`, or classes like strace's: %file, %net,
+    /// %read, %write (comma separated).
+    // Spelled out so that clap takes one value that expands to a list, not many values.
+    #[arg(long, required = true, value_parser = parse_syscalls, value_name = "NAME[,NAME...]")]
+    pub syscall: ::std::vec::Vec<Syscall>,
     /// The errno to fail them with: a name (EIO, ECONNREFUSED...) or a number in 1..=4095.
     #[arg(long)]
     pub errno: Errno,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     #[command(flatten)]
     pub schedule: ScheduleArgs,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+fn parse_syscalls(s: &str) -> Result<Vec<Syscall>, crate::Error> {
+    Syscall::parse_list(s)
+}
+
+/// Which calls of the syscalls match.
+#[derive(Debug, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only files at or below this directory (file syscalls). For a container's files use
+    /// /proc/PID/root/DIR.
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+    /// Only descriptors of these kinds: file, dir, socket, pipe, char, block, symlink (file
+    /// syscalls; comma separated).
+    #[arg(long, value_delimiter = ',', value_name = "KIND[,KIND...]")]
+    pub fd_kind: Vec<FdKind>,
+    /// Only this port: the peer's for connect, the local one for bind.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Only addresses in this block: the peer's for connect, the local one for bind
+    /// (10.0.0.0/8, fd00::/8, 127.0.0.1).
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    pub cidr: Option<Cidr>,
+    /// Only threads of this name (as in /proc/PID/task/TID/comm).
+    #[arg(long, value_parser = parse_comm, value_name = "NAME")]
+    pub comm: Option<String>,
+}
+
+impl FilterArgs {
+    /// The filters as a fault takes them.
+    pub fn spec(&self) -> FilterSpec {
+        FilterSpec {
+            path: self.path.clone(),
+            fd_kinds: self.fd_kind.clone(),
+            port: self.port,
+            cidr: self.cidr,
+            comm: self.comm.clone(),
+        }
+    }
 }
 
 /// Which matching calls fail.
@@ -132,8 +171,10 @@ fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
     let fault = SyscallFault {
         syscalls: args.syscall.clone(),
         errno: args.errno,
+        filter: args.filter.spec(),
         schedule: args.schedule.schedule(),
         dry_run: args.run.dry_run,
+        deadline: args.run.duration,
     };
     let stop = StopSignals::install()?;
     if !args.target.command.is_empty() {
@@ -191,6 +232,7 @@ impl StopSignals {
 fn report(
     fault: &SyscallFault,
     target: &CgroupTarget,
+    rules: &[PlannedRule],
     injector: &Injector,
 ) -> anyhow::Result<Report> {
     let counters = injector.counters()?;
@@ -198,18 +240,84 @@ fn report(
         faults: fault
             .syscalls
             .iter()
-            .zip(counters)
-            .map(|(syscall, counter)| FaultReport {
-                kind: "syscall",
-                syscall: syscall.name().to_owned(),
-                errno: fault.errno.to_string(),
-                target: target.path.display().to_string(),
-                dry_run: fault.dry_run,
-                matched: counter.matched,
-                injected: counter.injected,
+            .map(|syscall| {
+                // A syscall with several hooks (unlinkat) has one rule per hook.
+                let (matched, injected) = rules
+                    .iter()
+                    .zip(&counters)
+                    .filter(|(rule, _)| rule.label == syscall.name())
+                    .fold((0, 0), |(m, i), (_, c)| (m + c.matched, i + c.injected));
+                FaultReport {
+                    kind: "syscall",
+                    syscall: syscall.name().to_owned(),
+                    errno: fault.errno.to_string(),
+                    target: target.path.display().to_string(),
+                    dry_run: fault.dry_run,
+                    matched,
+                    injected,
+                }
             })
             .collect(),
     })
+}
+
+/// The counters while a fault runs: one line rewritten in place about once a second on a
+/// terminal, a plain line per change otherwise (none with `--json` off a terminal).
+struct LiveLine {
+    terminal: bool,
+    enabled: bool,
+    last_shown: Option<Instant>,
+    last: String,
+}
+
+impl LiveLine {
+    fn new(json: bool) -> LiveLine {
+        let terminal = io::stderr().is_terminal();
+        LiveLine {
+            terminal,
+            enabled: terminal || !json,
+            last_shown: None,
+            last: String::new(),
+        }
+    }
+
+    fn show(&mut self, started: Instant, report: &Report) {
+        if !self.enabled
+            || self
+                .last_shown
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        let line = report
+            .faults
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} matched {} injected {}",
+                    f.syscall, f.matched, f.injected
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if line == self.last {
+            return;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        if self.terminal {
+            eprint!("\r\x1b[Kchaos: [{elapsed:>6.1}s] {line}");
+        } else {
+            eprintln!("chaos: [{elapsed:>6.1}s] {line}");
+        }
+        self.last_shown = Some(Instant::now());
+        self.last = line;
+    }
+
+    fn finish(&self) {
+        if self.terminal && self.last_shown.is_some() {
+            eprintln!();
+        }
+    }
 }
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
@@ -237,34 +345,21 @@ fn run_until_stopped(
     target: &CgroupTarget,
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
-    let injector = Injector::start(&fault.rules(target))?;
+    let rules = fault.rules(target)?;
+    let injector = Injector::start(&rules)?;
     eprintln!(
         "chaos: injecting {} into cgroup {}; Ctrl-C to stop",
         describe(fault),
         target.path.display()
     );
     let started = Instant::now();
-    let mut last = Vec::new();
-    let live = io::stderr().is_terminal() || !run.json;
+    let mut live = LiveLine::new(run.json);
     while !stop.stopped() && run.duration.is_none_or(|d| started.elapsed() < d) {
         thread::sleep(Duration::from_millis(100));
-        let counters = injector.counters()?;
-        if live && counters != last && started.elapsed() > Duration::from_millis(900) {
-            let parts: Vec<String> = fault
-                .syscalls
-                .iter()
-                .zip(&counters)
-                .map(|(s, c)| format!("{} matched {} injected {}", s.name(), c.matched, c.injected))
-                .collect();
-            eprintln!(
-                "chaos: [{:>6.1}s] {}",
-                started.elapsed().as_secs_f64(),
-                parts.join("; ")
-            );
-            last = counters;
-        }
+        live.show(started, &report(fault, target, &rules, &injector)?);
     }
-    let report = report(fault, target, &injector)?;
+    live.finish();
+    let report = report(fault, target, &rules, &injector)?;
     drop(injector);
     print_report(&report, run.json)?;
     Ok(ExitCode::SUCCESS)
@@ -278,7 +373,8 @@ fn run_command(
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
     let target = cgroup.target();
-    let mut injector = Some(Injector::start(&fault.rules(target))?);
+    let rules = fault.rules(target)?;
+    let mut injector = Some(Injector::start(&rules)?);
 
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
@@ -307,7 +403,7 @@ fn run_command(
         if let (Some(d), Some(inj)) = (run.duration, injector.as_ref())
             && started.elapsed() >= d
         {
-            final_report = Some(report(fault, target, inj)?);
+            final_report = Some(report(fault, target, &rules, inj)?);
             injector = None;
             eprintln!("chaos: {d:?} passed, faults removed; waiting for the command");
         }
@@ -315,7 +411,7 @@ fn run_command(
     };
     let report = match (final_report, injector.as_ref()) {
         (Some(report), _) => report,
-        (None, Some(inj)) => report(fault, target, inj)?,
+        (None, Some(inj)) => report(fault, target, &rules, inj)?,
         (None, None) => unreachable!("the injector is only dropped after the report is taken"),
     };
     drop(injector);

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use chaos_common::Schedule;
 
 use crate::{
-    fault::{Errno, Syscall, SyscallFault},
+    fault::{Errno, FilterSpec, Syscall, SyscallFault},
     loader::Injector,
     target::ChildCgroup,
 };
@@ -145,7 +145,10 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             probability: Schedule::probability_from_f64(args.probability),
             ..Schedule::ALWAYS
         },
+        filter: FilterSpec::default(),
         dry_run: false,
+        // Rolled back by chaos on exit; the kernel stops on its own should chaos be frozen.
+        deadline: Some(Duration::from_secs(600)),
     };
     let target = cgroup.target();
     println!(
@@ -160,7 +163,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         args.probability,
         target.path.display()
     );
-    let injector = Injector::start(&fault.rules(target))?;
+    let injector = Injector::start(&fault.rules(target)?)?;
     let mut a = spawn_client("target", addr, args.count, Some(&cgroup))?;
     let mut b = spawn_client("control", addr, args.count, None)?;
     let (ra, rb) = (relay(&mut a), relay(&mut b));

@@ -1,0 +1,237 @@
+//! Rules: what to do, at which hook, to which cgroup's tasks, on which calls.
+use crate::{Filter, Schedule};
+
+/// How many rules the kernel side can hold at once.
+pub const MAX_RULES: u32 = 64;
+
+/// The kernel hook a [`Rule`] is enforced at. Stored in [`Rule::hook`].
+///
+/// LSM hooks are reached from several syscalls (and from the kernel itself), so rules on them
+/// name the syscall; cgroup hooks are reached from one syscall each.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hook {
+    /// LSM `file_open`: open, openat, openat2, creat.
+    FileOpen = 1,
+    /// cgroup sock_addr `connect4`/`connect6`: connect.
+    Connect = 2,
+    /// LSM `file_permission`: the read and write families, getdents64, sendfile, ...
+    FilePermission = 3,
+    /// LSM `mmap_file`: mmap.
+    MmapFile = 4,
+    /// LSM `file_mprotect`: mprotect.
+    FileMprotect = 5,
+    /// LSM `file_ioctl`: ioctl.
+    FileIoctl = 6,
+    /// LSM `file_fcntl`: fcntl.
+    FileFcntl = 7,
+    /// LSM `file_lock`: flock.
+    FileLock = 8,
+    /// LSM `inode_unlink`: unlink, unlinkat.
+    InodeUnlink = 9,
+    /// LSM `inode_rmdir`: rmdir, unlinkat(AT_REMOVEDIR).
+    InodeRmdir = 10,
+    /// LSM `inode_mkdir`: mkdir, mkdirat.
+    InodeMkdir = 11,
+    /// LSM `inode_rename`: rename, renameat, renameat2.
+    InodeRename = 12,
+    /// LSM `inode_link`: link, linkat.
+    InodeLink = 13,
+    /// LSM `inode_symlink`: symlink, symlinkat.
+    InodeSymlink = 14,
+    /// LSM `inode_setattr`: truncate, ftruncate, chmod, fchmod, chown, fchown, ...
+    InodeSetattr = 15,
+    /// LSM `inode_getattr`: the stat family.
+    InodeGetattr = 16,
+    /// LSM `bprm_check_security`: execve, execveat.
+    BprmCheck = 17,
+    /// LSM `task_alloc`: clone, clone3, fork, vfork.
+    TaskAlloc = 18,
+    /// cgroup `sock_create`: socket (inet and inet6).
+    SockCreate = 19,
+    /// cgroup sock_addr `bind4`/`bind6`: bind.
+    Bind = 20,
+    /// cgroup `getsockopt`: getsockopt.
+    Getsockopt = 21,
+    /// cgroup `setsockopt`: setsockopt.
+    Setsockopt = 22,
+    /// LSM `socket_listen`: listen.
+    SocketListen = 23,
+    /// LSM `socket_accept`: accept, accept4.
+    SocketAccept = 24,
+    /// LSM `socket_sendmsg`: sendto, sendmsg, sendmmsg.
+    SocketSendmsg = 25,
+    /// LSM `socket_recvmsg`: recvfrom, recvmsg, recvmmsg.
+    SocketRecvmsg = 26,
+    /// LSM `socket_shutdown`: shutdown.
+    SocketShutdown = 27,
+    /// LSM `task_kill`: kill, tkill, tgkill.
+    TaskKill = 28,
+    /// LSM `sb_mount`: mount.
+    SbMount = 29,
+    /// tp_btf `sys_enter`: every syscall, before it runs (signals, latency).
+    SysEnter = 30,
+}
+
+impl Hook {
+    /// Every hook, in value order.
+    pub const ALL: [Hook; 30] = [
+        Hook::FileOpen,
+        Hook::Connect,
+        Hook::FilePermission,
+        Hook::MmapFile,
+        Hook::FileMprotect,
+        Hook::FileIoctl,
+        Hook::FileFcntl,
+        Hook::FileLock,
+        Hook::InodeUnlink,
+        Hook::InodeRmdir,
+        Hook::InodeMkdir,
+        Hook::InodeRename,
+        Hook::InodeLink,
+        Hook::InodeSymlink,
+        Hook::InodeSetattr,
+        Hook::InodeGetattr,
+        Hook::BprmCheck,
+        Hook::TaskAlloc,
+        Hook::SockCreate,
+        Hook::Bind,
+        Hook::Getsockopt,
+        Hook::Setsockopt,
+        Hook::SocketListen,
+        Hook::SocketAccept,
+        Hook::SocketSendmsg,
+        Hook::SocketRecvmsg,
+        Hook::SocketShutdown,
+        Hook::TaskKill,
+        Hook::SbMount,
+        Hook::SysEnter,
+    ];
+
+    /// The hook for a raw [`Rule::hook`] value.
+    pub const fn from_raw(raw: u32) -> Option<Hook> {
+        if raw >= 1 && raw as usize <= Hook::ALL.len() {
+            Some(Hook::ALL[raw as usize - 1])
+        } else {
+            None
+        }
+    }
+}
+
+/// What a rule does to a call it selects. Stored in [`Rule::action`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Fail the call with [`Rule::value`] as errno.
+    Errno = 0,
+    /// Send signal [`Rule::value`] to the calling process.
+    Signal = 1,
+    /// Send signal [`Rule::value`] to the calling thread only.
+    SignalThread = 2,
+}
+
+impl Action {
+    /// The action for a raw [`Rule::action`] value.
+    pub const fn from_raw(raw: u32) -> Option<Action> {
+        match raw {
+            0 => Some(Action::Errno),
+            1 => Some(Action::Signal),
+            2 => Some(Action::SignalThread),
+            _ => None,
+        }
+    }
+}
+
+/// [`Rule::flags`]: the slot holds a rule.
+pub const RULE_ACTIVE: u32 = 1 << 0;
+/// [`Rule::flags`]: count what would be injected, inject nothing.
+pub const RULE_DRY_RUN: u32 = 1 << 1;
+
+/// [`Rule::syscall_nr`] value that matches whatever syscall reaches the hook.
+pub const ANY_SYSCALL: i64 = -1;
+
+/// One fault: at `hook`, for tasks in the cgroup `cgroup_id` (or below it), when the running
+/// syscall is `syscall_nr` and the filter matches, do `action` as `schedule` decides, until
+/// `deadline_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// `RULE_*` bits; a slot without [`RULE_ACTIVE`] is ignored.
+    pub flags: u32,
+    /// A [`Hook`] as `u32`.
+    pub hook: u32,
+    /// The target cgroup v2 id (the inode number of its directory).
+    pub cgroup_id: u64,
+    /// Depth of the target cgroup below the v2 root (the root is 0), so that the kernel can
+    /// match descendants with `bpf_get_current_ancestor_cgroup_id(level)`.
+    pub cgroup_level: u32,
+    /// An [`Action`] as `u32`.
+    pub action: u32,
+    /// The action's argument: the positive errno, or the signal number.
+    pub value: u32,
+    /// Reserved, keeps the layout 8-byte aligned.
+    pub _pad: u32,
+    /// The syscall number (x86_64) that must be running, or [`ANY_SYSCALL`].
+    pub syscall_nr: i64,
+    /// `CLOCK_BOOTTIME` nanoseconds after which the rule no longer fires, so that a fault
+    /// ends even when chaos cannot remove it (killed, frozen); 0 for none.
+    pub deadline_ns: u64,
+    /// When, among the matching calls, to act.
+    pub schedule: Schedule,
+    /// Which calls match, beyond target and syscall.
+    pub filter: Filter,
+}
+
+impl Rule {
+    /// Whether this slot holds a rule.
+    pub const fn is_active(&self) -> bool {
+        self.flags & RULE_ACTIVE != 0
+    }
+
+    /// Whether the rule only counts.
+    pub const fn is_dry_run(&self) -> bool {
+        self.flags & RULE_DRY_RUN != 0
+    }
+
+    /// Whether the rule has expired at `now_ns` (`CLOCK_BOOTTIME`).
+    #[inline(always)]
+    pub const fn expired(&self, now_ns: u64) -> bool {
+        self.deadline_ns != 0 && now_ns >= self.deadline_ns
+    }
+}
+
+/// Per-rule counters, updated atomically by the kernel side; same index as the rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HitCounter {
+    /// Calls from the target that matched the rule's syscall and filters.
+    pub matched: u64,
+    /// Calls that were acted on (or, in a dry run, would have been).
+    pub injected: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_round_trip() {
+        for (i, hook) in Hook::ALL.iter().enumerate() {
+            assert_eq!(*hook as u32, i as u32 + 1);
+            assert_eq!(Hook::from_raw(*hook as u32), Some(*hook));
+        }
+        assert_eq!(Hook::from_raw(0), None);
+        assert_eq!(Hook::from_raw(Hook::ALL.len() as u32 + 1), None);
+    }
+
+    #[test]
+    fn deadline() {
+        let rule = Rule {
+            deadline_ns: 100,
+            ..Rule::default()
+        };
+        assert!(!rule.expired(99));
+        assert!(rule.expired(100));
+        assert!(!Rule::default().expired(u64::MAX));
+    }
+}
