@@ -1,6 +1,6 @@
 //! File and filesystem syscalls through BPF LSM hooks. Each program finds the dentry the call
 //! is about (for the path and kind filters) and lets the rules decide.
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::{EbpfContext as _, macros::lsm, programs::LsmContext};
 use chaos_common::Hook;
 
 use crate::{
@@ -107,9 +107,14 @@ pub fn chaos_inode_symlink(ctx: LsmContext) -> i32 {
 /// `inode_setattr([idmap,] dentry, attr)`: 6.3 added the idmap in front.
 #[lsm(hook = "inode_setattr")]
 pub fn chaos_inode_setattr(ctx: LsmContext) -> i32 {
-    let dentry: u64 = match CHAOS_CONFIG.get(0) {
-        Some(config) if config.setattr_dentry_arg == 1 => ctx.arg(1),
-        _ => ctx.arg(0),
+    let args = ctx.as_ptr() as *const u64;
+    // Both loads happen, volatile, at fixed offsets: LLVM would otherwise load through a
+    // computed context pointer, which the verifier refuses.
+    // SAFETY: the hook has at least two arguments on every kernel.
+    let (first, second) = unsafe { (args.read_volatile(), args.add(1).read_volatile()) };
+    let dentry = match CHAOS_CONFIG.get(0) {
+        Some(config) if config.setattr_dentry_arg == 1 => second,
+        _ => first,
     };
     decide(call(Hook::InodeSetattr, dentry))
 }

@@ -126,6 +126,8 @@ pub struct WorkloadResult {
     pub ok: u64,
     /// Failed calls by errno name.
     pub errors: serde_json::Map<String, Value>,
+    /// Each call's outcome in order: "ok" or the errno name (runs of up to 1000 calls).
+    pub sequence: Vec<String>,
 }
 
 impl WorkloadResult {
@@ -140,6 +142,10 @@ impl WorkloadResult {
         WorkloadResult {
             ok: v["ok"].as_u64().expect("ok"),
             errors: v["errors"].as_object().expect("errors").clone(),
+            sequence: v["sequence"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -353,4 +359,71 @@ pub fn assert_nothing_left() {
         );
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts `chaos ARGS` (an inject command given `--json` and a target) and waits until it
+/// injects. Returns `None` after printing a SKIP line when this kernel cannot run the fault
+/// (BPF LSM refused, as on the development hosts); the children are killed then.
+pub fn start_or_skip(args: &[&str], children: &mut Vec<Child>) -> Option<ChaosRun> {
+    let mut run = ChaosRun::start(args);
+    match run.wait_injecting() {
+        Ok(()) => Some(run),
+        Err(err) => {
+            for child in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let msg = err.to_string();
+            if msg.contains("not supported by this kernel") {
+                skip(&format!("this kernel cannot run the fault: {msg}"));
+                return None;
+            }
+            panic!("{msg}");
+        }
+    }
+}
+
+/// One syscall fault, checked end to end: `count` calls of workload `op` in a target cgroup
+/// all fail with `errno` while `chaos inject syscall --syscall SYSCALL --errno ERRNO EXTRA`
+/// runs, the same calls from a process outside the target all succeed, and the report counts
+/// exactly the target's calls. Skips where the kernel lacks the hook's mechanism.
+pub fn assert_target_only(syscall: &str, errno: &str, extra: &[&str], op: &[&str]) {
+    let count = 3;
+    let go = scratch(&format!("{syscall}-go"));
+    let cgroup = TestCgroup::new(syscall);
+    let mut inside_args = vec!["--wait-for", go.to_str().unwrap(), "--count", "3"];
+    inside_args.extend_from_slice(op);
+    let inside = cgroup.spawn(&mut workload(&inside_args));
+    let mut args = vec!["inject", "syscall", "--syscall", syscall, "--errno", errno, "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--cgroup", cgroup.path.to_str().unwrap()]);
+    let mut children = vec![inside];
+    let Some(run) = start_or_skip(&args, &mut children) else {
+        return;
+    };
+    let inside = children.pop().expect("one child");
+    let mut outside_args = vec!["--count", "3"];
+    outside_args.extend_from_slice(op);
+    let outside = workload_result(workload(&outside_args).spawn().unwrap());
+    assert_eq!(
+        (outside.ok, outside.failed()),
+        (count, 0),
+        "{syscall}: outside the target: {outside:?}"
+    );
+    fs::write(&go, b"").unwrap();
+    let inside = workload_result(inside);
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "{syscall}: chaos: {outcome:?}");
+    assert_eq!(
+        (inside.failed_with(errno), inside.ok),
+        (count, 0),
+        "{syscall}: inside the target: {inside:?}"
+    );
+    assert_eq!(
+        outcome.counts(0),
+        (count, count),
+        "{syscall}: report: {}",
+        outcome.stdout
+    );
+    assert_nothing_left();
 }
