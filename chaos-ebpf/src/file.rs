@@ -1,6 +1,8 @@
 //! File and filesystem syscalls through BPF LSM hooks. Each program finds the dentry the call
 //! is about (for the path and kind filters) and lets the rules decide.
-use aya_ebpf::{EbpfContext as _, macros::lsm, programs::LsmContext};
+use aya_ebpf::{
+    EbpfContext as _, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext,
+};
 use chaos_common::Hook;
 
 use crate::{
@@ -107,15 +109,22 @@ pub fn chaos_inode_symlink(ctx: LsmContext) -> i32 {
 /// `inode_setattr([idmap,] dentry, attr)`: 6.3 added the idmap in front.
 #[lsm(hook = "inode_setattr")]
 pub fn chaos_inode_setattr(ctx: LsmContext) -> i32 {
+    // Loaded from the context, the two arguments are pointers of different BTF types, and a
+    // choice between them doubles every verifier state after it (past the 1M budget). Copied
+    // out with a helper they are plain numbers; the offsets stay constant, as they must.
     let args = ctx.as_ptr() as *const u64;
-    // Both loads happen, volatile, at fixed offsets: LLVM would otherwise load through a
-    // computed context pointer, which the verifier refuses.
-    // SAFETY: the hook has at least two arguments on every kernel.
-    let (first, second) = unsafe { (args.read_volatile(), args.add(1).read_volatile()) };
-    let dentry = match CHAOS_CONFIG.get(0) {
-        Some(config) if config.setattr_dentry_arg == 1 => second,
-        _ => first,
-    };
+    let second = CHAOS_CONFIG
+        .get(0)
+        .is_some_and(|config| config.setattr_dentry_arg == 1);
+    // SAFETY: the hook has at least two arguments on every kernel; the helper copes anyway.
+    let dentry = unsafe {
+        if second {
+            bpf_probe_read_kernel(args.add(1))
+        } else {
+            bpf_probe_read_kernel(args)
+        }
+    }
+    .unwrap_or(0);
     decide(call(Hook::InodeSetattr, dentry))
 }
 
