@@ -144,7 +144,11 @@ impl WorkloadResult {
             errors: v["errors"].as_object().expect("errors").clone(),
             sequence: v["sequence"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -394,7 +398,15 @@ pub fn assert_target_only(syscall: &str, errno: &str, extra: &[&str], op: &[&str
     let mut inside_args = vec!["--wait-for", go.to_str().unwrap(), "--count", "3"];
     inside_args.extend_from_slice(op);
     let inside = cgroup.spawn(&mut workload(&inside_args));
-    let mut args = vec!["inject", "syscall", "--syscall", syscall, "--errno", errno, "--json"];
+    let mut args = vec![
+        "inject",
+        "syscall",
+        "--syscall",
+        syscall,
+        "--errno",
+        errno,
+        "--json",
+    ];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--cgroup", cgroup.path.to_str().unwrap()]);
     let mut children = vec![inside];

@@ -27,7 +27,12 @@ fn read_family_and_metadata_syscalls_fail_in_target_only() {
     assert_target_only("stat", "ENOENT", &[], &["stat", &file]);
     assert_target_only("truncate", "EPERM", &[], &["truncate", &file]);
     assert_target_only("chmod", "EPERM", &[], &["chmod", &file]);
-    assert_target_only("getdents64", "EIO", &[], &["getdents", &dir("family-dents")]);
+    assert_target_only(
+        "getdents64",
+        "EIO",
+        &[],
+        &["getdents", &dir("family-dents")],
+    );
     // Anonymous mappings (the allocator's) have no file: the kind filter leaves them alone.
     assert_target_only("mmap", "ENOMEM", &["--fd-kind", "file"], &["mmap", &file]);
     assert_target_only("ioctl", "ENOTTY", &[], &["ioctl", &file]);
@@ -72,31 +77,66 @@ fn write_fails_only_under_the_path_prefix() {
     let miss_file = format!("{miss}/data");
     let mut children = vec![
         cgroup.spawn(&mut workload(&[
-            "--wait-for", go_arg, "--count", "5", "write", &hit_file,
+            "--wait-for",
+            go_arg,
+            "--count",
+            "5",
+            "write",
+            &hit_file,
         ])),
         cgroup.spawn(&mut workload(&[
-            "--wait-for", go_arg, "--count", "5", "write", &miss_file,
+            "--wait-for",
+            go_arg,
+            "--count",
+            "5",
+            "write",
+            &miss_file,
         ])),
     ];
     let Some(run) = start_or_skip(
         &[
-            "inject", "syscall", "--syscall", "write", "--errno", "ENOSPC", "--path", &hit,
-            "--json", "--cgroup", cgroup.path.to_str().unwrap(),
+            "inject",
+            "syscall",
+            "--syscall",
+            "write",
+            "--errno",
+            "ENOSPC",
+            "--path",
+            &hit,
+            "--json",
+            "--cgroup",
+            cgroup.path.to_str().unwrap(),
         ],
         &mut children,
     ) else {
         return;
     };
     // Outside the target, even under the prefix, writes succeed.
-    let outside = workload_result(workload(&["--count", "5", "write", &hit_file]).spawn().unwrap());
-    assert_eq!((outside.ok, outside.failed()), (5, 0), "outside: {outside:?}");
+    let outside = workload_result(
+        workload(&["--count", "5", "write", &hit_file])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        (outside.ok, outside.failed()),
+        (5, 0),
+        "outside: {outside:?}"
+    );
     fs::write(&go, b"").unwrap();
     let miss_result = workload_result(children.pop().unwrap());
     let hit_result = workload_result(children.pop().unwrap());
     let outcome = run.interrupt();
-    assert_eq!(hit_result.failed_with("ENOSPC"), 5, "under the prefix: {hit_result:?}");
+    assert_eq!(
+        hit_result.failed_with("ENOSPC"),
+        5,
+        "under the prefix: {hit_result:?}"
+    );
     // stdout (a pipe) and the other directory are not under the prefix.
-    assert_eq!((miss_result.ok, miss_result.failed()), (5, 0), "elsewhere: {miss_result:?}");
+    assert_eq!(
+        (miss_result.ok, miss_result.failed()),
+        (5, 0),
+        "elsewhere: {miss_result:?}"
+    );
     assert_eq!(outcome.counts(0), (5, 5), "report: {}", outcome.stdout);
     assert_nothing_left();
 }
@@ -111,14 +151,42 @@ fn read_rule_leaves_pread_and_the_kernels_exec_reads_alone() {
     let go_arg = go.to_str().unwrap();
     let cgroup = TestCgroup::new("exact");
     let mut children = vec![
-        cgroup.spawn(&mut workload(&["--wait-for", go_arg, "--count", "4", "read", &file])),
-        cgroup.spawn(&mut workload(&["--wait-for", go_arg, "--count", "4", "pread", &file])),
+        cgroup.spawn(&mut workload(&[
+            "--wait-for",
+            go_arg,
+            "--count",
+            "4",
+            "read",
+            &file,
+        ])),
+        cgroup.spawn(&mut workload(&[
+            "--wait-for",
+            go_arg,
+            "--count",
+            "4",
+            "pread",
+            &file,
+        ])),
         // exec makes the kernel read the binary (kernel_read through the same hook).
-        cgroup.spawn(&mut workload(&["--wait-for", go_arg, "--count", "2", "exec", "/bin/true"])),
+        cgroup.spawn(&mut workload(&[
+            "--wait-for",
+            go_arg,
+            "--count",
+            "2",
+            "exec",
+            "/bin/true",
+        ])),
     ];
     let Some(run) = start_or_skip(
         &[
-            "inject", "syscall", "--syscall", "read", "--errno", "EIO", "--json", "--cgroup",
+            "inject",
+            "syscall",
+            "--syscall",
+            "read",
+            "--errno",
+            "EIO",
+            "--json",
+            "--cgroup",
             cgroup.path.to_str().unwrap(),
         ],
         &mut children,
@@ -158,8 +226,20 @@ fn schedule_after_every_max_hits_fails_exactly_the_predicted_calls() {
     // strace's when=3..+2 with at most 3 hits: calls 3, 5, 7 (1-based) fail.
     let Some(run) = start_or_skip(
         &[
-            "inject", "syscall", "--syscall", "read", "--errno", "EIO", "--after", "2",
-            "--every", "2", "--max-hits", "3", "--json", "--cgroup",
+            "inject",
+            "syscall",
+            "--syscall",
+            "read",
+            "--errno",
+            "EIO",
+            "--after",
+            "2",
+            "--every",
+            "2",
+            "--max-hits",
+            "3",
+            "--json",
+            "--cgroup",
             cgroup.path.to_str().unwrap(),
         ],
         &mut children,

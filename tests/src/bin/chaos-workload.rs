@@ -184,8 +184,7 @@ fn once(call: &Call, prep: &Prepared, n: u32) -> Result<(), Errno> {
             check(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) } as libc::c_long).map(drop)
         }
         Call::Pwrite { .. } => {
-            check(unsafe { libc::pwrite(fd, b"x".as_ptr().cast(), 1, 0) } as libc::c_long)
-                .map(drop)
+            check(unsafe { libc::pwrite(fd, b"x".as_ptr().cast(), 1, 0) } as libc::c_long).map(drop)
         }
         Call::Stat { path } => {
             let c = cstr(path);
@@ -228,7 +227,14 @@ fn once(call: &Call, prep: &Prepared, n: u32) -> Result<(), Errno> {
         }
         Call::Mmap { .. } => {
             let p = unsafe {
-                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0)
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    fd,
+                    0,
+                )
             };
             if p == libc::MAP_FAILED {
                 return Err(Errno::last());
@@ -293,8 +299,8 @@ fn once(call: &Call, prep: &Prepared, n: u32) -> Result<(), Errno> {
             r.map(drop)
         }
         Call::Listen => {
-            let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) }.into())?
-                as i32;
+            let sock =
+                check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) }.into())? as i32;
             let r = check(unsafe { libc::listen(sock, 1) }.into());
             close(sock);
             r.map(drop)
