@@ -368,7 +368,7 @@ pub fn assert_nothing_left() {
 /// Starts `chaos ARGS` (an inject command given `--json` and a target) and waits until it
 /// injects. Returns `None` after printing a SKIP line when this kernel cannot run the fault
 /// (BPF LSM refused, as on the development hosts); the children are killed then.
-pub fn start_or_skip(args: &[&str], children: &mut Vec<Child>) -> Option<ChaosRun> {
+pub fn start_or_skip(args: &[&str], children: &mut [Child]) -> Option<ChaosRun> {
     let mut run = ChaosRun::start(args);
     match run.wait_injecting() {
         Ok(()) => Some(run),
