@@ -156,3 +156,71 @@ fn port_cidr_and_comm_filters_pick_their_calls_only() {
     assert_eq!(r[0].failed_with("ETIMEDOUT"), 3, "w-comm-hit: {:?}", r[0]);
     assert_eq!((r[1].ok, r[1].failed()), (3, 0), "w-comm-miss: {:?}", r[1]);
 }
+
+#[test]
+fn many_rules_on_many_targets_at_once_stay_apart() {
+    use chaos::{
+        fault::{FilterSpec, Syscall, SyscallFault},
+        loader::Injector,
+    };
+    use chaos_common::Schedule;
+
+    if !need_root() {
+        return;
+    }
+    let a = TestCgroup::new("many-a");
+    let b = TestCgroup::new("many-b");
+    let target = |c: &TestCgroup| chaos::target::CgroupTarget::from_path(&c.path).unwrap();
+    let fault = |syscalls: &str, errno: &str| SyscallFault {
+        syscalls: Syscall::parse_list(syscalls).unwrap(),
+        errno: errno.parse().unwrap(),
+        filter: FilterSpec::default(),
+        schedule: Schedule::ALWAYS,
+        dry_run: false,
+        deadline: None,
+    };
+    // A: socket fails with EMFILE. B: bind with EADDRINUSE, getsockopt with ENOPROTOOPT.
+    let mut rules = fault("socket", "EMFILE").rules(&target(&a)).unwrap();
+    rules.extend(fault("bind", "EADDRINUSE").rules(&target(&b)).unwrap());
+    rules.extend(
+        fault("getsockopt", "ENOPROTOOPT")
+            .rules(&target(&b))
+            .unwrap(),
+    );
+    let injector = Injector::start(&rules).unwrap();
+
+    let run = |c: &TestCgroup, op: &[&str]| {
+        let mut args = vec!["--count", "2"];
+        args.extend_from_slice(op);
+        workload_result(c.spawn(&mut workload(&args)))
+    };
+    let a_socket = run(&a, &["socket"]);
+    let b_socket = run(&b, &["socket"]);
+    let b_bind = run(&b, &["bind", "127.0.0.1:0"]);
+    let outside = workload_result(
+        workload(&["--count", "2", "bind", "127.0.0.1:0"])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(a_socket.failed_with("EMFILE"), 2, "A socket: {a_socket:?}");
+    assert_eq!(
+        (b_socket.ok, b_socket.failed()),
+        (2, 0),
+        "B socket: {b_socket:?}"
+    );
+    assert_eq!(b_bind.failed_with("EADDRINUSE"), 2, "B bind: {b_bind:?}");
+    assert_eq!(
+        (outside.ok, outside.failed()),
+        (2, 0),
+        "outside: {outside:?}"
+    );
+    let counters: Vec<(u64, u64)> = injector
+        .counters()
+        .unwrap()
+        .iter()
+        .map(|c| (c.matched, c.injected))
+        .collect();
+    assert_eq!(counters, [(2, 2), (2, 2), (0, 0)]);
+    drop(injector);
+    assert_nothing_left();
+}
