@@ -9,7 +9,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::mountinfo;
+use crate::{
+    fault::{Mechanism, Syscall},
+    mountinfo,
+};
 
 mod parse;
 mod probe;
@@ -112,6 +115,19 @@ pub struct FaultSupport {
     pub why: Option<String>,
     /// What would make it work (`None` when it works).
     pub fix: Option<String>,
+    /// For syscall faults: the syscalls this mechanism fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub syscalls: Vec<&'static str>,
+}
+
+/// The syscalls that the mechanism behind doctor row `kind` fails.
+fn syscalls_of(kind: &str) -> Vec<&'static str> {
+    let mechanism = match kind {
+        "syscall-file" => Mechanism::Lsm,
+        "syscall-socket" => Mechanism::Cgroup,
+        _ => return Vec::new(),
+    };
+    Syscall::supported_by(mechanism)
 }
 
 /// One raw fact about the kernel.
@@ -216,7 +232,7 @@ pub fn examine() -> Facts {
 impl Report {
     /// Judges each fault kind from the facts.
     pub fn from_facts(facts: &Facts) -> Report {
-        Report {
+        let mut report = Report {
             kernel: facts.release.clone(),
             faults: vec![
                 syscall_file(facts),
@@ -228,7 +244,11 @@ impl Report {
                 signal(facts),
             ],
             checks: checks(facts),
+        };
+        for fault in &mut report.faults {
+            fault.syscalls = syscalls_of(fault.kind);
         }
+        report
     }
 }
 
@@ -239,6 +259,7 @@ fn works(kind: &'static str, mechanism: impl Into<String>) -> FaultSupport {
         mechanism: mechanism.into(),
         why: None,
         fix: None,
+        syscalls: Vec::new(),
     }
 }
 
@@ -254,6 +275,7 @@ fn broken(
         mechanism: mechanism.into(),
         why: Some(why.into()),
         fix: Some(fix.into()),
+        syscalls: Vec::new(),
     }
 }
 
@@ -266,7 +288,8 @@ const VM_KERNELS: &str = "e.g. Debian's 6.1 or 6.12 kernel booted with \
 
 fn syscall_file(facts: &Facts) -> FaultSupport {
     const KIND: &str = "syscall-file";
-    const MECHANISM: &str = "BPF LSM program on file_open (more LSM hooks for other file syscalls)";
+    const MECHANISM: &str = "BPF LSM programs on the file, inode, exec, task and socket hooks (file_open, \
+         file_permission, inode_unlink, bprm_check_security, task_alloc, socket_sendmsg, ...)";
     if let Err(fail) = &facts.btf {
         return broken(
             KIND,
@@ -333,7 +356,7 @@ fn syscall_file(facts: &Facts) -> FaultSupport {
 
 fn syscall_socket(facts: &Facts) -> FaultSupport {
     const KIND: &str = "syscall-socket";
-    const MECHANISM: &str = "cgroup sock_addr connect4/connect6 and cgroup sock sock_create \
+    const MECHANISM: &str = "cgroup sock_addr (connect, bind), sock (sock_create) and sockopt \
                              programs on the target cgroup; errno via bpf_set_retval (5.18+)";
     if facts.cgroup2.is_none() {
         return no_cgroup2(KIND, MECHANISM);

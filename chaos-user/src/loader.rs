@@ -221,8 +221,9 @@ impl Injector {
             fault: format!("LSM hook {hook}"),
             why: format!(
                 "the kernel refused the BPF LSM program ({err}); this needs CONFIG_BPF_LSM, `bpf` \
-                 in the active LSMs (lsm= boot parameter) and BPF trampolines; `chaos doctor` \
-                 shows what this kernel lacks"
+                 in the active LSMs (lsm= boot parameter) and BPF trampolines; without them, \
+                 the cgroup hooks still fail {}; `chaos doctor` shows what this kernel lacks",
+                crate::fault::Syscall::supported_by(crate::fault::Mechanism::Cgroup).join(", ")
             ),
         })?;
         prog.attach().map_err(|source| Error::Program {

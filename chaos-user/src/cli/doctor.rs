@@ -48,6 +48,9 @@ fn render(report: &Report) -> String {
 fn render_fault(fault: &FaultSupport) -> String {
     let indent = KIND_COLUMN + WORKS_COLUMN;
     let mut lines = vec![fault.mechanism.clone()];
+    if !fault.syscalls.is_empty() {
+        lines.push(format!("syscalls: {}", fault.syscalls.join(", ")));
+    }
     if let Some(why) = &fault.why {
         lines.push(format!("why: {why}"));
     }
@@ -133,12 +136,14 @@ mod tests {
             mechanism: "BPF LSM".into(),
             why: Some("refused".into()),
             fix: Some("another kernel".into()),
+            syscalls: vec!["read", "write"],
         });
         let pad = " ".repeat(KIND_COLUMN + WORKS_COLUMN);
         assert_eq!(
             row,
             format!(
-                "syscall-file     NO    BPF LSM\n{pad}why: refused\n{pad}fix: another kernel\n"
+                "syscall-file     NO    BPF LSM\n{pad}syscalls: read, write\n{pad}why: refused\n\
+                 {pad}fix: another kernel\n"
             )
         );
     }

@@ -267,6 +267,19 @@ impl Syscall {
         Ok(out)
     }
 
+    /// The syscalls whose every hook works through `mechanism`, by name.
+    pub fn supported_by(mechanism: Mechanism) -> Vec<&'static str> {
+        Sysno::iter()
+            .filter(|s| {
+                let hooks = hooks_of(*s);
+                !hooks.is_empty() && hooks.iter().all(|h| self::mechanism(*h) == mechanism)
+            })
+            .map(|s| s.name())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
     /// Every syscall chaos can fail, by name, for messages and `chaos doctor`.
     pub fn supported() -> Vec<&'static str> {
         let mut names: Vec<&str> = Sysno::iter()
