@@ -279,6 +279,11 @@ impl ChaosRun {
         }
     }
 
+    /// The chaos process's pid.
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
     /// Sends SIGINT (as Ctrl-C would) and collects the outcome.
     pub fn interrupt(mut self) -> ChaosOutcome {
         nix::sys::signal::kill(

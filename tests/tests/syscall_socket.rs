@@ -224,3 +224,62 @@ fn many_rules_on_many_targets_at_once_stay_apart() {
     drop(injector);
     assert_nothing_left();
 }
+
+#[test]
+fn the_kernel_stops_injecting_at_the_deadline_even_when_chaos_is_frozen() {
+    use nix::sys::signal::{Signal, kill};
+    use std::time::{Duration, Instant};
+
+    if !need_root() {
+        return;
+    }
+    let cgroup = TestCgroup::new("deadline");
+    let started = Instant::now();
+    let Some(run) = start_or_skip(
+        &[
+            "inject",
+            "syscall",
+            "--syscall",
+            "socket",
+            "--errno",
+            "EMFILE",
+            "--duration",
+            "3s",
+            "--json",
+            "--cgroup",
+            cgroup.path.to_str().unwrap(),
+        ],
+        &mut [],
+    ) else {
+        return;
+    };
+    let socket = || workload_result(cgroup.spawn(&mut workload(&["--count", "2", "socket"])));
+    let before = socket();
+    assert_eq!(
+        before.failed_with("EMFILE"),
+        2,
+        "before the deadline: {before:?}"
+    );
+    // Frozen, chaos cannot remove anything: only the rule's own deadline can end the fault.
+    kill(run.pid(), Signal::SIGSTOP).unwrap();
+    while started.elapsed() < Duration::from_millis(3500) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = socket();
+    let attached = leftover_chaos_objects();
+    kill(run.pid(), Signal::SIGCONT).unwrap();
+    assert_eq!(
+        (after.ok, after.failed()),
+        (2, 0),
+        "after the deadline: {after:?}"
+    );
+    assert!(
+        attached.iter().any(|o| o.contains("chaos_sock_crea")),
+        // The kernel keeps 15 bytes of a program name.
+        "the program was still attached while chaos was frozen: {attached:?}"
+    );
+    let outcome = run.finish();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    assert_eq!(outcome.counts(0), (2, 2), "report: {}", outcome.stdout);
+    assert_nothing_left();
+}
