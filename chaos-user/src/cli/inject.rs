@@ -134,9 +134,16 @@ pub(crate) fn parse_probability(s: &str) -> Result<f64, String> {
 /// How long and how to report.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Remove the faults after this long (e.g. 30s, 5m); a command keeps running.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub duration: Option<Duration>,
+    /// Remove the faults after this long (e.g. 30s, 5m); a command keeps running. Every
+    /// fault ends then even if chaos is killed or frozen: the kernel programs stop
+    /// injecting at that deadline by themselves.
+    #[arg(
+        long,
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION",
+        default_value = "10m"
+    )]
+    pub duration: Duration,
     /// Count what would be failed, fail nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -174,7 +181,7 @@ fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
         filter: args.filter.spec(),
         schedule: args.schedule.schedule(),
         dry_run: args.run.dry_run,
-        deadline: args.run.duration,
+        deadline: Some(args.run.duration),
     };
     let stop = StopSignals::install()?;
     if !args.target.command.is_empty() {
@@ -348,13 +355,14 @@ fn run_until_stopped(
     let rules = fault.rules(target)?;
     let injector = Injector::start(&rules)?;
     eprintln!(
-        "chaos: injecting {} into cgroup {}; Ctrl-C to stop",
+        "chaos: injecting {} into cgroup {} for {}; Ctrl-C to stop",
         describe(fault),
-        target.path.display()
+        target.path.display(),
+        humantime::format_duration(run.duration)
     );
     let started = Instant::now();
     let mut live = LiveLine::new(run.json);
-    while !stop.stopped() && run.duration.is_none_or(|d| started.elapsed() < d) {
+    while !stop.stopped() && started.elapsed() < run.duration {
         thread::sleep(Duration::from_millis(100));
         live.show(started, &report(fault, target, &rules, &injector)?);
     }
@@ -400,7 +408,7 @@ fn run_command(
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-        if let (Some(d), Some(inj)) = (run.duration, injector.as_ref())
+        if let (d, Some(inj)) = (run.duration, injector.as_ref())
             && started.elapsed() >= d
         {
             final_report = Some(report(fault, target, &rules, inj)?);
