@@ -64,3 +64,6 @@ impl fmt::Display for Target {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
