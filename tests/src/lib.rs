@@ -108,8 +108,13 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// Creates `<v2 root>/chaos/test-<name>-<pid>`.
     pub fn new(name: &str) -> TestCgroup {
-        let cgroup = ChildCgroup::create(&format!("test-{name}-{}", std::process::id()))
-            .expect("creating test cgroup");
+        TestCgroup::named(&format!("test-{name}-{}", std::process::id()))
+    }
+
+    /// Creates `<v2 root>/chaos/<name>`, for a test that needs a cgroup named as a runtime or
+    /// systemd names one (`x.service`, `...-pod<uid>.slice`). Include the test's pid in it.
+    pub fn named(name: &str) -> TestCgroup {
+        let cgroup = ChildCgroup::create(name).expect("creating test cgroup");
         let path = cgroup.target().path.clone();
         TestCgroup { cgroup, path }
     }
