@@ -17,10 +17,15 @@ impl Guards {
     /// The guards of this machine, for the cgroup v2 hierarchy mounted at `root`: its root,
     /// the cgroup of PID 1 and the cgroup chaos runs in.
     pub fn current(root: &Path) -> Result<Guards, Error> {
+        // Without these the guards cannot be checked: refuse rather than guess.
+        let unknown = |err: Error| Error::Target {
+            target: "(blast-radius guards)".into(),
+            why: format!("cannot tell which cgroups to protect: {err}"),
+        };
         Ok(Guards::new(
             root,
-            Some(&cgroup::cgroup_of_pid(1)?),
-            Some(&cgroup::own_cgroup()?),
+            Some(&cgroup::cgroup_of_pid(1).map_err(unknown)?),
+            Some(&cgroup::own_cgroup().map_err(unknown)?),
         ))
     }
 
