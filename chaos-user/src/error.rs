@@ -31,6 +31,20 @@ pub enum Error {
         /// Why it cannot be used.
         why: String,
     },
+    /// A blast-radius guard refuses the target.
+    #[error(
+        "refusing target {target} (cgroup {}): {why}; add --i-know-what-i-am-doing if it \
+         really is the target",
+        cgroup.display()
+    )]
+    Refused {
+        /// The target as given.
+        target: String,
+        /// The cgroup it resolved to.
+        cgroup: PathBuf,
+        /// Why it is refused.
+        why: String,
+    },
     /// This kernel cannot run what a fault needs.
     #[error("{fault}: not supported by this kernel: {why}")]
     Unsupported {

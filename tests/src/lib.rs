@@ -29,6 +29,20 @@ pub fn skip(reason: &str) {
     eprintln!("SKIP: {reason}");
 }
 
+/// Leaves out a test that is host-only by nature: it needs a service that only the project's
+/// machines run, not the VM tier's minimal guest (a Docker engine). In the VM tier this prints
+/// a `SKIP:` line (counted as skipped, not failed) and returns true; the test then returns.
+/// Elsewhere it returns false and the test goes on, using [`skip`] if the service is missing,
+/// so that a host without it still says so. This is the one exception to "no skipping in the
+/// VM tier": such tests run for real on the host tier, where CI has the service.
+pub fn host_only(needs: &str) -> bool {
+    if skips_forbidden() {
+        eprintln!("SKIP: host-only test, not run in the VM tier: needs {needs}");
+        return true;
+    }
+    false
+}
+
 /// Skips unless root: loading programs needs it. Also takes the machine-wide test lock.
 pub fn need_root() -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -94,8 +108,13 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// Creates `<v2 root>/chaos/test-<name>-<pid>`.
     pub fn new(name: &str) -> TestCgroup {
-        let cgroup = ChildCgroup::create(&format!("test-{name}-{}", std::process::id()))
-            .expect("creating test cgroup");
+        TestCgroup::named(&format!("test-{name}-{}", std::process::id()))
+    }
+
+    /// Creates `<v2 root>/chaos/<name>`, for a test that needs a cgroup named as a runtime or
+    /// systemd names one (`x.service`, `...-pod<uid>.slice`). Include the test's pid in it.
+    pub fn named(name: &str) -> TestCgroup {
+        let cgroup = ChildCgroup::create(name).expect("creating test cgroup");
         let path = cgroup.target().path.clone();
         TestCgroup { cgroup, path }
     }

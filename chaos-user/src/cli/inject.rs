@@ -2,7 +2,6 @@
 use std::{
     io::{self, IsTerminal as _},
     os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
-    path::PathBuf,
     process::{Command, ExitCode, Stdio},
     sync::{
         Arc,
@@ -12,10 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use chaos_common::Schedule;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+use super::target::TargetArgs;
 use crate::{
     fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
     loader::{Injector, PlannedRule},
@@ -152,21 +152,6 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-/// Whom the fault hits.
-#[derive(Debug, clap::Args)]
-pub struct TargetArgs {
-    /// A cgroup v2 directory (absolute, or relative to the v2 mount as in /proc/PID/cgroup);
-    /// its descendants are hit too.
-    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
-    pub cgroup: Option<PathBuf>,
-    /// The cgroup of this process.
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-    /// Run this command in a cgroup of its own, fault it, wait for it and exit with its status.
-    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["cgroup", "pid"])]
-    pub command: Vec<String>,
-}
-
 /// Runs `chaos inject`.
 pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -188,21 +173,7 @@ fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
         let cgroup = ChildCgroup::create(&format!("run-{}", std::process::id()))?;
         return run_command(&fault, &args.run, &args.target.command, &cgroup, &stop);
     }
-    let target = match (&args.target.cgroup, args.target.pid) {
-        (Some(path), _) => CgroupTarget::from_path(path)?,
-        (None, Some(pid)) => CgroupTarget::from_pid(pid)?,
-        (None, None) => bail!(
-            "no target: give --cgroup PATH, --pid PID, or a command after `--` \
-             (chaos inject syscall --syscall connect --errno ECONNREFUSED -- curl ...)"
-        ),
-    };
-    if target.level == 0 {
-        bail!(
-            "invalid --cgroup `{}`: the root cgroup holds every process of the machine; give \
-             the cgroup of the service or container to fault, or run a command after `--`",
-            target.path.display()
-        );
-    }
+    let target = args.target.resolve()?;
     run_until_stopped(&fault, &args.run, &target, &stop)
 }
 

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod doctor;
 pub mod inject;
 pub mod quickstart;
+pub mod target;
 
 /// Fault injection for the processes of one cgroup (a container, a service, one command), by
 /// eBPF: fail their syscalls with a chosen errno and count every hit.
