@@ -27,7 +27,7 @@ use crate::{
 #[derive(Debug, clap::Subcommand)]
 pub enum InjectCommand {
     /// Fail syscalls with an errno, like strace's `-e inject=SYSCALL:error=ERRNO`.
-    Syscall(SyscallArgs),
+    Syscall(Box<SyscallArgs>),
 }
 
 /// Options of `chaos inject syscall`.
@@ -64,7 +64,7 @@ pub struct FilterArgs {
     /// Only files at or below this directory (file syscalls). For a container's files use
     /// /proc/PID/root/DIR.
     #[arg(long, value_name = "DIR")]
-    pub path: Option<PathBuf>,
+    pub path: Option<std::path::PathBuf>,
     /// Only descriptors of these kinds: file, dir, socket, pipe, char, block, symlink (file
     /// syscalls; comma separated).
     #[arg(long, value_delimiter = ',', value_name = "KIND[,KIND...]")]
@@ -155,7 +155,7 @@ pub struct RunArgs {
 /// Runs `chaos inject`.
 pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        InjectCommand::Syscall(args) => syscall(args),
+        InjectCommand::Syscall(args) => syscall(*args),
     }
 }
 
