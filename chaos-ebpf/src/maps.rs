@@ -1,6 +1,9 @@
 //! The maps shared by every program. The user side fills `CONFIG` and `RULES` before attaching
 //! and reads `COUNTERS`.
-use aya_ebpf::{macros::map, maps::Array};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap},
+};
 use chaos_common::{HitCounter, KernelConfig, MAX_RULES, Rule};
 
 /// Index 0: facts about this kernel read from its BTF.
@@ -14,3 +17,8 @@ pub static CHAOS_RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
 /// One counter per rule slot, updated atomically.
 #[map]
 pub static CHAOS_COUNTERS: Array<HitCounter> = Array::with_max_entries(MAX_RULES, 0);
+
+/// Processes stopped by a pause rule: thread group id -> `CLOCK_BOOTTIME` ns at which user
+/// space sends SIGCONT (and removes the entry).
+#[map]
+pub static CHAOS_PAUSED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);

@@ -24,6 +24,7 @@ pub static EBPF_OBJECT: &[u8] =
 const CONFIG_MAP: &str = "CHAOS_CONFIG";
 const RULES_MAP: &str = "CHAOS_RULES";
 const COUNTERS_MAP: &str = "CHAOS_COUNTERS";
+const PAUSED_MAP: &str = "CHAOS_PAUSED";
 
 /// How the programs of a hook attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,6 +307,23 @@ impl Injector {
             })?;
         }
         Ok(())
+    }
+
+    /// Takes the map of processes stopped by pause rules (thread group id -> boot-clock ns at
+    /// which to continue them), for a [`crate::pause::Resumer`].
+    pub fn take_paused(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<aya::maps::MapData, u32, u64>, Error> {
+        let map = self.ebpf.take_map(PAUSED_MAP).ok_or(Error::Map {
+            map: PAUSED_MAP,
+            source: aya::maps::MapError::InvalidName {
+                name: PAUSED_MAP.into(),
+            },
+        })?;
+        aya::maps::HashMap::try_from(map).map_err(|source| Error::Map {
+            map: PAUSED_MAP,
+            source,
+        })
     }
 
     /// The counters of the installed rules, in rule order.
