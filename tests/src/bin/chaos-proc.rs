@@ -133,17 +133,24 @@ fn latency(count: usize) -> String {
         .name("fast".into())
         .spawn(move || {
             let mut times = Vec::new();
+            // The longest stretch between two consecutive calls: how long this thread was
+            // held up by whatever happened to the other one.
+            let mut max_gap = 0;
+            let mut last = Instant::now();
             while !fast_done.load(Ordering::Relaxed) {
                 let start = Instant::now();
+                max_gap = max_gap.max(start.duration_since(last).as_nanos() as u64);
                 nix::unistd::getuid();
-                times.push(start.elapsed().as_nanos() as u64);
+                last = Instant::now();
+                times.push(last.duration_since(start).as_nanos() as u64);
                 // Leave the CPU to the others now and then: this thread shows that it runs,
                 // not how fast it can spin.
                 if times.len() % 64 == 0 {
                     thread::sleep(Duration::from_micros(200));
+                    last = Instant::now();
                 }
             }
-            times
+            (times, max_gap)
         })
         .expect("spawning fast");
     let slow = thread::Builder::new()
@@ -163,15 +170,16 @@ fn latency(count: usize) -> String {
     let (slow_times, slow_cpu) = slow.join().expect("slow");
     let wall = started.elapsed().as_nanos() as u64;
     done.store(true, Ordering::Relaxed);
-    let fast_times = fast.join().expect("fast");
+    let (fast_times, fast_max_gap) = fast.join().expect("fast");
     format!(
         "{{\"slow_p50_ns\":{},\"slow_cpu_ns\":{},\"slow_calls\":{},\"wall_ns\":{},\
-         \"fast_calls\":{},\"fast_p50_ns\":{}}}",
+         \"fast_calls\":{},\"fast_p50_ns\":{},\"fast_max_gap_ns\":{}}}",
         median(slow_times.clone()),
         slow_cpu,
         slow_times.len(),
         wall,
         fast_times.len(),
-        median(fast_times)
+        median(fast_times),
+        fast_max_gap
     )
 }
