@@ -126,6 +126,14 @@ fn median(mut v: Vec<u64>) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
+/// Whether some instant of `sorted` lies in the middle eight tenths of `window`.
+fn ran_during(sorted: &[Instant], window: (Instant, Instant)) -> bool {
+    let tenth = (window.1 - window.0) / 10;
+    let (from, to) = (window.0 + tenth, window.1 - tenth);
+    let i = sorted.partition_point(|t| *t <= from);
+    sorted.get(i).is_some_and(|t| *t < to)
+}
+
 fn latency(count: usize) -> String {
     let done = Arc::new(AtomicBool::new(false));
     let fast_done = Arc::clone(&done);
@@ -133,52 +141,60 @@ fn latency(count: usize) -> String {
         .name("fast".into())
         .spawn(move || {
             let mut times = Vec::new();
-            // The longest stretch between two consecutive calls (a short sleep included): how
-            // long this thread was held up by whatever happened to the other one.
-            let mut max_gap = 0;
-            let mut last = Instant::now();
+            let mut calls = Vec::new();
             while !fast_done.load(Ordering::Relaxed) {
                 let start = Instant::now();
-                max_gap = max_gap.max(start.duration_since(last).as_nanos() as u64);
                 nix::unistd::getuid();
-                last = Instant::now();
-                times.push(last.duration_since(start).as_nanos() as u64);
+                let end = Instant::now();
+                times.push((end - start).as_nanos() as u64);
+                calls.push(end);
                 // Leave the CPU to the others now and then: this thread shows that it runs,
                 // not how fast it can spin.
-                if times.len() % 64 == 0 {
+                if calls.len() % 64 == 0 {
                     thread::sleep(Duration::from_micros(200));
                 }
             }
-            (times, max_gap)
+            (times, calls)
         })
         .expect("spawning fast");
     let slow = thread::Builder::new()
         .name("slow".into())
         .spawn(move || {
-            let mut times = Vec::new();
+            let mut windows = Vec::new();
             let cpu_start = thread_cpu_ns();
             for _ in 0..count {
                 let start = Instant::now();
                 nix::unistd::getppid();
-                times.push(start.elapsed().as_nanos() as u64);
+                windows.push((start, Instant::now()));
             }
-            (times, thread_cpu_ns() - cpu_start)
+            (windows, thread_cpu_ns() - cpu_start)
         })
         .expect("spawning slow");
     let started = Instant::now();
-    let (slow_times, slow_cpu) = slow.join().expect("slow");
+    let (windows, slow_cpu) = slow.join().expect("slow");
     let wall = started.elapsed().as_nanos() as u64;
     done.store(true, Ordering::Relaxed);
-    let (fast_times, fast_max_gap) = fast.join().expect("fast");
+    let (fast_times, fast_calls) = fast.join().expect("fast");
+    let slow_times: Vec<u64> = windows
+        .iter()
+        .map(|(start, end)| (*end - *start).as_nanos() as u64)
+        .collect();
+    // In how many of the slow thread's calls the fast thread made calls of its own: all of
+    // them when only the slow thread waits, none when the whole process is stopped.
+    let fast_ran = windows
+        .iter()
+        .filter(|w| ran_during(&fast_calls, **w))
+        .count();
     format!(
-        "{{\"slow_p50_ns\":{},\"slow_cpu_ns\":{},\"slow_calls\":{},\"wall_ns\":{},\
-         \"fast_calls\":{},\"fast_p50_ns\":{},\"fast_max_gap_ns\":{}}}",
+        "{{\"slow_p50_ns\":{},\"slow_min_ns\":{},\"slow_cpu_ns\":{},\"slow_calls\":{},\"wall_ns\":{},\
+         \"fast_calls\":{},\"fast_p50_ns\":{},\"fast_ran_during\":{}}}",
         median(slow_times.clone()),
+        slow_times.iter().min().copied().unwrap_or(0),
         slow_cpu,
         slow_times.len(),
         wall,
         fast_times.len(),
         median(fast_times),
-        fast_max_gap
+        fast_ran
     )
 }
