@@ -168,3 +168,47 @@ fn filters_that_entry_cannot_see_are_refused() {
     }
     assert_nothing_left();
 }
+
+#[test]
+fn doctor_rows_agree_with_what_attaches() {
+    if !need_root() {
+        return;
+    }
+    let outcome = chaos(&["doctor", "--json"]);
+    assert!(outcome.status.success(), "{outcome:?}");
+    let report: Value = serde_json::from_str(&outcome.stdout).expect("doctor --json");
+    let row = |kind: &str| {
+        report["faults"]
+            .as_array()
+            .expect("faults")
+            .iter()
+            .find(|f| f["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} row in {report}"))
+            .clone()
+    };
+    let cgroup = TestCgroup::new("doctor-entry");
+    for (kind, args) in [
+        ("signal", &["signal", "--syscall", "fsync"][..]),
+        (
+            "syscall-latency",
+            &["latency", "--syscall", "fsync", "--delay", "1ms"][..],
+        ),
+    ] {
+        let mut full = vec!["inject"];
+        full.extend_from_slice(args);
+        full.extend(["--cgroup", cgroup.path.to_str().unwrap()]);
+        let mut run = ChaosRun::start(&full);
+        let attached = run.wait_injecting().is_ok();
+        if attached {
+            run.interrupt();
+        }
+        assert_eq!(row(kind)["works"], attached, "{kind}: {}", row(kind));
+    }
+    let latency = row("syscall-latency");
+    let mechanism = latency["mechanism"].as_str().unwrap_or_default();
+    assert!(
+        mechanism.contains("spin") && mechanism.contains("pause"),
+        "{latency}"
+    );
+    assert_nothing_left();
+}
