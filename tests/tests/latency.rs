@@ -2,7 +2,13 @@
 //! the host kernel and in the VM tier. The delayed process measures its own calls; the
 //! assertions are on what the fault does (the delay it adds, who else waits, the CPU it
 //! costs), within the precision docs/signals-and-latency.md gives for each mode.
-use std::{fs, path::PathBuf, process::Command};
+use std::{
+    fs,
+    path::PathBuf,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use chaos_tests::*;
 use serde_json::Value;
@@ -170,5 +176,76 @@ fn spin_above_its_cap_is_refused() {
     for word in ["delay", "150ms", "100ms", "--mode pause"] {
         assert!(outcome.stderr.contains(word), "{}", outcome.stderr);
     }
+    assert_nothing_left();
+}
+
+/// The state letter of process `pid` (R, S, T, ...).
+fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm field may hold spaces: the state follows its closing parenthesis.
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+#[test]
+fn stopping_chaos_continues_paused_processes() {
+    if !need_root() {
+        return;
+    }
+    let cgroup = TestCgroup::new("pause-stop");
+    let go = scratch("pause-stop-go");
+    let mut inside = cgroup.spawn(
+        Command::new(proc_bin())
+            .args([
+                "--wait-for",
+                go.to_str().unwrap(),
+                "latency",
+                "--count",
+                "1",
+            ])
+            .stdout(std::process::Stdio::piped()),
+    );
+    let mut run = ChaosRun::start(&[
+        "inject",
+        "latency",
+        "--syscall",
+        "getppid",
+        "--delay",
+        "60s",
+        "--json",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]);
+    run.wait_injecting().expect("chaos injecting");
+    fs::write(&go, b"").unwrap();
+    // A 60s delay is past spin's cap: the automatic mode is pause, and the process stops.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state(inside.id()) != Some('T') {
+        assert!(Instant::now() < deadline, "the process never stopped");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    assert_eq!(outcome.counts(0), (1, 1), "report: {}", outcome.stdout);
+    assert!(
+        outcome.report()["faults"][0]["effect"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("pause"),
+        "{}",
+        outcome.stdout
+    );
+    // chaos continued it on the way out, long before the delay was over.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = inside.try_wait().expect("waiting") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = inside.kill();
+            panic!("the paused process was left stopped after chaos exited");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
     assert_nothing_left();
 }

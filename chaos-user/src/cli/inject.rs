@@ -406,8 +406,11 @@ fn run_until_stopped(
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
     let rules = fault.rules(target)?;
+    // Declared first so that it is dropped last, on every path: it continues the processes
+    // that pause rules stopped, which must happen after the programs are detached.
+    let _resumer;
     let mut injector = Injector::start(&rules)?;
-    let _resumer = fault.started(&mut injector)?;
+    _resumer = fault.started(&mut injector)?;
     eprintln!(
         "chaos: injecting {} into cgroup {}; Ctrl-C to stop",
         fault.describe(),
@@ -435,8 +438,10 @@ fn run_command(
 ) -> anyhow::Result<ExitCode> {
     let target = cgroup.target();
     let rules = fault.rules(target)?;
+    // Dropped after the injector on every path, as in run_until_stopped.
+    let _resumer;
     let mut injector = Some(Injector::start(&rules)?);
-    let _resumer = fault.started(injector.as_mut().expect("just set"))?;
+    _resumer = fault.started(injector.as_mut().expect("just set"))?;
 
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
