@@ -99,11 +99,12 @@ fn spin_delays_only_the_calling_thread_and_costs_its_cpu() {
     let p50 = field(&inside, "slow_p50_ns");
     assert!(p50 >= delay_ns * 9 / 10, "p50 {p50} ns for {delay_ns} ns");
     // It costs the waiting thread its CPU for the delay (less what a hypervisor steals from
-    // a virtual CPU meanwhile, which the kernel does not charge to the thread).
+    // a virtual CPU meanwhile, which the kernel does not charge to the thread; more under
+    // emulation in the VM tier, where the rest of each call is slow too).
     let cpu = field(&inside, "slow_cpu_ns");
     let total = delay_ns * COUNT as u64;
     assert!(
-        cpu >= total / 2 && cpu <= total * 3 / 2,
+        cpu >= total / 2 && cpu <= total * 2,
         "CPU {cpu} ns for {total} ns of delay"
     );
     // The process's other thread kept running while this one waited (not in every delayed
