@@ -155,6 +155,14 @@ impl Action {
 /// meanwhile, so the cap is kept well below what would upset the scheduler or RCU.
 pub const MAX_SPIN_NS: u64 = 100_000_000;
 
+/// How many syscall numbers the `sys_enter` program's quick filter covers (x86_64 numbers are
+/// below 512); see [`SYS_ENTER_FILTER_WORDS`].
+pub const SYS_ENTER_FILTER_BITS: u32 = 512;
+/// The quick filter as 64-bit words: bit `n % 64` of word `n / 64` is set when some rule at
+/// [`Hook::SysEnter`] may act on syscall `n`. Every task's every syscall runs that program,
+/// so the syscalls no rule names leave after one map lookup instead of the rule loop.
+pub const SYS_ENTER_FILTER_WORDS: u32 = SYS_ENTER_FILTER_BITS / 64;
+
 /// [`Rule::flags`]: the slot holds a rule.
 pub const RULE_ACTIVE: u32 = 1 << 0;
 /// [`Rule::flags`]: count what would be injected, inject nothing.

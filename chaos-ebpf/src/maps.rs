@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap},
 };
-use chaos_common::{HitCounter, KernelConfig, MAX_RULES, Rule};
+use chaos_common::{HitCounter, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_WORDS};
 
 /// Index 0: facts about this kernel read from its BTF.
 #[map]
@@ -22,3 +22,7 @@ pub static CHAOS_COUNTERS: Array<HitCounter> = Array::with_max_entries(MAX_RULES
 /// space sends SIGCONT (and removes the entry).
 #[map]
 pub static CHAOS_PAUSED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// The `sys_enter` quick filter: which syscall numbers some rule may act on, as a bitmap.
+#[map]
+pub static CHAOS_SYS_ENTER_NRS: Array<u64> = Array::with_max_entries(SYS_ENTER_FILTER_WORDS, 0);
