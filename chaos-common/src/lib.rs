@@ -12,7 +12,10 @@ pub mod schedule;
 
 pub use config::KernelConfig;
 pub use filter::Filter;
-pub use rule::{ANY_SYSCALL, Action, HitCounter, Hook, MAX_RULES, RULE_ACTIVE, RULE_DRY_RUN, Rule};
+pub use rule::{
+    ANY_SYSCALL, Action, HitCounter, Hook, MAX_RULES, MAX_SPIN_NS, RULE_ACTIVE, RULE_DRY_RUN, Rule,
+    SYS_ENTER_FILTER_BITS, SYS_ENTER_FILTER_WORDS,
+};
 pub use schedule::Schedule;
 
 #[cfg(feature = "user")]

@@ -128,6 +128,12 @@ pub enum Action {
     Signal = 1,
     /// Send signal [`Rule::value`] to the calling thread only.
     SignalThread = 2,
+    /// Busy-wait in the kernel for [`Rule::delay_ns`] (± [`Rule::jitter_ns`]) before the call
+    /// runs: only the calling thread waits, and it burns its CPU meanwhile.
+    Spin = 3,
+    /// Stop the whole process with SIGSTOP; user space sends SIGCONT after
+    /// [`Rule::delay_ns`] (± [`Rule::jitter_ns`]), as recorded in the paused-process map.
+    Pause = 4,
 }
 
 impl Action {
@@ -137,10 +143,25 @@ impl Action {
             0 => Some(Action::Errno),
             1 => Some(Action::Signal),
             2 => Some(Action::SignalThread),
+            3 => Some(Action::Spin),
+            4 => Some(Action::Pause),
             _ => None,
         }
     }
 }
+
+/// The longest [`Action::Spin`] delay (delay plus jitter) a rule may ask for. A spinning thread
+/// holds its CPU, and on a kernel without preemption (PREEMPT_NONE) nothing else runs there
+/// meanwhile, so the cap is kept well below what would upset the scheduler or RCU.
+pub const MAX_SPIN_NS: u64 = 100_000_000;
+
+/// How many syscall numbers the `sys_enter` program's quick filter covers (x86_64 numbers are
+/// below 512); see [`SYS_ENTER_FILTER_WORDS`].
+pub const SYS_ENTER_FILTER_BITS: u32 = 512;
+/// The quick filter as 64-bit words: bit `n % 64` of word `n / 64` is set when some rule at
+/// [`Hook::SysEnter`] may act on syscall `n`. Every task's every syscall runs that program,
+/// so the syscalls no rule names leave after one map lookup instead of the rule loop.
+pub const SYS_ENTER_FILTER_WORDS: u32 = SYS_ENTER_FILTER_BITS / 64;
 
 /// [`Rule::flags`]: the slot holds a rule.
 pub const RULE_ACTIVE: u32 = 1 << 0;
@@ -180,6 +201,10 @@ pub struct Rule {
     pub schedule: Schedule,
     /// Which calls match, beyond target and syscall.
     pub filter: Filter,
+    /// For latency actions: how long the call is held back, in nanoseconds.
+    pub delay_ns: u64,
+    /// For latency actions: each delay is drawn uniformly from `delay_ns ± jitter_ns`.
+    pub jitter_ns: u64,
 }
 
 impl Rule {
@@ -191,6 +216,22 @@ impl Rule {
     /// Whether the rule only counts.
     pub const fn is_dry_run(&self) -> bool {
         self.flags & RULE_DRY_RUN != 0
+    }
+
+    /// This call's delay: `delay_ns ± jitter_ns`, picked by `random` (uniform over `u32`).
+    #[inline(always)]
+    pub fn delay_for(&self, random: u32) -> u64 {
+        if self.jitter_ns == 0 {
+            return self.delay_ns;
+        }
+        // span * random / 2^32 without a 128-bit product (which the bpf target lacks), split
+        // at bit 32 so that neither product overflows.
+        let span = self.jitter_ns.saturating_mul(2);
+        let random = random as u64;
+        let offset = (span >> 32) * random + (((span & 0xffff_ffff) * random) >> 32);
+        self.delay_ns
+            .saturating_sub(self.jitter_ns)
+            .saturating_add(offset)
     }
 
     /// Whether the rule has expired at `now_ns` (`CLOCK_BOOTTIME`).
@@ -222,6 +263,23 @@ mod tests {
         }
         assert_eq!(Hook::from_raw(0), None);
         assert_eq!(Hook::from_raw(Hook::ALL.len() as u32 + 1), None);
+    }
+
+    #[test]
+    fn delay_with_jitter() {
+        let rule = Rule {
+            delay_ns: 1000,
+            jitter_ns: 100,
+            ..Rule::default()
+        };
+        assert_eq!(rule.delay_for(0), 900);
+        assert_eq!(rule.delay_for(u32::MAX), 1099);
+        assert_eq!(rule.delay_for(1 << 31), 1000);
+        let fixed = Rule {
+            delay_ns: 1000,
+            ..Rule::default()
+        };
+        assert_eq!(fixed.delay_for(12345), 1000);
     }
 
     #[test]

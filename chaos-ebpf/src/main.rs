@@ -11,6 +11,7 @@ mod maps;
 mod probe;
 mod rule;
 mod socket;
+mod syscall_enter;
 mod task;
 
 #[cfg(not(test))]

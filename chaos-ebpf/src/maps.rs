@@ -1,7 +1,10 @@
 //! The maps shared by every program. The user side fills `CONFIG` and `RULES` before attaching
 //! and reads `COUNTERS`.
-use aya_ebpf::{macros::map, maps::Array};
-use chaos_common::{HitCounter, KernelConfig, MAX_RULES, Rule};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap},
+};
+use chaos_common::{HitCounter, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_WORDS};
 
 /// Index 0: facts about this kernel read from its BTF.
 #[map]
@@ -14,3 +17,12 @@ pub static CHAOS_RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
 /// One counter per rule slot, updated atomically.
 #[map]
 pub static CHAOS_COUNTERS: Array<HitCounter> = Array::with_max_entries(MAX_RULES, 0);
+
+/// Processes stopped by a pause rule: thread group id -> `CLOCK_BOOTTIME` ns at which user
+/// space sends SIGCONT (and removes the entry).
+#[map]
+pub static CHAOS_PAUSED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// The `sys_enter` quick filter: which syscall numbers some rule may act on, as a bitmap.
+#[map]
+pub static CHAOS_SYS_ENTER_NRS: Array<u64> = Array::with_max_entries(SYS_ENTER_FILTER_WORDS, 0);

@@ -484,20 +484,19 @@ fn packet_corrupt(facts: &Facts) -> FaultSupport {
 
 fn syscall_latency(facts: &Facts) -> FaultSupport {
     const KIND: &str = "syscall-latency";
-    const SIGNALS: &str = "tp_btf sys_enter program sends SIGSTOP with bpf_send_signal, the \
-                           daemon sends SIGCONT after the delay (whole process)";
-    const FREEZER: &str = "cgroup v2 freezer (cgroup.freeze) stops the target cgroup for the \
-                           delay (whole cgroup)";
-    match (&facts.sys_enter, &facts.freezer) {
-        (Ok(_), Ok(_)) => works(KIND, format!("planned: {SIGNALS}; or {FREEZER}")),
-        (Ok(_), Err(_)) => works(KIND, format!("planned: {SIGNALS}")),
-        (Err(_), Ok(_)) => works(KIND, format!("planned: {FREEZER}")),
-        (Err(tp), Err(fr)) => broken(
+    const MECHANISM: &str = "tp_btf sys_enter program; modes: spin (the calling thread \
+                             busy-waits with bpf_loop, at most 100ms, costs CPU), pause \
+                             (SIGSTOP by bpf_send_signal, SIGCONT by chaos after the delay; \
+                             whole process); block mode (no CPU, per thread) is not available \
+                             (docs/latency-block-mode.md)";
+    match &facts.sys_enter {
+        Ok(_) => works(KIND, MECHANISM),
+        Err(fail) => broken(
             KIND,
-            format!("planned: {SIGNALS}; or {FREEZER}"),
-            format!("{}; {}", tp.message, fr.message),
-            "a kernel with BTF and tp_btf programs (5.5+), or a cgroup v2 hierarchy with the \
-             freezer (5.2+)",
+            MECHANISM,
+            fail.message.clone(),
+            "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) that allows tp_btf programs and has \
+             bpf_loop (5.17+)",
         ),
     }
 }
@@ -505,14 +504,15 @@ fn syscall_latency(facts: &Facts) -> FaultSupport {
 fn signal(facts: &Facts) -> FaultSupport {
     const KIND: &str = "signal";
     const MECHANISM: &str = "tp_btf sys_enter program counts matching syscalls and signals the \
-                             Nth with bpf_send_signal (5.3+)";
+                             Nth with bpf_send_signal or bpf_send_signal_thread";
     match &facts.sys_enter {
         Ok(_) => works(KIND, MECHANISM),
         Err(fail) => broken(
             KIND,
             MECHANISM,
             fail.message.clone(),
-            "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) that allows tp_btf programs (5.5+)",
+            "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) that allows tp_btf programs and has \
+             bpf_loop (5.17+), which the same program uses for latency",
         ),
     }
 }

@@ -13,7 +13,9 @@ use aya::{
         ProgramError,
     },
 };
-use chaos_common::{HitCounter, Hook, KernelConfig, MAX_RULES, Rule};
+use chaos_common::{
+    HitCounter, Hook, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_BITS, SYS_ENTER_FILTER_WORDS,
+};
 
 use crate::{Error, btf};
 
@@ -24,6 +26,8 @@ pub static EBPF_OBJECT: &[u8] =
 const CONFIG_MAP: &str = "CHAOS_CONFIG";
 const RULES_MAP: &str = "CHAOS_RULES";
 const COUNTERS_MAP: &str = "CHAOS_COUNTERS";
+const PAUSED_MAP: &str = "CHAOS_PAUSED";
+const SYS_ENTER_NRS_MAP: &str = "CHAOS_SYS_ENTER_NRS";
 
 /// How the programs of a hook attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +135,9 @@ impl Injector {
             injector.write_config()?;
         }
         injector.write_rules(rules)?;
+        if hooks.contains(&Hook::SysEnter) {
+            injector.write_sys_enter_filter(rules)?;
+        }
         for hook in hooks {
             let dirs: BTreeSet<&PathBuf> = rules
                 .iter()
@@ -195,6 +202,45 @@ impl Injector {
                     map: RULES_MAP,
                     source,
                 })?;
+        }
+        Ok(())
+    }
+
+    /// Sets the bit of every syscall a `sys_enter` rule names (all of them for a rule on any
+    /// syscall) in the program's quick filter.
+    fn write_sys_enter_filter(&mut self, rules: &[PlannedRule]) -> Result<(), Error> {
+        let mut words = [0u64; SYS_ENTER_FILTER_WORDS as usize];
+        for planned in rules {
+            let rule = &planned.rule;
+            if rule.hook != Hook::SysEnter as u32 {
+                continue;
+            }
+            match u32::try_from(rule.syscall_nr) {
+                Ok(nr) if nr < SYS_ENTER_FILTER_BITS => {
+                    words[(nr / 64) as usize] |= 1 << (nr % 64);
+                }
+                _ if rule.syscall_nr == chaos_common::ANY_SYSCALL => words = [u64::MAX; _],
+                _ => {
+                    return Err(Error::Invalid {
+                        field: "rule.syscall_nr",
+                        value: rule.syscall_nr.to_string(),
+                        expected: format!("a syscall number below {SYS_ENTER_FILTER_BITS}"),
+                    });
+                }
+            }
+        }
+        let map_err = |source| Error::Map {
+            map: SYS_ENTER_NRS_MAP,
+            source,
+        };
+        let mut map: Array<_, u64> = Array::try_from(
+            self.ebpf
+                .map_mut(SYS_ENTER_NRS_MAP)
+                .expect(SYS_ENTER_NRS_MAP),
+        )
+        .map_err(map_err)?;
+        for (i, word) in words.iter().enumerate() {
+            map.set(i as u32, *word, 0).map_err(map_err)?;
         }
         Ok(())
     }
@@ -307,6 +353,23 @@ impl Injector {
             })?;
         }
         Ok(())
+    }
+
+    /// Takes the map of processes stopped by pause rules (thread group id -> boot-clock ns at
+    /// which to continue them), for a [`crate::pause::Resumer`].
+    pub fn take_paused(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<aya::maps::MapData, u32, u64>, Error> {
+        let map = self.ebpf.take_map(PAUSED_MAP).ok_or(Error::Map {
+            map: PAUSED_MAP,
+            source: aya::maps::MapError::InvalidName {
+                name: PAUSED_MAP.into(),
+            },
+        })?;
+        aya::maps::HashMap::try_from(map).map_err(|source| Error::Map {
+            map: PAUSED_MAP,
+            source,
+        })
     }
 
     /// The counters of the installed rules, in rule order.

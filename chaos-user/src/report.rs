@@ -13,12 +13,16 @@ pub struct Report {
 /// The counters of one fault.
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultReport {
-    /// The fault kind: `syscall`.
+    /// The fault kind: `syscall`, `signal`, `latency`.
     pub kind: &'static str,
     /// The syscall it fails.
     pub syscall: String,
-    /// The errno it fails with, by name where one exists.
+    /// The errno it fails with, by name where one exists (syscall faults).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub errno: String,
+    /// What other faults do to a call: the signal sent, the delay and its mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
     /// The target cgroup directory.
     pub target: String,
     /// Whether it only counted.
@@ -34,13 +38,14 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "{:<8} {:<10} {:<14} {:>9} {:>9}  target",
-            "kind", "syscall", "errno", "matched", "injected"
+            "kind", "syscall", "effect", "matched", "injected"
         )?;
         for fault in &self.faults {
+            let effect = fault.effect.as_deref().unwrap_or(&fault.errno);
             let errno = if fault.dry_run {
-                format!("{} (dry)", fault.errno)
+                format!("{effect} (dry)")
             } else {
-                fault.errno.clone()
+                effect.to_owned()
             };
             writeln!(
                 f,

@@ -12,13 +12,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use chaos_common::Schedule;
+use chaos_common::{HitCounter, Schedule};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::target::TargetArgs;
 use crate::{
     fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
     loader::{Injector, PlannedRule},
+    pause::Resumer,
     report::{FaultReport, Report},
     target::{CgroupTarget, ChildCgroup},
 };
@@ -28,6 +29,10 @@ use crate::{
 pub enum InjectCommand {
     /// Fail syscalls with an errno, like strace's `-e inject=SYSCALL:error=ERRNO`.
     Syscall(Box<SyscallArgs>),
+    /// Send a signal at a chosen call of any syscall, like strace's `-e inject=SYSCALL:signal=SIG`.
+    Signal(super::signal::SignalArgs),
+    /// Delay syscalls, like strace's `-e inject=SYSCALL:delay_enter=DELAY`.
+    Latency(super::latency::LatencyArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -112,7 +117,7 @@ pub struct ScheduleArgs {
 }
 
 impl ScheduleArgs {
-    fn schedule(&self) -> Schedule {
+    pub(crate) fn schedule(&self) -> Schedule {
         Schedule {
             after: self.after.unwrap_or(0),
             every: self.every.unwrap_or(1),
@@ -156,7 +161,86 @@ pub struct RunArgs {
 pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         InjectCommand::Syscall(args) => syscall(*args),
+        InjectCommand::Signal(args) => super::signal::run(args),
+        InjectCommand::Latency(args) => super::latency::run(args),
     }
+}
+
+/// What `chaos inject` runs: a fault that becomes kernel rules and reports its counters.
+pub(crate) trait Injectable {
+    /// The kernel rules against `target`.
+    fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error>;
+    /// One line saying what is injected, for the start message.
+    fn describe(&self) -> String;
+    /// The report from the counters of `rules` (same order).
+    fn report(
+        &self,
+        target: &CgroupTarget,
+        rules: &[PlannedRule],
+        counters: &[HitCounter],
+    ) -> Report;
+    /// What must keep running beside the programs (continuing paused processes); dropped
+    /// after the injector.
+    fn started(&self, _injector: &mut Injector) -> Result<Option<Resumer>, crate::Error> {
+        Ok(None)
+    }
+}
+
+impl Injectable for SyscallFault {
+    fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error> {
+        SyscallFault::rules(self, target)
+    }
+
+    fn describe(&self) -> String {
+        let names: Vec<&str> = self.syscalls.iter().map(|s| s.name()).collect();
+        format!(
+            "{} -> {}{}",
+            names.join(","),
+            self.errno,
+            if self.dry_run { " (dry run)" } else { "" }
+        )
+    }
+
+    fn report(
+        &self,
+        target: &CgroupTarget,
+        rules: &[PlannedRule],
+        counters: &[HitCounter],
+    ) -> Report {
+        Report {
+            faults: self
+                .syscalls
+                .iter()
+                .map(|syscall| {
+                    let (matched, injected) = sum_counters(rules, counters, syscall.name());
+                    FaultReport {
+                        kind: "syscall",
+                        syscall: syscall.name().to_owned(),
+                        errno: self.errno.to_string(),
+                        effect: None,
+                        target: target.path.display().to_string(),
+                        dry_run: self.dry_run,
+                        matched,
+                        injected,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The counters of the rules labelled `label` added up: a syscall with several hooks
+/// (unlinkat) has one rule per hook.
+pub(crate) fn sum_counters(
+    rules: &[PlannedRule],
+    counters: &[HitCounter],
+    label: &str,
+) -> (u64, u64) {
+    rules
+        .iter()
+        .zip(counters)
+        .filter(|(rule, _)| rule.label == label)
+        .fold((0, 0), |(m, i), (_, c)| (m + c.matched, i + c.injected))
 }
 
 fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
@@ -168,13 +252,22 @@ fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.run.dry_run,
         deadline: Some(args.run.duration),
     };
+    inject(&fault, &args.run, &args.target)
+}
+
+/// Runs `fault` against the target of `target` until it ends (see [`RunArgs`]).
+pub(crate) fn inject(
+    fault: &dyn Injectable,
+    run: &RunArgs,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
     let stop = StopSignals::install()?;
-    if !args.target.command.is_empty() {
+    if !target.command.is_empty() {
         let cgroup = ChildCgroup::create(&format!("run-{}", std::process::id()))?;
-        return run_command(&fault, &args.run, &args.target.command, &cgroup, &stop);
+        return run_command(fault, run, &target.command, &cgroup, &stop);
     }
-    let target = args.target.resolve()?;
-    run_until_stopped(&fault, &args.run, &target, &stop)
+    let target = target.resolve()?;
+    run_until_stopped(fault, run, &target, &stop)
 }
 
 /// SIGINT, SIGTERM and SIGHUP end the injection cleanly instead of killing chaos, so that the
@@ -208,35 +301,12 @@ impl StopSignals {
 }
 
 fn report(
-    fault: &SyscallFault,
+    fault: &dyn Injectable,
     target: &CgroupTarget,
     rules: &[PlannedRule],
     injector: &Injector,
 ) -> anyhow::Result<Report> {
-    let counters = injector.counters()?;
-    Ok(Report {
-        faults: fault
-            .syscalls
-            .iter()
-            .map(|syscall| {
-                // A syscall with several hooks (unlinkat) has one rule per hook.
-                let (matched, injected) = rules
-                    .iter()
-                    .zip(&counters)
-                    .filter(|(rule, _)| rule.label == syscall.name())
-                    .fold((0, 0), |(m, i), (_, c)| (m + c.matched, i + c.injected));
-                FaultReport {
-                    kind: "syscall",
-                    syscall: syscall.name().to_owned(),
-                    errno: fault.errno.to_string(),
-                    target: target.path.display().to_string(),
-                    dry_run: fault.dry_run,
-                    matched,
-                    injected,
-                }
-            })
-            .collect(),
-    })
+    Ok(fault.report(target, rules, &injector.counters()?))
 }
 
 /// The counters while a fault runs: one line rewritten in place about once a second on a
@@ -307,27 +377,21 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(fault: &SyscallFault) -> String {
-    let names: Vec<&str> = fault.syscalls.iter().map(|s| s.name()).collect();
-    format!(
-        "{} -> {}{}",
-        names.join(","),
-        fault.errno,
-        if fault.dry_run { " (dry run)" } else { "" }
-    )
-}
-
 fn run_until_stopped(
-    fault: &SyscallFault,
+    fault: &dyn Injectable,
     run: &RunArgs,
     target: &CgroupTarget,
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
     let rules = fault.rules(target)?;
-    let injector = Injector::start(&rules)?;
+    // Declared first so that it is dropped last, on every path: it continues the processes
+    // that pause rules stopped, which must happen after the programs are detached.
+    let _resumer;
+    let mut injector = Injector::start(&rules)?;
+    _resumer = fault.started(&mut injector)?;
     eprintln!(
         "chaos: injecting {} into cgroup {} for {}; Ctrl-C to stop",
-        describe(fault),
+        fault.describe(),
         target.path.display(),
         humantime::format_duration(run.duration)
     );
@@ -345,7 +409,7 @@ fn run_until_stopped(
 }
 
 fn run_command(
-    fault: &SyscallFault,
+    fault: &dyn Injectable,
     run: &RunArgs,
     argv: &[String],
     cgroup: &ChildCgroup,
@@ -353,7 +417,10 @@ fn run_command(
 ) -> anyhow::Result<ExitCode> {
     let target = cgroup.target();
     let rules = fault.rules(target)?;
+    // Dropped after the injector on every path, as in run_until_stopped.
+    let _resumer;
     let mut injector = Some(Injector::start(&rules)?);
+    _resumer = fault.started(injector.as_mut().expect("just set"))?;
 
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);

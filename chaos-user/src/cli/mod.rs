@@ -5,7 +5,9 @@ use clap::{Parser, Subcommand};
 
 pub mod doctor;
 pub mod inject;
+pub mod latency;
 pub mod quickstart;
+pub mod signal;
 pub mod target;
 
 /// Fault injection for the processes of one cgroup (a container, a service, one command), by
@@ -22,7 +24,7 @@ pub struct Cli {
 pub enum Command {
     /// Inject a fault into a target until it ends, the duration passes or Ctrl-C.
     #[command(subcommand)]
-    Inject(inject::InjectCommand),
+    Inject(Box<inject::InjectCommand>),
     /// Probe this kernel and say which fault kinds work here, how, and if not, why.
     Doctor(doctor::DoctorArgs),
     /// Run a built-in client/server pair, fail some of its connects, show what happens.
@@ -35,7 +37,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inject(cmd) => inject::run(cmd),
+        Command::Inject(cmd) => inject::run(*cmd),
         Command::Doctor(args) => doctor::run(args),
         Command::Quickstart(args) => quickstart::run(args),
         Command::QuickstartClient(args) => quickstart::client(args),

@@ -307,17 +307,18 @@ pub fn cgroup_skb(ebpf: &mut Ebpf, cgroup: &TempCgroup) -> Outcome {
     Ok("loaded and attached to a temporary cgroup".into())
 }
 
-/// Loads the do-nothing tp_btf program on `sys_enter` and attaches it for a moment: it is
-/// global, but does nothing, and attaching is a separate kernel path worth proving.
+/// Loads chaos's real `sys_enter` program (signals, spin and pause latency: bpf_send_signal,
+/// bpf_loop) and attaches it for a moment: with no rules installed it matches nothing, and
+/// loading the real program proves every helper it calls is available here.
 pub fn sys_enter(ebpf: &mut Ebpf, btf: &Btf) -> Outcome {
-    let prog: &mut BtfTracePoint = program(ebpf, "chaos_probe_sys_enter")?;
+    let prog: &mut BtfTracePoint = program(ebpf, "chaos_sys_enter")?;
     prog.load("sys_enter", btf)
         .map_err(|err| program_failure("load tp_btf/sys_enter", &err))?;
     let link = prog
         .attach()
         .map_err(|err| program_failure("attach tp_btf/sys_enter", &err))?;
     let _ = prog.detach(link);
-    Ok("loaded and attached".into())
+    Ok("chaos_sys_enter loaded and attached".into())
 }
 
 /// Whether the cgroup v2 freezer exists: `cgroup.freeze` is in every non-root cgroup since 5.2.

@@ -7,10 +7,14 @@ use crate::{Error, loader::PlannedRule, target::CgroupTarget};
 
 mod errno;
 mod filter;
+mod latency;
+mod signal;
 mod syscall;
 
 pub use errno::Errno;
 pub use filter::{Cidr, FdKind, FilterSpec, parse_comm};
+pub use latency::{LatencyFault, LatencyMode};
+pub use signal::{SignalFault, SignalNumber, parse_any_syscalls};
 pub use syscall::{Mechanism, Syscall, knows_address, knows_file, mechanism};
 
 /// Fail some syscalls of a target with an errno.

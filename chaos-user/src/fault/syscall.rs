@@ -147,7 +147,7 @@ const UNHOOKABLE: &[(&str, &str)] = &[
 ];
 
 /// strace's syscall classes, limited to the syscalls chaos can fail.
-const CLASSES: &[(&str, &str, &[&str])] = &[
+pub(crate) const CLASSES: &[(&str, &str, &[&str])] = &[
     (
         "%file",
         "syscalls that take a file name",

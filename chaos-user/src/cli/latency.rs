@@ -1,0 +1,133 @@
+//! `chaos inject latency`: delay chosen calls of any syscall.
+use std::{process::ExitCode, time::Duration};
+
+use chaos_common::HitCounter;
+use syscalls::Sysno;
+
+use super::inject::{FilterArgs, Injectable, RunArgs, ScheduleArgs, inject, sum_counters};
+use super::target::TargetArgs;
+use crate::{
+    fault::{LatencyFault, LatencyMode, parse_any_syscalls},
+    loader::{Injector, PlannedRule},
+    pause::Resumer,
+    report::{FaultReport, Report},
+    target::CgroupTarget,
+};
+
+/// Options of `chaos inject latency`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Modes (see docs/signals-and-latency.md):\n  \
+    spin   the calling thread busy-waits in the kernel before the call: exact to a few \
+    microseconds, only that thread waits, but it burns its CPU; at most 100ms (delay + jitter).\n  \
+    pause  the process gets SIGSTOP at the call's entry and SIGCONT from chaos after the delay \
+    (1ms polling): any delay, no CPU, but every thread of the process stops, the call itself \
+    completes first, and some waiting calls return EINTR.\n\
+    Without --mode: spin when the delay fits under its cap, pause otherwise.\n\n\
+    Examples:\n  \
+    chaos inject latency --syscall fsync --delay 20ms --jitter 5ms -- ./db\n  \
+    chaos inject latency --syscall read,write --delay 2s --mode pause --pid 1234")]
+pub struct LatencyArgs {
+    /// Syscalls to delay: any Linux x86_64 syscall by name as in `man 2`, or classes %file,
+    /// %net, %read, %write (comma separated).
+    #[arg(long, required = true, value_parser = parse_syscalls, value_name = "NAME[,NAME...]")]
+    pub syscall: ::std::vec::Vec<Sysno>,
+    /// How long each delayed call waits (e.g. 50ms, 200us, 2s).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub delay: Duration,
+    /// Each delay is drawn uniformly from DELAY ± JITTER.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub jitter: Option<Duration>,
+    /// How calls are held back: spin or pause (default: spin up to its 100ms cap, else pause).
+    #[arg(long, value_enum)]
+    pub mode: Option<LatencyMode>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+fn parse_syscalls(s: &str) -> Result<Vec<Sysno>, crate::Error> {
+    parse_any_syscalls(s)
+}
+
+/// Runs `chaos inject latency`.
+pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
+    let jitter = args.jitter.unwrap_or_default();
+    let fault = LatencyFault {
+        syscalls: args.syscall.clone(),
+        delay: args.delay,
+        jitter,
+        mode: args
+            .mode
+            .unwrap_or_else(|| LatencyMode::automatic(args.delay, jitter)),
+        filter: args.filter.spec(),
+        schedule: args.schedule.schedule(),
+        dry_run: args.run.dry_run,
+        deadline: Some(args.run.duration),
+    };
+    inject(&fault, &args.run, &args.target)
+}
+
+impl LatencyFault {
+    fn effect(&self) -> String {
+        let mut out = humantime::format_duration(self.delay).to_string();
+        if !self.jitter.is_zero() {
+            out += &format!("±{}", humantime::format_duration(self.jitter));
+        }
+        format!("{out} {}", self.mode)
+    }
+}
+
+impl Injectable for LatencyFault {
+    fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error> {
+        LatencyFault::rules(self, target)
+    }
+
+    fn describe(&self) -> String {
+        let names: Vec<&str> = self.syscalls.iter().map(|s| s.name()).collect();
+        format!(
+            "{} -> {}{}",
+            names.join(","),
+            self.effect(),
+            if self.dry_run { " (dry run)" } else { "" }
+        )
+    }
+
+    fn report(
+        &self,
+        target: &CgroupTarget,
+        rules: &[PlannedRule],
+        counters: &[HitCounter],
+    ) -> Report {
+        Report {
+            faults: self
+                .syscalls
+                .iter()
+                .map(|sysno| {
+                    let (matched, injected) = sum_counters(rules, counters, sysno.name());
+                    FaultReport {
+                        kind: "latency",
+                        syscall: sysno.name().to_owned(),
+                        errno: String::new(),
+                        effect: Some(self.effect()),
+                        target: target.path.display().to_string(),
+                        dry_run: self.dry_run,
+                        matched,
+                        injected,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn started(&self, injector: &mut Injector) -> Result<Option<Resumer>, crate::Error> {
+        Ok(match self.mode {
+            LatencyMode::Pause => Some(Resumer::start(injector.take_paused()?)),
+            LatencyMode::Spin => None,
+        })
+    }
+}
