@@ -73,7 +73,7 @@ pub struct ScheduleArgs {
 }
 
 impl ScheduleArgs {
-    fn schedule(&self) -> Schedule {
+    pub(crate) fn schedule(&self) -> Schedule {
         Schedule {
             after: self.after.unwrap_or(0),
             every: self.every.unwrap_or(1),
