@@ -165,7 +165,7 @@ impl Document {
         Problem {
             file: self.file.clone(),
             location: self.location(path),
-            path: path.to_owned(),
+            path: path.trim_end_matches("#key").to_owned(),
             value,
             expected: expected.into(),
         }

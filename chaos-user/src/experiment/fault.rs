@@ -108,6 +108,10 @@ impl FaultSpec {
             .map_err(|err| {
                 let text = err.render().to_string();
                 let first = text.split("\n\nUsage").next().unwrap_or(&text);
+                let first = first
+                    .split("\n\nFor more information")
+                    .next()
+                    .unwrap_or(first);
                 first
                     .trim()
                     .trim_start_matches("error: ")

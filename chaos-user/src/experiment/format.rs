@@ -320,13 +320,11 @@ impl Validator<'_> {
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
                 let p = field(path, key);
-                let mut problem = self.doc.problem(
+                self.problems.push(self.doc.problem(
                     &format!("{p}#key"),
                     key.clone(),
                     format!("unknown key; allowed here: {}", known.join(", ")),
-                );
-                problem.path = p;
-                self.problems.push(problem);
+                ));
             }
         }
     }
@@ -390,7 +388,14 @@ impl Validator<'_> {
             let ipath = format!("{path}[{i}]");
             let item = match item.get("ref") {
                 Some(Value::String(name)) => match named.iter().find(|(n, _)| n == name) {
-                    Some((_, activity)) => activity.clone(),
+                    Some((_, activity)) => {
+                        let mut activity = activity.clone();
+                        if !hypothesis && let Value::Object(map) = &mut activity {
+                            // A steady-state probe reused in the method only observes.
+                            map.remove("tolerance");
+                        }
+                        activity
+                    }
                     None => {
                         self.problem(
                             &field(&ipath, "ref"),
@@ -711,7 +716,10 @@ impl Validator<'_> {
                             self.problem(
                                 &field(path, "pattern"),
                                 &Value::String(p.clone()),
-                                format!("a regular expression: {err}"),
+                                format!(
+                                    "a regular expression: {}",
+                                    err.to_string().lines().last().unwrap_or_default()
+                                ),
                             );
                         }
                     }
@@ -837,5 +845,122 @@ impl Validator<'_> {
             self.problem("runtime.rollbacks", other, "a mapping with `strategy`");
         }
         rt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Experiment, Invalid> {
+        let doc = Document::parse("e.yaml", yaml, false)?;
+        Experiment::from_document(&doc, &|k| (k == "PORT").then(|| "8080".to_owned()))
+    }
+
+    const FULL: &str = "\
+title: web survives refused backend connections
+description: d
+tags: [web]
+configuration:
+  port: {type: env, key: PORT, env_var_type: int}
+  cgroup: /chaos/web
+steady-state-hypothesis:
+  title: healthy
+  probes:
+    - type: probe
+      name: health
+      tolerance: 200
+      provider: {type: http, url: 'http://127.0.0.1:${port}/health', timeout: 2}
+method:
+  - type: action
+    name: refuse
+    provider:
+      type: chaos
+      func: syscall
+      arguments: {syscall: connect, errno: ECONNREFUSED, duration: 5s}
+      target: {cgroup: '${cgroup}'}
+    pauses: {after: 1.5}
+  - ref: health
+  - type: probe
+    name: listing
+    background: true
+    provider: {type: process, path: ls, arguments: -l /}
+rollbacks: []
+runtime:
+  hypothesis: {strategy: continuously, frequency: 0.5, fail_fast: true}
+  rollbacks: {strategy: always}
+";
+
+    #[test]
+    fn a_full_experiment_loads_with_substitution() {
+        let e = load(FULL).unwrap();
+        assert_eq!(e.title, "web survives refused backend connections");
+        assert_eq!(e.hypothesis.len(), 1);
+        let Provider::Http(h) = &e.hypothesis[0].provider else {
+            panic!()
+        };
+        assert_eq!(h.url, "http://127.0.0.1:8080/health");
+        assert_eq!(h.timeout, Duration::from_secs(2));
+        assert_eq!(e.method.len(), 3);
+        let Provider::Chaos(f) = &e.method[0].provider else {
+            panic!()
+        };
+        assert!(
+            f.command_line().ends_with("--cgroup /chaos/web"),
+            "{}",
+            f.command_line()
+        );
+        assert_eq!(e.method[0].pause_after, Duration::from_millis(1500));
+        assert_eq!(e.method[1].name, "health");
+        assert!(e.method[2].background);
+        let Provider::Process(p) = &e.method[2].provider else {
+            panic!()
+        };
+        assert_eq!(p.arguments, ["-l", "/"]);
+        assert_eq!(e.runtime.strategy, HypothesisStrategy::Continuously);
+        assert_eq!(e.runtime.frequency, Duration::from_millis(500));
+        assert!(e.runtime.fail_fast);
+        assert_eq!(e.runtime.rollbacks, RollbackStrategy::Always);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_location_path_value_and_what_is_allowed() {
+        let bad = FULL
+            .replace("tags: [web]", "tags: [web]\ntitel: typo")
+            .replace("errno: ECONNREFUSED", "errno: ECONNREFUZED")
+            .replace("strategy: always", "strategy: sometimes")
+            .replace("type: process", "type: shell");
+        let err = load(&bad).unwrap_err();
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines.contains(&"e.yaml:4:1: titel: `titel`: unknown key; allowed here: version, title, description, tags, contributions, configuration, secrets, steady-state-hypothesis, method, rollbacks, runtime, controls, extensions"), "{text}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("e.yaml:19:7: method[0].provider: `chaos inject syscall --syscall connect --errno ECONNREFUZED")
+                && l.contains("invalid errno `ECONNREFUZED`")),
+            "{text}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with("e.yaml:28:22: method[2].provider.type: `shell`: one of http, process, python, chaos")), "{text}");
+        assert!(lines.iter().any(|l| l.starts_with("e.yaml:32:25: runtime.rollbacks.strategy: `sometimes`: one of default, always, never, deviated")), "{text}");
+    }
+
+    #[test]
+    fn required_fields_and_shapes() {
+        let err = load("description: no title\n").unwrap_err().to_string();
+        assert!(err.contains("title: missing"), "{err}");
+        assert!(err.contains("method: missing"), "{err}");
+        let err = load("title: t\nmethod:\n  - type: probe\n    name: p\n    provider: {type: http}\n    tolerance: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("method[0].provider.url: missing"), "{err}");
+        assert!(err.contains("method[0].tolerance: `tolerance`: a tolerance belongs to steady-state-hypothesis probes only"), "{err}");
+        let err = load("title: t\nsteady-state-hypothesis:\n  title: h\n  probes:\n    - type: probe\n      name: p\n      provider: {type: process, path: 'true'}\n      tolerance: {type: regex, pattern: '('}\nmethod: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("e.yaml:8:41: steady-state-hypothesis.probes[0].tolerance.pattern: `(`: a regular expression"), "{err}");
+        let err = load("title: t\nmethod:\n  - ref: nothing\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("method[0].ref: `nothing`"), "{err}");
     }
 }
