@@ -36,6 +36,8 @@ impl Variables {
                     for (name, entry) in entries {
                         let path = field("configuration", name);
                         if let Some(v) = resolve_entry(doc, &path, entry, env, problems) {
+                            // Entries may use the ones above them.
+                            let v = Variables::from_map(values.clone()).substitute(&v);
                             values.insert(name.clone(), v);
                         }
                     }
@@ -212,7 +214,7 @@ mod tests {
     #[test]
     fn env_entries_and_literals_resolve() {
         let d = doc(
-            "configuration:\n  host: localhost\n  port: {type: env, key: PORT, env_var_type: int}\n  \
+            "configuration:\n  host: localhost\n  base: \"http://${host}\"\n  port: {type: env, key: PORT, env_var_type: int}\n  \
              missing: {type: env, key: NOPE, default: dflt}\nsecrets:\n  s:\n    token: {type: env, key: TOKEN}\n",
         );
         let env = |k: &str| match k {
@@ -224,7 +226,7 @@ mod tests {
         let vars = Variables::resolve(&d, &env, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
-            vars.substitute(&json!({"url": "http://${host}:${port}/", "p": "${port}", "x": ["${missing}", "${token}", "${unknown}"]})),
+            vars.substitute(&json!({"url": "${base}:${port}/", "p": "${port}", "x": ["${missing}", "${token}", "${unknown}"]})),
             json!({"url": "http://localhost:8080/", "p": 8080, "x": ["dflt", "t0k", "${unknown}"]})
         );
     }
