@@ -670,7 +670,7 @@ impl Validator<'_> {
             "chaos" => {
                 self.unknown_keys(path, p, &["type", "func", "arguments", "target"]);
                 match FaultSpec::from_provider(p) {
-                    Ok(spec) => Some(spec).map(Provider::Chaos),
+                    Ok(spec) => Some(Provider::Chaos(spec)),
                     Err((key, value, expected)) => {
                         let at = if key.is_empty() {
                             path.to_owned()
