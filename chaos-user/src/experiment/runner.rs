@@ -47,6 +47,7 @@ pub fn run(exp: &Experiment, opts: RunOptions, stop: Arc<AtomicBool>) -> Journal
         last_sample: None,
         fault_failed: false,
         opts,
+        cut_method: None,
     };
     let start_time = SystemTime::now();
     let strategy = exp.runtime.strategy;
@@ -97,18 +98,14 @@ pub fn run(exp: &Experiment, opts: RunOptions, stop: Arc<AtomicBool>) -> Journal
                 Arc::clone(&runner.stop),
             )
         });
+        if let Some(d) = &during
+            && exp.runtime.fail_fast
+        {
+            runner.cut_method = Some(Arc::clone(&d.deviated));
+        }
         let mut background = Vec::new();
         for activity in &exp.method {
-            if runner.interrupted() {
-                break;
-            }
-            if let Some(d) = &during
-                && exp.runtime.fail_fast
-                && d.deviated.load(Ordering::Relaxed)
-            {
-                runner
-                    .view
-                    .log("steady state deviated during the method: fail_fast stops the method");
+            if runner.interrupted() || runner.method_cut() {
                 break;
             }
             if !runner.wait(activity.pause_before) {
@@ -138,6 +135,12 @@ pub fn run(exp: &Experiment, opts: RunOptions, stop: Arc<AtomicBool>) -> Journal
                 run.push(r);
             }
         }
+        if runner.method_cut() {
+            runner
+                .view
+                .log("steady state deviated during the method: fail_fast stopped the method");
+        }
+        runner.cut_method = None;
         if let Some(d) = during {
             let (checks, dev) = d.finish(&mut runner);
             deviated |= dev;
@@ -220,6 +223,8 @@ struct Runner {
     last_sample: Option<Instant>,
     fault_failed: bool,
     opts: RunOptions,
+    /// Set by the during-method checks when fail_fast should cut the method short.
+    cut_method: Option<Arc<AtomicBool>>,
 }
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
@@ -250,12 +255,18 @@ impl Runner {
         self.view.tick(&self.faults);
     }
 
-    /// Waits `d` while ticking; false when interrupted.
+    fn method_cut(&self) -> bool {
+        self.cut_method
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Waits `d` while ticking; false when interrupted or the method is cut short.
     fn wait(&mut self, d: Duration) -> bool {
         let until = Instant::now() + d;
         loop {
             self.tick();
-            if self.interrupted() {
+            if self.interrupted() || self.method_cut() {
                 return false;
             }
             let now = Instant::now();
@@ -511,14 +522,165 @@ impl DuringChecks {
         }
         let _ = self.handle.join();
         let checks = std::mem::take(&mut *self.checks.lock().expect("during checks"));
-        for (i, ss) in checks.iter().enumerate() {
-            if !ss.steady_state_met {
-                runner.view.log(&format!(
-                    "steady state check {} during the method: not met",
-                    i + 1
-                ));
-            }
-        }
+        let failed = checks.iter().filter(|ss| !ss.steady_state_met).count();
+        runner.view.log(&format!(
+            "steady state during the method: {} checks, {failed} not met",
+            checks.len()
+        ));
         (checks, self.deviated.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::document::Document;
+
+    /// An experiment whose steady state is "the file FLAG does not exist" and whose method
+    /// creates it, so the steady state breaks after the method.
+    fn experiment(flag: &str, runtime: &str, method_extra: &str) -> Experiment {
+        experiment_paused(flag, runtime, method_extra, 0.3)
+    }
+
+    fn experiment_paused(
+        flag: &str,
+        runtime: &str,
+        method_extra: &str,
+        first_pause: f64,
+    ) -> Experiment {
+        let yaml = format!(
+            "title: t
+steady-state-hypothesis:
+  title: no flag
+  probes:
+    - type: probe
+      name: no-flag
+      tolerance: 0
+      provider: {{type: process, path: sh, arguments: [-c, 'test ! -e {flag}']}}
+method:
+  - type: action
+    name: set-flag
+    provider: {{type: process, path: touch, arguments: [{flag}]}}
+    pauses: {{after: {first_pause}}}
+{method_extra}
+rollbacks:
+  - type: action
+    name: clear-flag
+    provider: {{type: process, path: rm, arguments: [-f, {flag}]}}
+runtime:
+{runtime}
+"
+        );
+        let doc = Document::parse("t.yaml", &yaml, false).unwrap();
+        Experiment::from_document(&doc, &|_| None).unwrap()
+    }
+
+    fn flag(name: &str) -> String {
+        let path = std::env::temp_dir().join(format!("chaos-runner-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path.display().to_string()
+    }
+
+    fn go(exp: &Experiment) -> Journal {
+        run(exp, RunOptions::default(), Arc::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn default_strategy_checks_before_and_after_and_rolls_back() {
+        let f = flag("default");
+        let j = go(&experiment(&f, "  hypothesis: {strategy: default}", ""));
+        assert_eq!(j.status, Status::Deviated);
+        assert!(j.deviated);
+        assert!(j.steady_states.before.as_ref().unwrap().steady_state_met);
+        assert!(!j.steady_states.after.as_ref().unwrap().steady_state_met);
+        assert!(j.steady_states.during.is_empty());
+        assert_eq!(j.rollbacks.len(), 1);
+        assert!(!std::path::Path::new(&f).exists(), "the rollback ran");
+    }
+
+    #[test]
+    fn before_method_only_does_not_check_after() {
+        let f = flag("before");
+        let j = go(&experiment(
+            &f,
+            "  hypothesis: {strategy: before-method-only}",
+            "",
+        ));
+        assert_eq!(j.status, Status::Completed);
+        assert!(j.steady_states.after.is_none());
+    }
+
+    #[test]
+    fn after_method_only_and_never_rolling_back() {
+        let f = flag("after");
+        let j = go(&experiment(
+            &f,
+            "  hypothesis: {strategy: after-method-only}\n  rollbacks: {strategy: never}",
+            "",
+        ));
+        assert_eq!(j.status, Status::Deviated);
+        assert!(j.steady_states.before.is_none());
+        assert!(j.rollbacks.is_empty());
+        assert!(std::path::Path::new(&f).exists());
+        let _ = std::fs::remove_file(&f);
+    }
+
+    #[test]
+    fn a_failed_steady_state_before_skips_the_method() {
+        let f = flag("failed");
+        std::fs::write(&f, "").unwrap();
+        let j = go(&experiment(&f, "  rollbacks: {strategy: default}", ""));
+        assert_eq!(j.status, Status::Failed);
+        assert!(j.run.is_empty() && j.rollbacks.is_empty());
+        assert_eq!(j.status.exit_code(), 1);
+        let _ = std::fs::remove_file(&f);
+    }
+
+    #[test]
+    fn continuous_checks_with_fail_fast_stop_the_method() {
+        let f = flag("continuous");
+        let j = go(&experiment_paused(
+            &f,
+            "  hypothesis: {strategy: continuously, frequency: 0.1, fail_fast: true}",
+            "  - type: action\n    name: long\n    provider: {type: process, path: sleep, arguments: ['0.1']}\n    pauses: {after: 30}\n  - type: action\n    name: never-reached\n    provider: {type: process, path: 'true'}",
+            30.0,
+        ));
+        assert_eq!(j.status, Status::Deviated);
+        assert!(j.steady_states.during.iter().any(|s| !s.steady_state_met));
+        assert!(
+            j.run.iter().all(|r| r.activity["name"] != "never-reached"),
+            "fail_fast should stop the method"
+        );
+        assert!(
+            j.duration < 20.0,
+            "the 30 s pause was cut short: {}",
+            j.duration
+        );
+    }
+
+    #[test]
+    fn interruption_aborts_and_skips_default_rollbacks() {
+        let f = flag("interrupt");
+        let exp = experiment(&f, "  rollbacks: {strategy: default}", "");
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(150));
+            s.store(true, Ordering::Relaxed);
+        });
+        let exp = Experiment {
+            method: {
+                let mut m = exp.method.clone();
+                m[0].pause_after = Duration::from_secs(30);
+                m
+            },
+            ..exp
+        };
+        let j = run(&exp, RunOptions::default(), stop);
+        t.join().unwrap();
+        assert_eq!(j.status, Status::Aborted);
+        assert_eq!(j.status.exit_code(), 130);
+        assert!(j.rollbacks.is_empty());
+        let _ = std::fs::remove_file(&f);
     }
 }
