@@ -133,10 +133,20 @@ fn chaos_run(service: &Service, file: &Path, journal: &Path) -> Command {
 }
 
 fn run_to_end(service: &Service, name: &str, yaml: &str) -> (ExitStatus, String, Value) {
+    run_to_end_with(service, name, yaml, &[])
+}
+
+fn run_to_end_with(
+    service: &Service,
+    name: &str,
+    yaml: &str,
+    extra: &[&str],
+) -> (ExitStatus, String, Value) {
     let file = scratch(&format!("{name}.yaml"));
     fs::write(&file, yaml).unwrap();
     let journal = scratch(&format!("{name}-journal.json"));
     let out = chaos_run(service, &file, &journal)
+        .args(extra)
         .output()
         .expect("chaos run");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -241,6 +251,32 @@ fn experiment_deviates_when_the_fault_breaks_the_hypothesis() {
     assert_eq!(journal["rollbacks"][0]["status"], "succeeded");
     // The fault went with the experiment.
     assert_eq!(service.health(), 200);
+    assert_nothing_left();
+}
+
+#[test]
+fn dry_run_counts_what_the_fault_would_fail_and_fails_nothing() {
+    if !need_root() {
+        return;
+    }
+    let service = Service::start("exp-dry");
+    let (status, stderr, journal) =
+        run_to_end_with(&service, "dry", &experiment("null", 0.0), &["--dry-run"]);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{journal:#}");
+    assert_eq!(journal["status"], "completed");
+    assert_eq!(activity(&journal, "health")["output"]["status"], 200);
+    assert!(
+        journal["faults"][0]["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("--dry-run")
+    );
+    let (matched, injected) = final_counts(&journal, 0);
+    assert!(
+        injected >= 3 && injected == matched,
+        "counters: {:#}",
+        journal["faults"]
+    );
     assert_nothing_left();
 }
 

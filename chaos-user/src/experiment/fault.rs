@@ -210,7 +210,11 @@ impl RunningFault {
         let injector = Injector::start(&fault.rules(&target))?;
         Ok(RunningFault {
             activity: activity.to_owned(),
-            command_line: spec.command_line(),
+            command_line: if dry_run {
+                format!("{} --dry-run", spec.command_line())
+            } else {
+                spec.command_line()
+            },
             target: target.path.display().to_string(),
             rules,
             injector: Some(injector),
