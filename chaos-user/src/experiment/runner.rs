@@ -322,6 +322,11 @@ impl Runner {
                 activity.name,
                 e.join(": ")
             ));
+        } else if activity.kind == super::format::ActivityKind::Probe
+            && let Some(status) = run.output.as_ref().and_then(|o| o.get("status"))
+        {
+            self.view
+                .log(&format!("probe {}: status {status}", activity.name));
         }
         run
     }
