@@ -278,10 +278,23 @@ impl Runner {
     }
 
     /// Runs `f` on a worker thread while this one ticks.
-    fn on_worker<T: Send + 'static>(&mut self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    /// Runs `f` on a worker thread while this one ticks. After an interruption the worker gets
+    /// a second to notice (processes are killed); an HTTP request still in flight is left to
+    /// its timeout and `interrupted()` answers instead, so that cleanup is not delayed.
+    fn on_worker<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce() -> T + Send + 'static,
+        interrupted: impl FnOnce() -> T,
+    ) -> T {
         let handle = thread::spawn(f);
+        let mut since: Option<Instant> = None;
         while !handle.is_finished() {
             self.tick();
+            if self.interrupted()
+                && since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1)
+            {
+                return interrupted();
+            }
             thread::sleep(Duration::from_millis(20));
         }
         handle.join().expect("activity thread panicked")
@@ -313,7 +326,11 @@ impl Runner {
             finished(activity, start, clock, output, error)
         } else {
             let (a, stop) = (activity.clone(), Arc::clone(&self.stop));
-            self.on_worker(move || execute(&a, &stop))
+            let (start, clock) = (SystemTime::now(), Instant::now());
+            self.on_worker(
+                move || execute(&a, &stop),
+                || finished(activity, start, clock, None, Some("interrupted".into())),
+            )
         };
         if let Some(e) = &run.exception {
             self.view.log(&format!(
@@ -333,7 +350,13 @@ impl Runner {
 
     fn steady_state(&mut self, probes: &[Activity]) -> SteadyState {
         let (probes, stop) = (probes.to_vec(), Arc::clone(&self.stop));
-        let ss = self.on_worker(move || steady_state(&probes, &stop));
+        let ss = self.on_worker(
+            move || steady_state(&probes, &stop),
+            || SteadyState {
+                steady_state_met: false,
+                probes: Vec::new(),
+            },
+        );
         for p in &ss.probes {
             let name = p.activity["name"].as_str().unwrap_or_default();
             let detail = p
@@ -687,5 +710,39 @@ runtime:
         assert_eq!(j.status.exit_code(), 130);
         assert!(j.rollbacks.is_empty());
         let _ = std::fs::remove_file(&f);
+    }
+
+    #[test]
+    fn interruption_does_not_wait_for_a_hanging_http_request() {
+        // A server that accepts and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _hold = thread::spawn(move || {
+            let conns: Vec<_> = listener.incoming().take(1).collect();
+            thread::sleep(Duration::from_secs(60));
+            drop(conns);
+        });
+        let yaml = format!(
+            "title: t\nmethod:\n  - type: probe\n    name: hangs\n    provider: {{type: http, url: 'http://127.0.0.1:{port}/', timeout: 30}}\n"
+        );
+        let doc = Document::parse("t.yaml", &yaml, false).unwrap();
+        let exp = Experiment::from_document(&doc, &|_| None).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            s.store(true, Ordering::Relaxed);
+        });
+        let j = run(&exp, RunOptions::default(), stop);
+        assert_eq!(j.status, Status::Aborted);
+        assert!(
+            j.duration < 10.0,
+            "cleanup waited for the request: {}",
+            j.duration
+        );
+        assert_eq!(
+            j.run[0].exception.as_deref(),
+            Some(&["interrupted".to_owned()][..])
+        );
     }
 }
