@@ -6,6 +6,7 @@ pub mod btf;
 pub mod cli;
 pub mod doctor;
 pub mod error;
+pub mod experiment;
 pub mod fault;
 pub mod loader;
 pub mod mountinfo;

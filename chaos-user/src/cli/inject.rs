@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use chaos_common::{HitCounter, Schedule};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use super::target::TargetArgs;
+pub use super::target::TargetArgs;
 use crate::{
     fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
     loader::{Injector, PlannedRule},
@@ -160,9 +160,37 @@ pub struct RunArgs {
 /// Runs `chaos inject`.
 pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        InjectCommand::Syscall(args) => syscall(*args),
+        InjectCommand::Syscall(args) => syscall(*args).run(),
         InjectCommand::Signal(args) => super::signal::run(args),
         InjectCommand::Latency(args) => super::latency::run(args),
+    }
+}
+
+/// A parsed `chaos inject` command: the fault, how long and how to report, and whom.
+pub struct InjectRequest {
+    /// The fault.
+    pub(crate) fault: Box<dyn Injectable>,
+    /// Duration, dry run, output.
+    pub run: RunArgs,
+    /// Whom it hits.
+    pub target: TargetArgs,
+}
+
+impl InjectRequest {
+    /// Runs it in the foreground until it ends (see [`RunArgs`]).
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        inject(&*self.fault, &self.run, &self.target)
+    }
+}
+
+impl InjectCommand {
+    /// The request behind the command, for those that run faults themselves (experiments).
+    pub fn into_request(self) -> InjectRequest {
+        match self {
+            InjectCommand::Syscall(args) => syscall(*args),
+            InjectCommand::Signal(args) => super::signal::request(args),
+            InjectCommand::Latency(args) => super::latency::request(args),
+        }
     }
 }
 
@@ -243,7 +271,7 @@ pub(crate) fn sum_counters(
         .fold((0, 0), |(m, i), (_, c)| (m + c.matched, i + c.injected))
 }
 
-fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
+fn syscall(args: SyscallArgs) -> InjectRequest {
     let fault = SyscallFault {
         syscalls: args.syscall.clone(),
         errno: args.errno,
@@ -252,7 +280,11 @@ fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.run.dry_run,
         deadline: Some(args.run.duration),
     };
-    inject(&fault, &args.run, &args.target)
+    InjectRequest {
+        fault: Box::new(fault),
+        run: args.run,
+        target: args.target,
+    }
 }
 
 /// Runs `fault` against the target of `target` until it ends (see [`RunArgs`]).

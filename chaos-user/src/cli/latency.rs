@@ -4,7 +4,7 @@ use std::{process::ExitCode, time::Duration};
 use chaos_common::HitCounter;
 use syscalls::Sysno;
 
-use super::inject::{FilterArgs, Injectable, RunArgs, ScheduleArgs, inject, sum_counters};
+use super::inject::{FilterArgs, InjectRequest, Injectable, RunArgs, ScheduleArgs, sum_counters};
 use super::target::TargetArgs;
 use crate::{
     fault::{LatencyFault, LatencyMode, parse_any_syscalls},
@@ -56,6 +56,11 @@ fn parse_syscalls(s: &str) -> Result<Vec<Sysno>, crate::Error> {
 
 /// Runs `chaos inject latency`.
 pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
+    request(args).run()
+}
+
+/// The fault, run options and target of `chaos inject latency`.
+pub(crate) fn request(args: LatencyArgs) -> InjectRequest {
     let jitter = args.jitter.unwrap_or_default();
     let fault = LatencyFault {
         syscalls: args.syscall.clone(),
@@ -69,7 +74,11 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.run.dry_run,
         deadline: Some(args.run.duration),
     };
-    inject(&fault, &args.run, &args.target)
+    InjectRequest {
+        fault: Box::new(fault),
+        run: args.run,
+        target: args.target,
+    }
 }
 
 impl LatencyFault {

@@ -7,8 +7,10 @@ pub mod doctor;
 pub mod inject;
 pub mod latency;
 pub mod quickstart;
+pub mod run;
 pub mod signal;
 pub mod target;
+pub mod validate;
 
 /// Fault injection for the processes of one cgroup (a container, a service, one command), by
 /// eBPF: fail their syscalls with a chosen errno and count every hit.
@@ -29,6 +31,10 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Run a built-in client/server pair, fail some of its connects, show what happens.
     Quickstart(quickstart::QuickstartArgs),
+    /// Run an experiment (Chaos Toolkit format): steady state, faults, rollbacks, journal.
+    Run(run::RunArgs),
+    /// Check an experiment file without running anything.
+    Validate(validate::ValidateArgs),
     #[command(hide = true, name = "quickstart-client")]
     QuickstartClient(quickstart::ClientArgs),
 }
@@ -41,6 +47,8 @@ pub fn main() -> ExitCode {
         Command::Doctor(args) => doctor::run(args),
         Command::Quickstart(args) => quickstart::run(args),
         Command::QuickstartClient(args) => quickstart::client(args),
+        Command::Run(args) => run::run(args),
+        Command::Validate(args) => validate::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use chaos_common::HitCounter;
 use syscalls::Sysno;
 
-use super::inject::{FilterArgs, Injectable, RunArgs, ScheduleArgs, inject, sum_counters};
+use super::inject::{FilterArgs, InjectRequest, Injectable, RunArgs, ScheduleArgs, sum_counters};
 use super::target::TargetArgs;
 use crate::{
     fault::{SignalFault, SignalNumber, parse_any_syscalls},
@@ -51,6 +51,11 @@ fn parse_syscalls(s: &str) -> Result<Vec<Sysno>, crate::Error> {
 
 /// Runs `chaos inject signal`.
 pub fn run(args: SignalArgs) -> anyhow::Result<ExitCode> {
+    request(args).run()
+}
+
+/// The fault, run options and target of `chaos inject signal`.
+pub(crate) fn request(args: SignalArgs) -> InjectRequest {
     let fault = SignalFault {
         syscalls: args.syscall.clone(),
         signal: args.signal,
@@ -60,7 +65,11 @@ pub fn run(args: SignalArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.run.dry_run,
         deadline: Some(args.run.duration),
     };
-    inject(&fault, &args.run, &args.target)
+    InjectRequest {
+        fault: Box::new(fault),
+        run: args.run,
+        target: args.target,
+    }
 }
 
 impl SignalFault {

@@ -1,0 +1,352 @@
+//! Whole experiments run by `chaos run` against a real HTTP service in a target cgroup: its
+//! `/health` connects to a backend, and the experiment's fault refuses those connects. The
+//! fault uses the cgroup sock_addr hooks, so these run on the host and in the VM tier.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::Duration,
+};
+
+use chaos_tests::*;
+use serde_json::Value;
+
+/// The HTTP service in its own cgroup, and the backend it depends on (outside every target).
+struct Service {
+    child: Child,
+    cgroup: TestCgroup,
+    port: u16,
+    backend: String,
+}
+
+impl Service {
+    fn start(name: &str) -> Service {
+        let backend = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let backend_addr = backend.local_addr().unwrap().to_string();
+        thread::spawn(move || for _ in backend.incoming() {});
+        let cgroup = TestCgroup::new(name);
+        let port_file = scratch(&format!("{name}-port"));
+        let server = workload_bin().with_file_name("chaos-http-server");
+        let child = cgroup.spawn(Command::new(server).args([
+            "--port-file",
+            port_file.to_str().unwrap(),
+            "--backend",
+            &backend_addr,
+        ]));
+        wait_for_file(&port_file);
+        let port = fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Service {
+            child,
+            cgroup,
+            port,
+            backend: backend_addr,
+        }
+    }
+
+    /// The status `GET /health` answers, asked from this (untargeted) process.
+    fn health(&self) -> u16 {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to service");
+        conn.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        response.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The experiment the tests run; `duration` of the fault and the pause after the method's
+/// probes vary.
+fn experiment(duration: &str, pause: f64) -> String {
+    format!(
+        r#"title: the service recovers once its backend accepts connections again
+description: connect() from the service's cgroup fails with ECONNREFUSED for a while.
+tags: [test]
+configuration:
+  port: {{type: env, key: EXP_PORT, env_var_type: int}}
+  cgroup: {{type: env, key: EXP_CGROUP}}
+  backend: {{type: env, key: EXP_BACKEND}}
+  workload: {{type: env, key: EXP_WORKLOAD}}
+  health_url: "http://127.0.0.1:${{port}}/health"
+steady-state-hypothesis:
+  title: health answers 200 and says ok
+  probes:
+    - type: probe
+      name: health
+      tolerance: 200
+      provider: {{type: http, url: "${{health_url}}", timeout: 5}}
+    - type: probe
+      name: health-body
+      tolerance: {{type: jsonpath, target: body, path: "$.status", expect: ok}}
+      provider: {{type: http, url: "${{health_url}}", timeout: 5}}
+method:
+  - type: action
+    name: refuse-backend
+    provider:
+      type: chaos
+      func: syscall
+      arguments: {{syscall: connect, errno: ECONNREFUSED, duration: {duration}}}
+      target: {{cgroup: "${{cgroup}}"}}
+  - ref: health
+  - type: probe
+    name: outsider-connects
+    provider:
+      type: process
+      path: "${{workload}}"
+      arguments: ["--count", "3", "connect", "${{backend}}"]
+    pauses: {{after: {pause}}}
+rollbacks:
+  - type: action
+    name: rollback-runs
+    provider: {{type: process, path: "true"}}
+"#
+    )
+}
+
+fn chaos_run(service: &Service, file: &Path, journal: &Path) -> Command {
+    let mut cmd = Command::new(chaos_bin());
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+    ])
+    .env("EXP_PORT", service.port.to_string())
+    .env("EXP_CGROUP", &service.cgroup.path)
+    .env("EXP_BACKEND", &service.backend)
+    .env("EXP_WORKLOAD", workload_bin())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+fn run_to_end(service: &Service, name: &str, yaml: &str) -> (ExitStatus, String, Value) {
+    run_to_end_with(service, name, yaml, &[])
+}
+
+fn run_to_end_with(
+    service: &Service,
+    name: &str,
+    yaml: &str,
+    extra: &[&str],
+) -> (ExitStatus, String, Value) {
+    let file = scratch(&format!("{name}.yaml"));
+    fs::write(&file, yaml).unwrap();
+    let journal = scratch(&format!("{name}-journal.json"));
+    let out = chaos_run(service, &file, &journal)
+        .args(extra)
+        .output()
+        .expect("chaos run");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let journal: Value = serde_json::from_str(
+        &fs::read_to_string(&journal).unwrap_or_else(|e| panic!("no journal ({e}): {stderr}")),
+    )
+    .expect("journal JSON");
+    (out.status, stderr, journal)
+}
+
+/// The last counters of fault `i`: (matched, injected).
+fn final_counts(journal: &Value, i: usize) -> (u64, u64) {
+    let samples = journal["faults"][i]["counters"]
+        .as_array()
+        .expect("counters");
+    let last = &samples.last().expect("at least one sample")["counters"][0];
+    (
+        last["matched"].as_u64().unwrap(),
+        last["injected"].as_u64().unwrap(),
+    )
+}
+
+fn activity<'j>(journal: &'j Value, name: &str) -> &'j Value {
+    journal["run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["activity"]["name"] == name)
+        .unwrap_or_else(|| panic!("no run of {name} in {journal:#}"))
+}
+
+/// The outsider's connects all succeeded while the fault was on.
+fn assert_outsider_untouched(journal: &Value) {
+    let out = &activity(journal, "outsider-connects")["output"];
+    assert_eq!(out["status"], 0, "{out}");
+    let result = WorkloadResult::parse(out["stdout"].as_str().unwrap());
+    assert_eq!(
+        (result.ok, result.failed()),
+        (3, 0),
+        "outside the target: {result:?}"
+    );
+}
+
+#[test]
+fn experiment_completes_when_the_service_recovers() {
+    if !need_root() {
+        return;
+    }
+    let service = Service::start("exp-complete");
+    let (status, stderr, journal) = run_to_end(&service, "complete", &experiment("1s", 2.0));
+    assert_eq!(status.code(), Some(0), "{stderr}\n{journal:#}");
+    assert_eq!(journal["status"], "completed");
+    assert_eq!(journal["deviated"], false);
+    assert_eq!(journal["steady_states"]["before"]["steady_state_met"], true);
+    assert_eq!(journal["steady_states"]["after"]["steady_state_met"], true);
+    // While the fault was on, the service's connects to its backend were refused.
+    let during = &activity(&journal, "health")["output"];
+    assert_eq!(during["status"], 503, "{during}");
+    assert!(
+        during["body"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{during}"
+    );
+    assert_outsider_untouched(&journal);
+    let (matched, injected) = final_counts(&journal, 0);
+    assert!(
+        matched >= 1 && injected == matched,
+        "counters: {:#}",
+        journal["faults"]
+    );
+    assert_eq!(journal["rollbacks"][0]["status"], "succeeded");
+    assert_eq!(service.health(), 200);
+    assert_nothing_left();
+}
+
+#[test]
+fn experiment_deviates_when_the_fault_breaks_the_hypothesis() {
+    if !need_root() {
+        return;
+    }
+    let service = Service::start("exp-deviate");
+    let (status, stderr, journal) = run_to_end(&service, "deviate", &experiment("null", 0.0));
+    assert_eq!(status.code(), Some(1), "{stderr}\n{journal:#}");
+    assert_eq!(journal["status"], "deviated");
+    assert_eq!(journal["deviated"], true);
+    assert_eq!(journal["steady_states"]["before"]["steady_state_met"], true);
+    let after = &journal["steady_states"]["after"];
+    assert_eq!(after["steady_state_met"], false, "{after:#}");
+    assert_eq!(after["probes"][0]["output"]["status"], 503);
+    assert_eq!(after["probes"][0]["tolerance_met"], false);
+    assert_outsider_untouched(&journal);
+    let (matched, injected) = final_counts(&journal, 0);
+    // The method's probe and both steady-state probes after it were refused.
+    assert!(
+        injected >= 3 && injected == matched,
+        "counters: {:#}",
+        journal["faults"]
+    );
+    // Default rollback strategy: played after a deviation.
+    assert_eq!(journal["rollbacks"][0]["status"], "succeeded");
+    // The fault went with the experiment.
+    assert_eq!(service.health(), 200);
+    assert_nothing_left();
+}
+
+#[test]
+fn dry_run_counts_what_the_fault_would_fail_and_fails_nothing() {
+    if !need_root() {
+        return;
+    }
+    let service = Service::start("exp-dry");
+    let (status, stderr, journal) =
+        run_to_end_with(&service, "dry", &experiment("null", 0.0), &["--dry-run"]);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{journal:#}");
+    assert_eq!(journal["status"], "completed");
+    assert_eq!(activity(&journal, "health")["output"]["status"], 200);
+    assert!(
+        journal["faults"][0]["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("--dry-run")
+    );
+    let (matched, injected) = final_counts(&journal, 0);
+    assert!(
+        injected >= 3 && injected == matched,
+        "counters: {:#}",
+        journal["faults"]
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn interrupted_experiment_removes_its_fault_even_on_a_second_ctrl_c() {
+    if !need_root() {
+        return;
+    }
+    let service = Service::start("exp-interrupt");
+    let file = scratch("interrupt.yaml");
+    fs::write(&file, experiment("null", 60.0)).unwrap();
+    let journal_path: PathBuf = scratch("interrupt-journal.json");
+    let mut child = chaos_run(&service, &file, &journal_path).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // Mid-method: the fault is on and the 60 s pause after the probes has begun.
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "chaos ended early: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("probe outsider-connects") {
+            break;
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(service.health(), 503, "the fault should be on: {seen}");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    let journal: Value = serde_json::from_str(&fs::read_to_string(&journal_path).unwrap()).unwrap();
+    assert_eq!(journal["status"], "aborted", "{journal:#}");
+    assert!(journal["steady_states"]["after"].is_null());
+    // Default rollback strategy: not played after an interruption.
+    assert_eq!(journal["rollbacks"], Value::Array(vec![]));
+    let (matched, injected) = final_counts(&journal, 0);
+    assert!(
+        injected >= 1 && injected == matched,
+        "counters: {:#}",
+        journal["faults"]
+    );
+    assert_eq!(service.health(), 200);
+    assert_nothing_left();
+}
+
+#[test]
+fn invalid_experiment_injects_nothing_and_says_where() {
+    if !need_root() {
+        return;
+    }
+    let service = Service::start("exp-invalid");
+    let yaml = experiment("1s", 0.0).replace("errno: ECONNREFUSED", "errno: ECONNREFUZED");
+    let file = scratch("invalid.yaml");
+    fs::write(&file, yaml).unwrap();
+    let journal = scratch("invalid-journal.json");
+    let out = chaos_run(&service, &file, &journal).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let at = format!("{}:25:7: method[0].provider:", file.display());
+    assert!(
+        stderr.contains(&at) && stderr.contains("invalid errno `ECONNREFUZED`"),
+        "{stderr}"
+    );
+    assert!(!journal.exists(), "an invalid experiment must not run");
+    assert_eq!(service.health(), 200);
+    assert_nothing_left();
+}
