@@ -22,7 +22,7 @@ mod qemu;
 mod verdict;
 
 /// Wall-clock limit of one VM run, boot included, unless `--timeout` says otherwise.
-const DEFAULT_TIMEOUT_SECS: u64 = 900;
+const DEFAULT_TIMEOUT_SECS: u64 = 2400;
 
 /// A Debian kernel the VM tier knows how to fetch and boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
