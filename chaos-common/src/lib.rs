@@ -5,6 +5,7 @@
 //! lives here too so that it can be unit-tested on the host.
 #![no_std]
 
+pub mod packet;
 pub mod schedule;
 
 pub use schedule::Schedule;

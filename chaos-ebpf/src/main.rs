@@ -7,6 +7,7 @@
 
 mod file;
 mod maps;
+mod packet;
 mod probe;
 mod rule;
 mod socket;

@@ -65,7 +65,7 @@ pub fn apply(hook: Hook, syscall_nr: i64) -> Option<u32> {
 // tells bpf-linker `--cpu generic`, where LLVM refuses to use the result of an atomic add. The
 // kernel has had atomic fetch-add (BPF_ATOMIC | BPF_FETCH) since 5.12, so emit it directly.
 #[inline(always)]
-fn fetch_add(counter: *mut u64, n: u64) -> u64 {
+pub(crate) fn fetch_add(counter: *mut u64, n: u64) -> u64 {
     let mut value = n;
     // SAFETY: callers pass pointers into map values, valid and 8-byte aligned.
     unsafe {

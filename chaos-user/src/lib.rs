@@ -9,6 +9,7 @@ pub mod error;
 pub mod fault;
 pub mod loader;
 pub mod mountinfo;
+pub mod packet;
 pub mod report;
 pub mod target;
 

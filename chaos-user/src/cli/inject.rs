@@ -28,6 +28,12 @@ use crate::{
 pub enum InjectCommand {
     /// Fail syscalls with an errno, like strace's `-e inject=SYSCALL:error=ERRNO`.
     Syscall(SyscallArgs),
+    /// Drop packets of the target's sockets.
+    NetDrop(super::net::NetDropArgs),
+    /// Delay packets the target sends (needs the fq qdisc).
+    NetDelay(super::net::NetDelayArgs),
+    /// Cap the rate at which the target sends (needs the fq qdisc).
+    NetRate(super::net::NetRateArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -125,6 +131,9 @@ pub struct TargetArgs {
 pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         InjectCommand::Syscall(args) => syscall(args),
+        InjectCommand::NetDrop(args) => super::net::drop(args),
+        InjectCommand::NetDelay(args) => super::net::delay(args),
+        InjectCommand::NetRate(args) => super::net::rate(args),
     }
 }
 
@@ -160,13 +169,13 @@ fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
 
 /// SIGINT, SIGTERM and SIGHUP end the injection cleanly instead of killing chaos, so that the
 /// report is printed. (Links go with the process either way.)
-struct StopSignals {
+pub(crate) struct StopSignals {
     stop: Arc<AtomicBool>,
     term: Arc<AtomicBool>,
 }
 
 impl StopSignals {
-    fn install() -> anyhow::Result<StopSignals> {
+    pub(crate) fn install() -> anyhow::Result<StopSignals> {
         let stop = Arc::new(AtomicBool::new(false));
         let term = Arc::new(AtomicBool::new(false));
         for sig in [SIGINT, SIGTERM, SIGHUP] {
@@ -178,12 +187,12 @@ impl StopSignals {
         Ok(StopSignals { stop, term })
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
     /// Whether a SIGTERM arrived, which a command does not get from the terminal by itself.
-    fn take_term(&self) -> bool {
+    pub(crate) fn take_term(&self) -> bool {
         self.term.swap(false, Ordering::Relaxed)
     }
 }

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod doctor;
 pub mod inject;
+pub mod net;
 pub mod quickstart;
 
 /// Fault injection for the processes of one cgroup (a container, a service, one command), by

@@ -1,0 +1,218 @@
+//! Packet faults on the sockets of the target cgroup, through cgroup_skb programs: they run
+//! only for sockets of tasks in the cgroups they are attached to (and below), and see each
+//! packet from its IP header on.
+//!
+//! Egress: drop, or set the earliest departure time (`skb->tstamp`) for delay and rate, which
+//! the fq qdisc on the egress device honours. Ingress: drop.
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_skb_ancestor_cgroup_id},
+    macros::{cgroup_skb, map},
+    maps::Array,
+    programs::SkBuffContext,
+};
+use chaos_common::packet::{
+    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PacketAction, PacketCounter, PacketRule,
+    PacketState,
+};
+
+use crate::rule::fetch_add;
+
+/// The packet rules, in slots; inactive slots are skipped.
+#[map]
+pub static CHAOS_PACKET_RULES: Array<PacketRule> = Array::with_max_entries(MAX_PACKET_RULES, 0);
+
+/// One counter per packet rule slot, updated atomically.
+#[map]
+pub static CHAOS_PACKET_COUNTERS: Array<PacketCounter> =
+    Array::with_max_entries(MAX_PACKET_RULES, 0);
+
+/// Per-rule state kept between packets (rate limiting).
+#[map]
+pub static CHAOS_PACKET_STATE: Array<PacketState> = Array::with_max_entries(MAX_PACKET_RULES, 0);
+
+/// cgroup_skb verdicts. On egress, 2 drops and tells the sender "congestion" (NET_XMIT_DROP):
+/// a UDP sendto then succeeds as if the network lost the datagram, and TCP backs off and
+/// retransmits, instead of both failing with EPERM as a plain 0 would make them.
+const PASS: i32 = 1;
+const DROP_INGRESS: i32 = 0;
+const DROP_EGRESS: i32 = 2;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// What the rules filter on, decoded from the packet.
+struct Packet {
+    protocol: u32,
+    /// (local, remote) ports in host order, for TCP and UDP first fragments.
+    ports: Option<(u16, u16)>,
+    /// 4 or 6.
+    family: u32,
+    /// The peer's address as packet words; IPv4 in word 0.
+    peer: [u32; 4],
+}
+
+/// Decodes the IP header at offset 0 (cgroup_skb sees packets from the network header on).
+#[inline(always)]
+fn decode(ctx: &SkBuffContext, direction: u32) -> Option<Packet> {
+    // SAFETY: ctx.skb.skb is the program's context pointer.
+    let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    let egress = direction == DIRECTION_EGRESS;
+    let mut peer = [0u32; 4];
+    let (family, protocol, l4, first_fragment) = if proto == ETH_P_IP {
+        let header: [u8; 20] = ctx.load(0).ok()?;
+        let ihl = (header[0] & 0x0f) as usize * 4;
+        let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1fff;
+        let at = if egress { 16 } else { 12 };
+        peer[0] = u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        (4, header[9], ihl, fragment_offset == 0)
+    } else if proto == ETH_P_IPV6 {
+        let next: u8 = ctx.load(6).ok()?;
+        // Extension headers are not walked: their packets match only filters without ports.
+        peer = ctx.load(if egress { 24 } else { 8 }).ok()?;
+        (6, next, 40, true)
+    } else {
+        return None;
+    };
+    let ports = if first_fragment && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+        let raw: [u8; 4] = ctx.load(l4).ok()?;
+        let src = u16::from_be_bytes([raw[0], raw[1]]);
+        let dst = u16::from_be_bytes([raw[2], raw[3]]);
+        Some(if egress { (src, dst) } else { (dst, src) })
+    } else {
+        None
+    };
+    Some(Packet {
+        protocol: protocol as u32,
+        ports,
+        family,
+        peer,
+    })
+}
+
+/// Whether the skb's socket belongs to the rule's target cgroup (or one below it).
+#[inline(always)]
+fn in_target(skb: *mut __sk_buff, rule: &PacketRule) -> bool {
+    // SAFETY: a plain helper call on the context; too deep a level returns 0.
+    unsafe { bpf_skb_ancestor_cgroup_id(skb, rule.cgroup_level as i32) == rule.cgroup_id }
+}
+
+/// Runs the rules for `direction` over the packet; returns whether to drop it. Delay and
+/// rate rules move `skb->tstamp` forward and let it pass.
+#[inline(always)]
+fn apply(ctx: &SkBuffContext, direction: u32) -> bool {
+    let Some(packet) = decode(ctx, direction) else {
+        return false;
+    };
+    let skb = ctx.skb.skb;
+    let len = ctx.len() as u64;
+    let mut i = 0;
+    while i < MAX_PACKET_RULES {
+        let slot = i;
+        i += 1;
+        let Some(rule) = CHAOS_PACKET_RULES.get(slot) else {
+            continue;
+        };
+        if !rule.is_active() || !rule.wants_direction(direction) || !in_target(skb, rule) {
+            continue;
+        }
+        if !rule.matches(packet.protocol, packet.ports, packet.family, &packet.peer) {
+            continue;
+        }
+        let Some(counter) = CHAOS_PACKET_COUNTERS.get_ptr_mut(slot) else {
+            continue;
+        };
+        // SAFETY: the pointer comes from a map lookup and stays valid for this program run;
+        // the fields are 8-byte aligned u64s, updated only atomically.
+        let (seen, affected, bytes) = unsafe {
+            (
+                &raw mut (*counter).seen,
+                &raw mut (*counter).affected,
+                &raw mut (*counter).bytes,
+            )
+        };
+        fetch_add(seen, 1);
+        // SAFETY: a plain helper call.
+        if rule.probability != u32::MAX && unsafe { bpf_get_prandom_u32() } >= rule.probability {
+            continue;
+        }
+        fetch_add(affected, 1);
+        fetch_add(bytes, len);
+        if rule.is_dry_run() {
+            continue;
+        }
+        match PacketAction::from_raw(rule.action) {
+            Some(PacketAction::Drop) => return true,
+            Some(PacketAction::Delay) if direction == DIRECTION_EGRESS => {
+                // SAFETY: a plain helper call.
+                let delay = rule.delay_for(unsafe { bpf_get_prandom_u32() });
+                depart_at(skb, departure(skb) + delay);
+            }
+            Some(PacketAction::Rate) if direction == DIRECTION_EGRESS => {
+                if let Some(state) = CHAOS_PACKET_STATE.get_ptr_mut(slot) {
+                    pace(skb, state, len, rule.rate_bytes_per_sec);
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// When the packet would leave now: its own departure time if the stack set one (TCP
+/// pacing), else the current monotonic time, the clock fq compares against.
+#[inline(always)]
+fn departure(skb: *mut __sk_buff) -> u64 {
+    // SAFETY: a plain helper call, and a read of the context.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let stamped = unsafe { (*skb).tstamp };
+    if stamped > now { stamped } else { now }
+}
+
+#[inline(always)]
+fn depart_at(skb: *mut __sk_buff, at: u64) {
+    // SAFETY: cgroup_skb egress may write tstamp.
+    unsafe { (*skb).tstamp = at };
+}
+
+/// Reserves the packet's transmission time on the rule's timeline: it leaves at the later of
+/// now and the end of the previous reservation, which moves on by `len / rate`.
+#[inline(always)]
+fn pace(skb: *mut __sk_buff, state: *mut PacketState, len: u64, rate: u64) {
+    if rate == 0 {
+        return;
+    }
+    let now = departure(skb);
+    let cost = len * 1_000_000_000 / rate;
+    // SAFETY: the pointer comes from a map lookup; the field is an aligned u64. An idle
+    // timeline restarts at now; a race between CPUs here at worst lets one packet through
+    // early.
+    let next = unsafe { &raw mut (*state).next_departure_ns };
+    unsafe {
+        if *next < now {
+            *next = now;
+        }
+    }
+    let at = fetch_add(next, cost);
+    depart_at(skb, if at > now { at } else { now });
+}
+
+#[cgroup_skb(egress)]
+pub fn chaos_skb_egress(ctx: SkBuffContext) -> i32 {
+    if apply(&ctx, DIRECTION_EGRESS) {
+        DROP_EGRESS
+    } else {
+        PASS
+    }
+}
+
+#[cgroup_skb(ingress)]
+pub fn chaos_skb_ingress(ctx: SkBuffContext) -> i32 {
+    if apply(&ctx, DIRECTION_INGRESS) {
+        DROP_INGRESS
+    } else {
+        PASS
+    }
+}

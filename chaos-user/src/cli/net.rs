@@ -1,0 +1,418 @@
+//! `chaos inject net-drop|net-delay|net-rate`: packet faults on the sockets of a target.
+use std::{
+    fmt,
+    io::{self, IsTerminal as _},
+    os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
+    process::{Command, ExitCode, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use super::inject::{RunArgs, StopSignals, TargetArgs, parse_probability};
+use crate::{
+    packet::{Cidr, Direction, FqQdiscs, NetEffect, NetFault, PacketInjector, Protocol, Rate},
+    target::{CgroupTarget, ChildCgroup},
+};
+
+/// Which of the target's packets a fault applies to.
+#[derive(Debug, clap::Args)]
+pub struct PacketFilterArgs {
+    /// Packets the target sends (egress), receives (ingress) or both. Default: both for drop,
+    /// egress (the only choice) for delay and rate.
+    #[arg(long, value_enum)]
+    pub direction: Option<Direction>,
+    /// Only this protocol.
+    #[arg(long, value_enum)]
+    pub protocol: Option<Protocol>,
+    /// Only packets with this local or remote TCP/UDP port.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Only packets to or from this peer network (IPv4 or IPv6), e.g. 10.0.0.0/8.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub cidr: Option<Cidr>,
+    /// Affect each matching packet with this probability, in (0, 1].
+    #[arg(long, value_parser = parse_probability, value_name = "P")]
+    pub probability: Option<f64>,
+}
+
+/// Options of `chaos inject net-drop`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    chaos inject net-drop --probability 0.1 --protocol udp -- ./client\n  \
+    chaos inject net-drop --direction ingress --port 5432 --cgroup /system.slice/db.service")]
+pub struct NetDropArgs {
+    #[command(flatten)]
+    pub filter: PacketFilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Options of `chaos inject net-delay`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    chaos inject net-delay --delay 100ms --jitter 20ms -- ./client\n  \
+    chaos inject net-delay --delay 1s --cidr 10.0.0.0/8 --device eth0 --pid 1234\n\n\
+    chaos makes fq the root qdisc of the egress devices (only in place of the kernel's \
+    default) and restores the default when it ends.")]
+pub struct NetDelayArgs {
+    /// How long to hold each packet, e.g. 100ms.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub delay: Duration,
+    /// Vary the delay uniformly within delay ± jitter, e.g. 20ms.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub jitter: Option<Duration>,
+    /// Egress devices to install fq on (repeatable); default: every device that is up.
+    #[arg(long, value_name = "DEV")]
+    pub device: Vec<String>,
+    #[command(flatten)]
+    pub filter: PacketFilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Options of `chaos inject net-rate`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    chaos inject net-rate --rate 1mbit -- ./uploader\n\n\
+    chaos makes fq the root qdisc of the egress devices (only in place of the kernel's \
+    default) and restores the default when it ends.")]
+pub struct NetRateArgs {
+    /// The cap on what the target sends, in tc units: 1mbit, 500kbit, 2mbps (bytes/s).
+    #[arg(long)]
+    pub rate: Rate,
+    /// Egress devices to install fq on (repeatable); default: every device that is up.
+    #[arg(long, value_name = "DEV")]
+    pub device: Vec<String>,
+    #[command(flatten)]
+    pub filter: PacketFilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+fn fault(effect: NetEffect, filter: &PacketFilterArgs, run: &RunArgs) -> anyhow::Result<NetFault> {
+    let default_direction = if effect.needs_fq() {
+        Direction::Egress
+    } else {
+        Direction::Both
+    };
+    let fault = NetFault {
+        effect,
+        direction: filter.direction.unwrap_or(default_direction),
+        protocol: filter.protocol,
+        port: filter.port,
+        peer: filter.cidr,
+        probability: filter.probability.unwrap_or(1.0),
+        dry_run: run.dry_run,
+    };
+    fault.validate()?;
+    Ok(fault)
+}
+
+/// Runs `chaos inject net-drop`.
+pub fn drop(args: NetDropArgs) -> anyhow::Result<ExitCode> {
+    let fault = fault(NetEffect::Drop, &args.filter, &args.run)?;
+    inject(&fault, &[], &args.run, &args.target)
+}
+
+/// Runs `chaos inject net-delay`.
+pub fn delay(args: NetDelayArgs) -> anyhow::Result<ExitCode> {
+    let effect = NetEffect::Delay {
+        delay: args.delay,
+        jitter: args.jitter.unwrap_or_default(),
+    };
+    let fault = fault(effect, &args.filter, &args.run)?;
+    inject(&fault, &args.device, &args.run, &args.target)
+}
+
+/// Runs `chaos inject net-rate`.
+pub fn rate(args: NetRateArgs) -> anyhow::Result<ExitCode> {
+    let fault = fault(NetEffect::Rate(args.rate), &args.filter, &args.run)?;
+    inject(&fault, &args.device, &args.run, &args.target)
+}
+
+/// What a packet fault did, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetFaultReport {
+    /// The fault kind: `net-drop`, `net-delay`, `net-rate`.
+    pub kind: &'static str,
+    /// The fault in words.
+    pub fault: String,
+    /// The target cgroup directory.
+    pub target: String,
+    /// Whether it only counted.
+    pub dry_run: bool,
+    /// Packets of the target that matched the filters.
+    pub seen: u64,
+    /// Packets dropped, delayed or paced (would have been, in a dry run).
+    pub affected: u64,
+    /// Bytes of the affected packets.
+    pub bytes: u64,
+}
+
+/// The outcome of one `chaos inject net-*` run.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetReport {
+    /// One entry per fault.
+    pub faults: Vec<NetFaultReport>,
+}
+
+impl fmt::Display for NetReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:>9} {:>9} {:>12}  fault; target",
+            "kind", "seen", "affected", "bytes"
+        )?;
+        for fault in &self.faults {
+            writeln!(
+                f,
+                "{:<10} {:>9} {:>9} {:>12}  {}; {}",
+                fault.kind, fault.seen, fault.affected, fault.bytes, fault.fault, fault.target
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The injection in progress: the fq qdiscs (if any) and the attached programs.
+struct NetInjection<'a> {
+    fault: &'a NetFault,
+    target: &'a CgroupTarget,
+    injector: Option<PacketInjector>,
+    fq: Option<FqQdiscs>,
+}
+
+impl NetInjection<'_> {
+    fn start<'a>(
+        fault: &'a NetFault,
+        devices: &[String],
+        target: &'a CgroupTarget,
+    ) -> anyhow::Result<NetInjection<'a>> {
+        // fq first: stamped packets on a device without it would just leave undelayed.
+        let fq = if fault.effect.needs_fq() {
+            let devices = if devices.is_empty() {
+                FqQdiscs::devices_up()?
+            } else {
+                devices.to_vec()
+            };
+            let qdiscs = FqQdiscs::install(&devices, horizon(fault))?;
+            if !qdiscs.devices().is_empty() {
+                eprintln!(
+                    "chaos: fq is the root qdisc of {} until chaos ends",
+                    qdiscs.devices().join(", ")
+                );
+            }
+            Some(qdiscs)
+        } else {
+            None
+        };
+        let injector = PacketInjector::start(&[(fault.rule(target), target.path.clone())])?;
+        Ok(NetInjection {
+            fault,
+            target,
+            injector: Some(injector),
+            fq,
+        })
+    }
+
+    fn report(&self) -> anyhow::Result<Option<NetReport>> {
+        let Some(injector) = &self.injector else {
+            return Ok(None);
+        };
+        let counters = injector.counters()?;
+        Ok(Some(NetReport {
+            faults: counters
+                .iter()
+                .map(|c| NetFaultReport {
+                    kind: self.fault.effect.kind(),
+                    fault: self.fault.describe(),
+                    target: self.target.path.display().to_string(),
+                    dry_run: self.fault.dry_run,
+                    seen: c.seen,
+                    affected: c.affected,
+                    bytes: c.bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    /// Detaches the programs, lets the packets fq still holds leave, then restores the
+    /// qdiscs (deleting a qdisc drops what it holds).
+    fn end(&mut self) {
+        if self.injector.take().is_some()
+            && let Some(fq) = self.fq.take()
+        {
+            thread::sleep(horizon(self.fault).min(Duration::from_secs(10)));
+            std::mem::drop(fq);
+        }
+    }
+}
+
+impl Drop for NetInjection<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// How far ahead the fault stamps packets at most.
+fn horizon(fault: &NetFault) -> Duration {
+    match fault.effect {
+        NetEffect::Delay { delay, jitter } => delay + jitter,
+        _ => Duration::from_millis(200),
+    }
+}
+
+fn print_report(report: &NetReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        eprint!("{report}");
+    }
+    Ok(())
+}
+
+fn inject(
+    fault: &NetFault,
+    devices: &[String],
+    run: &RunArgs,
+    target_args: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let stop = StopSignals::install()?;
+    if !target_args.command.is_empty() {
+        let cgroup = ChildCgroup::create(&format!("run-{}", std::process::id()))?;
+        return run_command(fault, devices, run, &target_args.command, &cgroup, &stop);
+    }
+    let target = match (&target_args.cgroup, target_args.pid) {
+        (Some(path), _) => CgroupTarget::from_path(path)?,
+        (None, Some(pid)) => CgroupTarget::from_pid(pid)?,
+        (None, None) => bail!(
+            "no target: give --cgroup PATH, --pid PID, or a command after `--` \
+             (chaos inject {} ... -- ./client)",
+            fault.effect.kind()
+        ),
+    };
+    if target.level == 0 {
+        bail!(
+            "invalid --cgroup `{}`: the root cgroup holds every process of the machine; give \
+             the cgroup of the service or container to fault, or run a command after `--`",
+            target.path.display()
+        );
+    }
+    let mut injection = NetInjection::start(fault, devices, &target)?;
+    eprintln!(
+        "chaos: injecting {} {} into cgroup {}; Ctrl-C to stop",
+        fault.effect.kind(),
+        fault.describe(),
+        target.path.display()
+    );
+    let started = Instant::now();
+    let live = io::stderr().is_terminal() || !run.json;
+    let mut last = None;
+    while !stop.stopped() && run.duration.is_none_or(|d| started.elapsed() < d) {
+        thread::sleep(Duration::from_millis(100));
+        if live && started.elapsed() > Duration::from_millis(900) {
+            show_progress(&injection, started, &mut last)?;
+        }
+    }
+    let report = injection.report()?.expect("injecting");
+    injection.end();
+    print_report(&report, run.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_progress(
+    injection: &NetInjection<'_>,
+    started: Instant,
+    last: &mut Option<(u64, u64)>,
+) -> anyhow::Result<()> {
+    if let Some(report) = injection.report()? {
+        let now: Vec<String> = report
+            .faults
+            .iter()
+            .map(|f| format!("{} seen {} affected {}", f.kind, f.seen, f.affected))
+            .collect();
+        let key = report.faults.first().map(|f| (f.seen, f.affected));
+        if key != *last {
+            eprintln!(
+                "chaos: [{:>6.1}s] {}",
+                started.elapsed().as_secs_f64(),
+                now.join("; ")
+            );
+            *last = key;
+        }
+    }
+    Ok(())
+}
+
+fn run_command(
+    fault: &NetFault,
+    devices: &[String],
+    run: &RunArgs,
+    argv: &[String],
+    cgroup: &ChildCgroup,
+    stop: &StopSignals,
+) -> anyhow::Result<ExitCode> {
+    let target = cgroup.target();
+    let mut injection = NetInjection::start(fault, devices, target)?;
+    eprintln!(
+        "chaos: injecting {} {} into cgroup {}",
+        fault.effect.kind(),
+        fault.describe(),
+        target.path.display()
+    );
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    if run.json {
+        // Keep stdout for the report alone.
+        command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
+    }
+    let procs = cgroup.enter_on_exec(&mut command)?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("running {}", argv[0]))?;
+    std::mem::drop(procs);
+
+    let started = Instant::now();
+    let mut report = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for the command")? {
+            break status;
+        }
+        if stop.take_term() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if report.is_none()
+            && let Some(d) = run.duration
+            && started.elapsed() >= d
+        {
+            report = injection.report()?;
+            injection.end();
+            eprintln!("chaos: {d:?} passed, faults removed; waiting for the command");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let report = match report {
+        Some(report) => report,
+        None => injection.report()?.expect("injecting"),
+    };
+    injection.end();
+    print_report(&report, run.json)?;
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    };
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
