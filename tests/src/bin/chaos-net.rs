@@ -32,6 +32,8 @@ enum Call {
     },
     /// Connect, write BYTES, half-close and wait for the server to close; report the time.
     TcpSend { addr: SocketAddr, bytes: u64 },
+    /// Connect and read until the server closes; report the bytes and the time.
+    TcpRecv { addr: SocketAddr },
     /// Send COUNT datagrams, each after the echo of the previous one came back (or 2 s
     /// passed); report each round-trip time in microseconds.
     UdpPing { addr: SocketAddr, count: u32 },
@@ -69,6 +71,22 @@ fn main() {
             stream.shutdown(Shutdown::Write).expect("shutdown");
             let mut rest = Vec::new();
             stream.read_to_end(&mut rest).expect("read");
+            println!(
+                "{{\"bytes\":{bytes},\"secs\":{}}}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Call::TcpRecv { addr } => {
+            let started = Instant::now();
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut bytes = 0u64;
+            loop {
+                match stream.read(&mut buf).expect("read") {
+                    0 => break,
+                    n => bytes += n as u64,
+                }
+            }
             println!(
                 "{{\"bytes\":{bytes},\"secs\":{}}}",
                 started.elapsed().as_secs_f64()

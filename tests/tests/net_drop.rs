@@ -1,0 +1,274 @@
+//! net-drop through cgroup_skb programs, between two network namespaces joined by veth: loads
+//! on the host kernel and in the VM tier.
+use std::{
+    io::Write as _,
+    net::{SocketAddr, TcpListener, UdpSocket},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use chaos_tests::{netns::VethPair, *};
+use serde_json::Value;
+
+fn net_bin() -> std::path::PathBuf {
+    let workload = workload_bin();
+    workload.with_file_name("chaos-net")
+}
+
+/// `chaos-net --netns NS ARGS` with stdout captured.
+fn client(ns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(net_bin());
+    cmd.args(["--netns", ns]).args(args);
+    cmd.stdout(std::process::Stdio::piped());
+    cmd
+}
+
+fn json_out(child: std::process::Child) -> Value {
+    let out = child.wait_with_output().expect("waiting for chaos-net");
+    assert!(out.status.success(), "chaos-net failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().expect("output")).expect("chaos-net JSON")
+}
+
+/// A UDP socket in namespace `ns` counting what arrives, until the returned flag is set.
+fn udp_counter(ns: &str, ip: std::net::IpAddr) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicBool>) {
+    let socket = VethPair::within(ns, || UdpSocket::bind((ip, 0)).expect("bind"));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let (c, d) = (Arc::clone(&count), Arc::clone(&done));
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !d.load(Ordering::SeqCst) {
+            if socket.recv_from(&mut buf).is_ok() {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (addr, count, done)
+}
+
+fn start_chaos(args: &[&str]) -> Option<ChaosRun> {
+    let mut run = ChaosRun::start(args);
+    match run.wait_injecting() {
+        Ok(()) => Some(run),
+        Err(err) => {
+            skip(&format!("chaos could not inject: {err:#}"));
+            None
+        }
+    }
+}
+
+#[test]
+fn udp_loss_ratio_is_binomial_and_outsiders_lose_nothing() {
+    if !need_root() {
+        return;
+    }
+    let pair = match VethPair::new("drop") {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no veth network namespaces: {why}")),
+    };
+    let (inside_addr, inside_got, inside_done) = udp_counter(&pair.b, pair.addr_b);
+    let (outside_addr, outside_got, outside_done) = udp_counter(&pair.b, pair.addr_b);
+    let cgroup = TestCgroup::new("net-drop-udp");
+    let cidr = format!("{}/32", pair.addr_b);
+    let Some(run) = start_chaos(&[
+        "inject",
+        "net-drop",
+        "--probability",
+        "0.3",
+        "--protocol",
+        "udp",
+        "--cidr",
+        &cidr,
+        "--json",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    const N: u64 = 2000;
+    let n = N.to_string();
+    let inside = cgroup.spawn(&mut client(
+        &pair.a,
+        &["udp-send", &inside_addr.to_string(), &n],
+    ));
+    let outside = client(&pair.a, &["udp-send", &outside_addr.to_string(), &n])
+        .spawn()
+        .unwrap();
+    let inside = json_out(inside);
+    let outside = json_out(outside);
+    thread::sleep(Duration::from_millis(500));
+    inside_done.store(true, Ordering::SeqCst);
+    outside_done.store(true, Ordering::SeqCst);
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+
+    // A lossy network: sendto succeeds, the datagram just never arrives.
+    assert_eq!(inside["errors"], 0, "inside: {inside}");
+    assert_eq!(outside["errors"], 0, "outside: {outside}");
+    let received = inside_got.load(Ordering::SeqCst);
+    // Binomial(2000, 0.7): mean 1400, sd 20.5; ±5 sd is wrong once in 3.5 million runs.
+    let (mean, sd) = (N as f64 * 0.7, (N as f64 * 0.3 * 0.7).sqrt());
+    assert!(
+        (received as f64 - mean).abs() <= 5.0 * sd,
+        "received {received} of {N} at 30% loss, expected {mean} ± {:.0}",
+        5.0 * sd
+    );
+    assert_eq!(
+        outside_got.load(Ordering::SeqCst),
+        N,
+        "a process outside the target lost datagrams"
+    );
+    let fault = &outcome.report()["faults"][0];
+    assert_eq!(fault["seen"], N, "report: {}", outcome.stdout);
+    assert_eq!(
+        fault["affected"].as_u64().unwrap(),
+        N - received,
+        "every datagram that did not arrive is one chaos dropped: {}",
+        outcome.stdout
+    );
+    // 64 bytes of payload + 8 UDP + 20 IPv4.
+    assert_eq!(fault["bytes"].as_u64().unwrap(), (N - received) * 92);
+    drop(pair);
+    assert_nothing_left();
+}
+
+/// A TCP server in namespace `ns` that sends `bytes` to each client and closes.
+fn tcp_source(ns: &str, ip: std::net::IpAddr, bytes: u64) -> SocketAddr {
+    let listener = VethPair::within(ns, || TcpListener::bind((ip, 0)).expect("bind"));
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let chunk = vec![0xa5u8; 64 * 1024];
+                let mut left = bytes;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    if conn.write_all(&chunk[..n]).is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn tcp_download_completes_under_loss_with_retransmits() {
+    if !need_root() {
+        return;
+    }
+    let pair = match VethPair::new("tcp") {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no veth network namespaces: {why}")),
+    };
+    const BYTES: u64 = 4 << 20;
+    let addr = tcp_source(&pair.b, pair.addr_b, BYTES).to_string();
+    let cgroup = TestCgroup::new("net-drop-tcp");
+    // Ingress: the segments reach the target's host and are lost there, so the sender (in
+    // the other namespace, outside the target) sees real loss and retransmits.
+    let Some(run) = start_chaos(&[
+        "inject",
+        "net-drop",
+        "--direction",
+        "ingress",
+        "--probability",
+        "0.1",
+        "--protocol",
+        "tcp",
+        "--json",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    // The server's namespace counts the retransmits.
+    let retrans = || VethPair::snmp(&pair.b, "Tcp", "RetransSegs");
+
+    // Outside the target first, alone in the namespaces: not one retransmit.
+    let before = retrans();
+    let outside = json_out(client(&pair.a, &["tcp-recv", &addr]).spawn().unwrap());
+    assert_eq!(outside["bytes"], BYTES, "outside: {outside}");
+    assert_eq!(
+        retrans(),
+        before,
+        "a transfer outside the target retransmitted"
+    );
+
+    let inside = json_out(cgroup.spawn(&mut client(&pair.a, &["tcp-recv", &addr])));
+    assert_eq!(inside["bytes"], BYTES, "inside: {inside}");
+    let retransmitted = retrans() - before;
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    let fault = &outcome.report()["faults"][0];
+    let affected = fault["affected"].as_u64().unwrap();
+    let seen = fault["seen"].as_u64().unwrap();
+    assert!(
+        retransmitted > 0,
+        "the sender's RetransSegs did not move under 10% loss ({fault})"
+    );
+    assert!(seen > 0 && affected > 0, "report: {}", outcome.stdout);
+    // seen counts (GRO-merged) packets; 10% of them, give or take 5 sd.
+    let (mean, sd) = (seen as f64 * 0.1, (seen as f64 * 0.1 * 0.9).sqrt());
+    assert!(
+        (affected as f64 - mean).abs() <= 5.0 * sd + 1.0,
+        "dropped {affected} of {seen} packets, not about 10%"
+    );
+    println!(
+        "dropped {affected} of {seen} packets; the sender retransmitted {retransmitted} segments"
+    );
+    drop(pair);
+    assert_nothing_left();
+}
+
+#[test]
+fn bad_options_are_refused_with_the_option_named() {
+    let out = chaos(&[
+        "inject",
+        "net-delay",
+        "--delay",
+        "10ms",
+        "--direction",
+        "ingress",
+        "--",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("--direction") && out.stderr.contains("egress"),
+        "{out:?}"
+    );
+    let out = chaos(&[
+        "inject",
+        "net-delay",
+        "--delay",
+        "10ms",
+        "--jitter",
+        "20ms",
+        "--",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--jitter"), "{out:?}");
+    let out = chaos(&["inject", "net-drop", "--cidr", "10.0.0.0/40", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("10.0.0.0/40"), "{out:?}");
+    let out = chaos(&["inject", "net-rate", "--rate", "fast", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("--rate") && out.stderr.contains("1mbit"),
+        "{out:?}"
+    );
+}
