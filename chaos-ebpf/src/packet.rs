@@ -4,12 +4,17 @@
 //!
 //! Egress: drop, or set the earliest departure time (`skb->tstamp`) for delay and rate, which
 //! the fq qdisc on the egress device honours. Ingress: drop.
+//!
+//! What cgroup programs cannot do (send a copy) runs as a tc classifier on the egress devices,
+//! which sees every socket's packets and keeps the target's by `bpf_skb_ancestor_cgroup_id`.
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_skb_ancestor_cgroup_id},
-    macros::{cgroup_skb, map},
+    helpers::{
+        bpf_clone_redirect, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_skb_ancestor_cgroup_id,
+    },
+    macros::{cgroup_skb, classifier, map},
     maps::Array,
-    programs::SkBuffContext,
+    programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
 use chaos_common::packet::{
     DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PacketAction, PacketCounter, PacketRule,
@@ -38,6 +43,7 @@ const PASS: i32 = 1;
 const DROP_INGRESS: i32 = 0;
 const DROP_EGRESS: i32 = 2;
 
+const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
@@ -54,30 +60,31 @@ struct Packet {
     peer: [u32; 4],
 }
 
-/// Decodes the IP header at offset 0 (cgroup_skb sees packets from the network header on).
+/// Decodes the IP header at offset `l3`: 0 in cgroup_skb programs, which see packets from the
+/// network header on, the Ethernet header's length in tc programs.
 #[inline(always)]
-fn decode(ctx: &SkBuffContext, direction: u32) -> Option<Packet> {
+fn decode(ctx: &SkBuff, l3: usize, direction: u32) -> Option<Packet> {
     // SAFETY: ctx.skb.skb is the program's context pointer.
-    let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    let proto = u16::from_be(unsafe { (*ctx.skb).protocol } as u16);
     let egress = direction == DIRECTION_EGRESS;
     let mut peer = [0u32; 4];
     let (family, protocol, l4, first_fragment) = if proto == ETH_P_IP {
-        let header: [u8; 20] = ctx.load(0).ok()?;
+        let header: [u8; 20] = ctx.load(l3).ok()?;
         let ihl = (header[0] & 0x0f) as usize * 4;
         let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1fff;
         let at = if egress { 16 } else { 12 };
         peer[0] = u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
         (4, header[9], ihl, fragment_offset == 0)
     } else if proto == ETH_P_IPV6 {
-        let next: u8 = ctx.load(6).ok()?;
+        let next: u8 = ctx.load(l3 + 6).ok()?;
         // Extension headers are not walked: their packets match only filters without ports.
-        peer = ctx.load(if egress { 24 } else { 8 }).ok()?;
+        peer = ctx.load(l3 + if egress { 24 } else { 8 }).ok()?;
         (6, next, 40, true)
     } else {
         return None;
     };
     let ports = if first_fragment && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
-        let raw: [u8; 4] = ctx.load(l4).ok()?;
+        let raw: [u8; 4] = ctx.load(l3 + l4).ok()?;
         let src = u16::from_be_bytes([raw[0], raw[1]]);
         let dst = u16::from_be_bytes([raw[2], raw[3]]);
         Some(if egress { (src, dst) } else { (dst, src) })
@@ -99,14 +106,37 @@ fn in_target(skb: *mut __sk_buff, rule: &PacketRule) -> bool {
     unsafe { bpf_skb_ancestor_cgroup_id(skb, rule.cgroup_level as i32) == rule.cgroup_id }
 }
 
-/// Runs the rules for `direction` over the packet; returns whether to drop it. Delay and
-/// rate rules move `skb->tstamp` forward and let it pass.
+/// Which program runs the rules: each action belongs to one of them, so that no packet is
+/// counted twice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    CgroupSkb,
+    TcEgress,
+}
+
+impl Hook {
+    #[inline(always)]
+    fn runs(self, action: Option<PacketAction>) -> bool {
+        match action {
+            Some(PacketAction::Drop | PacketAction::Delay | PacketAction::Rate) => {
+                self == Hook::CgroupSkb
+            }
+            Some(PacketAction::Duplicate | PacketAction::Corrupt) => self == Hook::TcEgress,
+            None => false,
+        }
+    }
+}
+
+/// Runs the rules of `hook` for `direction` over the packet; returns whether to drop it.
+/// Delay and rate rules move `skb->tstamp` forward, duplicate rules send a copy, and let it
+/// pass.
 #[inline(always)]
-fn apply(ctx: &SkBuffContext, direction: u32) -> bool {
-    let Some(packet) = decode(ctx, direction) else {
+fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
+    let l3 = if hook == Hook::TcEgress { ETH_HLEN } else { 0 };
+    let Some(packet) = decode(ctx, l3, direction) else {
         return false;
     };
-    let skb = ctx.skb.skb;
+    let skb = ctx.skb;
     let len = ctx.len() as u64;
     let mut i = 0;
     while i < MAX_PACKET_RULES {
@@ -115,7 +145,12 @@ fn apply(ctx: &SkBuffContext, direction: u32) -> bool {
         let Some(rule) = CHAOS_PACKET_RULES.get(slot) else {
             continue;
         };
-        if !rule.is_active() || !rule.wants_direction(direction) || !in_target(skb, rule) {
+        let action = PacketAction::from_raw(rule.action);
+        if !rule.is_active()
+            || !hook.runs(action)
+            || !rule.wants_direction(direction)
+            || !in_target(skb, rule)
+        {
             continue;
         }
         if !rule.matches(packet.protocol, packet.ports, packet.family, &packet.peer) {
@@ -143,8 +178,9 @@ fn apply(ctx: &SkBuffContext, direction: u32) -> bool {
         if rule.is_dry_run() {
             continue;
         }
-        match PacketAction::from_raw(rule.action) {
+        match action {
             Some(PacketAction::Drop) => return true,
+            Some(PacketAction::Duplicate) => duplicate(skb),
             Some(PacketAction::Delay) if direction == DIRECTION_EGRESS => {
                 // SAFETY: a plain helper call.
                 let delay = rule.delay_for(unsafe { bpf_get_prandom_u32() });
@@ -199,9 +235,26 @@ fn pace(skb: *mut __sk_buff, state: *mut PacketState, len: u64, rate: u64) {
     depart_at(skb, if at > now { at } else { now });
 }
 
+/// The mark a copy carries while it passes the tc program again, so that it is not copied in
+/// turn.
+const COPY_MARK: u32 = 0xc4a0_5d0b;
+
+/// Sends a copy of the packet out of the same device, now.
+#[inline(always)]
+fn duplicate(skb: *mut __sk_buff) {
+    // SAFETY: tc programs may read and write mark and read ifindex; the copy inherits the
+    // mark, the original gets its own back.
+    unsafe {
+        let mark = (*skb).mark;
+        (*skb).mark = COPY_MARK;
+        bpf_clone_redirect(skb, (*skb).ifindex, 0);
+        (*skb).mark = mark;
+    }
+}
+
 #[cgroup_skb(egress)]
 pub fn chaos_skb_egress(ctx: SkBuffContext) -> i32 {
-    if apply(&ctx, DIRECTION_EGRESS) {
+    if apply(&ctx.skb, Hook::CgroupSkb, DIRECTION_EGRESS) {
         DROP_EGRESS
     } else {
         PASS
@@ -210,9 +263,21 @@ pub fn chaos_skb_egress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_skb(ingress)]
 pub fn chaos_skb_ingress(ctx: SkBuffContext) -> i32 {
-    if apply(&ctx, DIRECTION_INGRESS) {
+    if apply(&ctx.skb, Hook::CgroupSkb, DIRECTION_INGRESS) {
         DROP_INGRESS
     } else {
         PASS
     }
+}
+
+/// tc verdict: carry on with the packet.
+const TC_ACT_OK: i32 = 0;
+
+#[classifier]
+pub fn chaos_tc_egress(ctx: TcContext) -> i32 {
+    // SAFETY: a read of the context.
+    if unsafe { (*ctx.skb.skb).mark } != COPY_MARK {
+        apply(&ctx.skb, Hook::TcEgress, DIRECTION_EGRESS);
+    }
+    TC_ACT_OK
 }

@@ -34,6 +34,8 @@ pub enum InjectCommand {
     NetDelay(super::net::NetDelayArgs),
     /// Cap the rate at which the target sends (needs the fq qdisc).
     NetRate(super::net::NetRateArgs),
+    /// Send a copy of some of the packets the target sends.
+    NetDuplicate(super::net::NetDuplicateArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -134,6 +136,7 @@ pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
         InjectCommand::NetDrop(args) => super::net::drop(args),
         InjectCommand::NetDelay(args) => super::net::delay(args),
         InjectCommand::NetRate(args) => super::net::rate(args),
+        InjectCommand::NetDuplicate(args) => super::net::duplicate(args),
     }
 }
 

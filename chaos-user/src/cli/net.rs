@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use super::inject::{RunArgs, StopSignals, TargetArgs, parse_probability};
 use crate::{
-    packet::{Cidr, Direction, FqQdiscs, NetEffect, NetFault, PacketInjector, Protocol, Rate},
+    packet::{
+        Cidr, Direction, FqQdiscs, NetEffect, NetFault, PacketInjector, Protocol, Rate, devices_up,
+    },
     target::{CgroupTarget, ChildCgroup},
 };
 
@@ -99,7 +101,7 @@ pub struct NetRateArgs {
 }
 
 fn fault(effect: NetEffect, filter: &PacketFilterArgs, run: &RunArgs) -> anyhow::Result<NetFault> {
-    let default_direction = if effect.needs_fq() {
+    let default_direction = if effect.egress_only() {
         Direction::Egress
     } else {
         Direction::Both
@@ -115,6 +117,30 @@ fn fault(effect: NetEffect, filter: &PacketFilterArgs, run: &RunArgs) -> anyhow:
     };
     fault.validate()?;
     Ok(fault)
+}
+
+/// Options of `chaos inject net-duplicate`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    chaos inject net-duplicate --probability 0.05 --protocol udp -- ./client\n\n\
+    A tc program on the egress devices (TCX, or a clsact qdisc that chaos adds and removes \
+    before 6.6) sends a copy of the target's picked packets.")]
+pub struct NetDuplicateArgs {
+    /// Egress devices to attach to (repeatable); default: every device that is up.
+    #[arg(long, value_name = "DEV")]
+    pub device: Vec<String>,
+    #[command(flatten)]
+    pub filter: PacketFilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Runs `chaos inject net-duplicate`.
+pub fn duplicate(args: NetDuplicateArgs) -> anyhow::Result<ExitCode> {
+    let fault = fault(NetEffect::Duplicate, &args.filter, &args.run)?;
+    inject(&fault, &args.device, &args.run, &args.target)
 }
 
 /// Runs `chaos inject net-drop`.
@@ -142,7 +168,7 @@ pub fn rate(args: NetRateArgs) -> anyhow::Result<ExitCode> {
 /// What a packet fault did, for the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct NetFaultReport {
-    /// The fault kind: `net-drop`, `net-delay`, `net-rate`.
+    /// The fault kind: `net-drop`, `net-delay`, `net-rate`, `net-duplicate`.
     pub kind: &'static str,
     /// The fault in words.
     pub fault: String,
@@ -152,7 +178,7 @@ pub struct NetFaultReport {
     pub dry_run: bool,
     /// Packets of the target that matched the filters.
     pub seen: u64,
-    /// Packets dropped, delayed or paced (would have been, in a dry run).
+    /// Packets dropped, delayed, paced or copied (would have been, in a dry run).
     pub affected: u64,
     /// Bytes of the affected packets.
     pub bytes: u64,
@@ -197,13 +223,15 @@ impl NetInjection<'_> {
         devices: &[String],
         target: &'a CgroupTarget,
     ) -> anyhow::Result<NetInjection<'a>> {
+        let devices = if !(fault.effect.needs_fq() || fault.effect.on_devices()) {
+            Vec::new()
+        } else if devices.is_empty() {
+            devices_up()?
+        } else {
+            devices.to_vec()
+        };
         // fq first: stamped packets on a device without it would just leave undelayed.
         let fq = if fault.effect.needs_fq() {
-            let devices = if devices.is_empty() {
-                FqQdiscs::devices_up()?
-            } else {
-                devices.to_vec()
-            };
             let qdiscs = FqQdiscs::install(&devices, horizon(fault))?;
             if !qdiscs.devices().is_empty() {
                 eprintln!(
@@ -215,7 +243,13 @@ impl NetInjection<'_> {
         } else {
             None
         };
-        let injector = PacketInjector::start(&[(fault.rule(target), target.path.clone())])?;
+        let tc_devices: &[String] = if fault.effect.on_devices() {
+            &devices
+        } else {
+            &[]
+        };
+        let injector =
+            PacketInjector::start(&[(fault.rule(target), target.path.clone())], tc_devices)?;
         Ok(NetInjection {
             fault,
             target,

@@ -28,27 +28,6 @@ struct QdiscInfo {
 }
 
 impl FqQdiscs {
-    /// The devices of this network namespace that are up (loopback included): where the
-    /// target's packets can leave.
-    pub fn devices_up() -> Result<Vec<String>, Error> {
-        let dir = PathBuf::from("/sys/class/net");
-        let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let mut up = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let flags = fs::read_to_string(entry.path().join("flags")).unwrap_or_default();
-            let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
-            if flags & libc::IFF_UP as u32 != 0 {
-                up.push(name);
-            }
-        }
-        up.sort();
-        Ok(up)
-    }
-
     /// Makes fq the root qdisc of each of `devices`, with a horizon of at least `horizon` (fq
     /// drops packets stamped further ahead than its horizon). All or nothing: if one device
     /// fails, the ones done so far are restored before the error is returned.
@@ -122,16 +101,34 @@ impl Drop for FqQdiscs {
     }
 }
 
+/// The devices of this network namespace that are up (loopback included): where the
+/// target's packets can leave.
+pub fn devices_up() -> Result<Vec<String>, Error> {
+    let dir = PathBuf::from("/sys/class/net");
+    let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut up = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let flags = fs::read_to_string(entry.path().join("flags")).unwrap_or_default();
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+        if flags & libc::IFF_UP as u32 != 0 {
+            up.push(name);
+        }
+    }
+    up.sort();
+    Ok(up)
+}
+
+/// Whether `dev` has a clsact qdisc (which tc programs attach through before 6.6).
+pub(super) fn has_clsact(dev: &str) -> Result<bool, Error> {
+    Ok(qdiscs(dev)?.iter().any(|q| q.kind == "clsact"))
+}
+
 fn root_qdisc(dev: &str) -> Result<QdiscInfo, Error> {
-    let out = tc(&["-j", "qdisc", "show", "dev", dev]).map_err(|why| Error::Unsupported {
-        fault: format!("delaying packets on {dev}"),
-        why,
-    })?;
-    let qdiscs: Vec<QdiscInfo> = serde_json::from_str(&out).map_err(|err| Error::Unsupported {
-        fault: format!("delaying packets on {dev}"),
-        why: format!("cannot read `tc -j qdisc show dev {dev}`: {err}: {out}"),
-    })?;
-    qdiscs
+    qdiscs(dev)?
         .into_iter()
         .find(|q| q.root)
         .ok_or_else(|| Error::Invalid {
@@ -141,8 +138,19 @@ fn root_qdisc(dev: &str) -> Result<QdiscInfo, Error> {
         })
 }
 
+fn qdiscs(dev: &str) -> Result<Vec<QdiscInfo>, Error> {
+    let out = tc(&["-j", "qdisc", "show", "dev", dev]).map_err(|why| Error::Unsupported {
+        fault: format!("packet faults on {dev}"),
+        why,
+    })?;
+    serde_json::from_str(&out).map_err(|err| Error::Unsupported {
+        fault: format!("packet faults on {dev}"),
+        why: format!("cannot read `tc -j qdisc show dev {dev}`: {err}: {out}"),
+    })
+}
+
 /// Runs `tc ARGS`, returning its stdout, or why it failed.
-fn tc(args: &[&str]) -> Result<String, String> {
+pub(super) fn tc(args: &[&str]) -> Result<String, String> {
     let shown = format!("`tc {}`", args.join(" "));
     let output = Command::new("tc").args(args).output().map_err(|err| {
         if err.kind() == io::ErrorKind::NotFound {

@@ -17,7 +17,7 @@ use crate::{Error, target::CgroupTarget};
 mod fq;
 mod injector;
 
-pub use fq::FqQdiscs;
+pub use fq::{FqQdiscs, devices_up};
 pub use injector::PacketInjector;
 
 /// Which way packets travel, seen from the target.
@@ -205,6 +205,8 @@ pub enum NetEffect {
     },
     /// Pace the target's egress to this rate.
     Rate(Rate),
+    /// Send a copy of the picked (egress) packets too.
+    Duplicate,
 }
 
 impl NetEffect {
@@ -214,12 +216,24 @@ impl NetEffect {
             NetEffect::Drop => "net-drop",
             NetEffect::Delay { .. } => "net-delay",
             NetEffect::Rate(_) => "net-rate",
+            NetEffect::Duplicate => "net-duplicate",
         }
     }
 
     /// Whether the fault needs the fq qdisc on the egress devices (earliest departure time).
     pub fn needs_fq(&self) -> bool {
         matches!(self, NetEffect::Delay { .. } | NetEffect::Rate(_))
+    }
+
+    /// Whether the fault works on the egress devices (a tc program) rather than on the
+    /// target's cgroup.
+    pub fn on_devices(&self) -> bool {
+        matches!(self, NetEffect::Duplicate)
+    }
+
+    /// Whether the fault can only act on packets the target sends.
+    pub fn egress_only(&self) -> bool {
+        self.needs_fq() || self.on_devices()
     }
 }
 
@@ -246,12 +260,12 @@ impl NetFault {
     /// Checks the combination of options; a fault that cannot act as asked is refused with the
     /// option at fault named.
     pub fn validate(&self) -> Result<(), Error> {
-        if self.effect.needs_fq() && self.direction != Direction::Egress {
+        if self.effect.egress_only() && self.direction != Direction::Egress {
             return Err(Error::Invalid {
                 field: "--direction",
                 value: format!("{:?}", self.direction).to_lowercase(),
                 expected: format!(
-                    "egress: {} works by holding packets on the egress device",
+                    "egress: {} works on the packets the target sends",
                     self.effect.kind()
                 ),
             });
@@ -289,6 +303,7 @@ impl NetFault {
                 0,
             ),
             NetEffect::Rate(rate) => (PacketAction::Rate, 0, 0, rate.bytes_per_sec),
+            NetEffect::Duplicate => (PacketAction::Duplicate, 0, 0, 0),
         };
         let (peer_family, peer_net, peer_mask) = match &self.peer {
             Some(cidr) => cidr.words(),
@@ -325,6 +340,7 @@ impl NetFault {
                 humantime::format_duration(jitter)
             ),
             NetEffect::Rate(rate) => format!("rate {rate}"),
+            NetEffect::Duplicate => "duplicate".to_owned(),
         };
         s += &format!(" {:?}", self.direction).to_lowercase();
         if let Some(p) = self.protocol {
