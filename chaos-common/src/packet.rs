@@ -105,28 +105,29 @@ impl PacketRule {
         self.directions & direction != 0
     }
 
-    /// Whether a packet of `protocol` with `ports` (local, remote) from or to peer address
-    /// `peer` (`family` 4 or 6, words as in the packet) passes the rule's filters.
+    /// Whether a packet of `protocol` with `ports` (local, remote; `None` for packets without
+    /// them) from or to peer address `peer` (`family` 4 or 6, words as in the packet) passes
+    /// the rule's filters.
+    ///
+    /// The ports come as a pair and a flag rather than an `Option`: the kernel side must not
+    /// hand LLVM an `Option` whose `None` leaves the payload undefined, which the verifier
+    /// refuses as a read of an uninitialised register.
     #[inline(always)]
     pub fn matches(
         &self,
         protocol: u32,
-        ports: Option<(u16, u16)>,
+        ports: (u16, u16),
+        has_ports: bool,
         family: u32,
         peer: &[u32; 4],
     ) -> bool {
         if self.protocol != ANY_PROTOCOL && self.protocol != protocol {
             return false;
         }
-        if self.port != 0 {
-            match ports {
-                Some((local, remote)) => {
-                    if local as u32 != self.port && remote as u32 != self.port {
-                        return false;
-                    }
-                }
-                None => return false,
-            }
+        if self.port != 0
+            && (!has_ports || (ports.0 as u32 != self.port && ports.1 as u32 != self.port))
+        {
+            return false;
         }
         if self.peer_family != 0 {
             if self.peer_family != family {
@@ -206,16 +207,16 @@ mod tests {
             peer_mask: v4([255, 0, 0, 0]),
             ..PacketRule::default()
         };
-        assert!(rule.matches(17, Some((4000, 53)), 4, &v4([10, 1, 2, 3])));
-        assert!(rule.matches(17, Some((53, 4000)), 4, &v4([10, 1, 2, 3])));
-        assert!(!rule.matches(6, Some((4000, 53)), 4, &v4([10, 1, 2, 3])));
-        assert!(!rule.matches(17, Some((4000, 54)), 4, &v4([10, 1, 2, 3])));
-        assert!(!rule.matches(17, None, 4, &v4([10, 1, 2, 3])));
-        assert!(!rule.matches(17, Some((4000, 53)), 4, &v4([11, 1, 2, 3])));
-        assert!(!rule.matches(17, Some((4000, 53)), 6, &v4([10, 1, 2, 3])));
+        assert!(rule.matches(17, (4000, 53), true, 4, &v4([10, 1, 2, 3])));
+        assert!(rule.matches(17, (53, 4000), true, 4, &v4([10, 1, 2, 3])));
+        assert!(!rule.matches(6, (4000, 53), true, 4, &v4([10, 1, 2, 3])));
+        assert!(!rule.matches(17, (4000, 54), true, 4, &v4([10, 1, 2, 3])));
+        assert!(!rule.matches(17, (0, 0), false, 4, &v4([10, 1, 2, 3])));
+        assert!(!rule.matches(17, (4000, 53), true, 4, &v4([11, 1, 2, 3])));
+        assert!(!rule.matches(17, (4000, 53), true, 6, &v4([10, 1, 2, 3])));
         rule.port = 0;
         rule.peer_family = 0;
-        assert!(rule.matches(17, None, 6, &[1, 2, 3, 4]));
+        assert!(rule.matches(17, (0, 0), false, 6, &[1, 2, 3, 4]));
     }
 
     #[test]

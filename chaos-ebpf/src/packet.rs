@@ -5,10 +5,10 @@
 //! Egress: drop, or set the earliest departure time (`skb->tstamp`) for delay and rate, which
 //! the fq qdisc on the egress device honours. Ingress: drop.
 //!
-//! What cgroup programs cannot do (send a copy) runs as a tc classifier on the egress devices,
+//! What cgroup programs cannot do (send a copy, rewrite bytes) runs as a tc classifier on the egress devices,
 //! which sees every socket's packets and keeps the target's by `bpf_skb_ancestor_cgroup_id`.
 use aya_ebpf::{
-    bindings::__sk_buff,
+    bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     helpers::{
         bpf_clone_redirect, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_skb_ancestor_cgroup_id,
     },
@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
 use chaos_common::packet::{
-    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PacketAction, PacketCounter, PacketRule,
-    PacketState,
+    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PACKET_FIX_CHECKSUM, PacketAction,
+    PacketCounter, PacketRule, PacketState,
 };
 
 use crate::rule::fetch_add;
@@ -48,16 +48,25 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 /// What the rules filter on, decoded from the packet.
 struct Packet {
     protocol: u32,
-    /// (local, remote) ports in host order, for TCP and UDP first fragments.
-    ports: Option<(u16, u16)>,
+    /// (local, remote) ports in host order, valid when `has_ports`. (No `Option`s here: see
+    /// `PacketRule::matches`.)
+    ports: (u16, u16),
+    /// Whether the packet is TCP or UDP, first fragment.
+    has_ports: bool,
     /// 4 or 6.
     family: u32,
     /// The peer's address as packet words; IPv4 in word 0.
     peer: [u32; 4],
+    /// Offset of the L4 payload from the IP header.
+    payload: usize,
+    /// Offset of the L4 checksum from the IP header, for TCP, UDP and ICMP; 0 for none.
+    checksum: usize,
 }
 
 /// Decodes the IP header at offset `l3`: 0 in cgroup_skb programs, which see packets from the
@@ -83,19 +92,35 @@ fn decode(ctx: &SkBuff, l3: usize, direction: u32) -> Option<Packet> {
     } else {
         return None;
     };
-    let ports = if first_fragment && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+    let has_ports = first_fragment && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP);
+    let mut ports = (0, 0);
+    if has_ports {
         let raw: [u8; 4] = ctx.load(l3 + l4).ok()?;
         let src = u16::from_be_bytes([raw[0], raw[1]]);
         let dst = u16::from_be_bytes([raw[2], raw[3]]);
-        Some(if egress { (src, dst) } else { (dst, src) })
+        ports = if egress { (src, dst) } else { (dst, src) };
+    }
+    // Where the payload starts and where the checksum is, for corruption.
+    let (payload, checksum) = if !first_fragment {
+        (l4, 0)
+    } else if protocol == IPPROTO_TCP {
+        let offset: u8 = ctx.load(l3 + l4 + 12).ok()?;
+        (l4 + (offset >> 4) as usize * 4, l4 + 16)
+    } else if protocol == IPPROTO_UDP {
+        (l4 + 8, l4 + 6)
+    } else if protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6 {
+        (l4 + 8, l4 + 2)
     } else {
-        None
+        (l4, 0)
     };
     Some(Packet {
         protocol: protocol as u32,
         ports,
+        has_ports,
         family,
         peer,
+        payload,
+        checksum,
     })
 }
 
@@ -153,7 +178,18 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
         {
             continue;
         }
-        if !rule.matches(packet.protocol, packet.ports, packet.family, &packet.peer) {
+        if !rule.matches(
+            packet.protocol,
+            packet.ports,
+            packet.has_ports,
+            packet.family,
+            &packet.peer,
+        ) {
+            continue;
+        }
+        // Only packets with a payload word to flip can be corrupted.
+        let payload_words = (len as usize).saturating_sub(l3 + packet.payload) / 2;
+        if action == Some(PacketAction::Corrupt) && payload_words == 0 {
             continue;
         }
         let Some(counter) = CHAOS_PACKET_COUNTERS.get_ptr_mut(slot) else {
@@ -181,6 +217,13 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
         match action {
             Some(PacketAction::Drop) => return true,
             Some(PacketAction::Duplicate) => duplicate(skb),
+            Some(PacketAction::Corrupt) => corrupt(
+                ctx,
+                l3,
+                &packet,
+                payload_words,
+                rule.flags & PACKET_FIX_CHECKSUM != 0,
+            ),
             Some(PacketAction::Delay) if direction == DIRECTION_EGRESS => {
                 // SAFETY: a plain helper call.
                 let delay = rule.delay_for(unsafe { bpf_get_prandom_u32() });
@@ -250,6 +293,56 @@ fn duplicate(skb: *mut __sk_buff) {
         bpf_clone_redirect(skb, (*skb).ifindex, 0);
         (*skb).mark = mark;
     }
+}
+
+/// Flips one random bit of one random 16-bit payload word (aligned as the checksum sums
+/// them), then makes sure the checksum does what the user asked:
+///
+/// - `fix`: the checksum matches the corrupted data, the receiver accepts it. A checksum the
+///   stack already computed is updated; one left to the device (CHECKSUM_PARTIAL) will be
+///   computed over the corrupted data anyway.
+/// - otherwise: the checksum stays that of the original data, so that a receiver that checks
+///   it drops the packet, as it would after corruption on the wire. For a computed checksum
+///   the flip alone does that and the update below (from new back to old) only moves it
+///   further off; for one left to the device, the pseudo-header seed in the checksum field
+///   is moved back by the flip, so that the device's sum comes out as the original's.
+#[inline(always)]
+fn corrupt(ctx: &SkBuff, l3: usize, packet: &Packet, words: usize, fix: bool) {
+    // SAFETY: a plain helper call.
+    let draw = unsafe { bpf_get_prandom_u32() };
+    // checked_rem: no division-by-zero panic path, which the verifier would refuse.
+    let Some(word) = ((draw & 0x00ff_ffff) as usize).checked_rem(words) else {
+        return;
+    };
+    let bit = (draw >> 24) & 15;
+    let at = l3 + packet.payload + 2 * word;
+    let Ok(old) = ctx.load::<u16>(at) else {
+        return;
+    };
+    let new = old ^ (1u16 << bit);
+    if ctx.store(at, &new, 0).is_err() {
+        return;
+    }
+    let checksum = packet.checksum;
+    if checksum == 0 {
+        return;
+    }
+    // A UDP checksum of 0 means "none": leave it so (BPF_F_MARK_MANGLED_0).
+    let mangled0 = if packet.protocol == IPPROTO_UDP as u32 {
+        BPF_F_MARK_MANGLED_0 as u64
+    } else {
+        0
+    };
+    let _ = if fix {
+        ctx.l4_csum_replace(l3 + checksum, old as u64, new as u64, 2 | mangled0)
+    } else {
+        ctx.l4_csum_replace(
+            l3 + checksum,
+            new as u64,
+            old as u64,
+            2 | mangled0 | BPF_F_PSEUDO_HDR as u64,
+        )
+    };
 }
 
 #[cgroup_skb(egress)]

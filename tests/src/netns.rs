@@ -108,3 +108,117 @@ impl Drop for VethPair {
         let _ = ip(&["netns", "del", &self.b]);
     }
 }
+
+/// Turns off transmit checksum offload on `dev` in namespace `ns` (`ethtool -K DEV tx off`,
+/// through the ethtool ioctl): the stack then computes TCP/UDP checksums itself when it builds
+/// each packet, and the receiver checks them.
+pub fn disable_tx_checksum(ns: &str, dev: &str) -> std::io::Result<()> {
+    /// struct ethtool_value.
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    VethPair::within(ns, || {
+        let mut value = EthtoolValue {
+            cmd: ETHTOOL_STXCSUM,
+            data: 0,
+        };
+        // SAFETY: ifreq is plain data; zero is a valid value for every field.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&raw mut value).cast();
+        // SAFETY: plain syscalls on a socket this function owns; ifr and value outlive them.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let rc = libc::ioctl(fd, SIOCETHTOOL as _, &mut ifr);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if rc < 0 { Err(err) } else { Ok(()) }
+        }
+    })
+}
+
+/// `chaos-net [--netns NS] ARGS` with stdout captured.
+pub fn net_client(ns: Option<&str>, args: &[&str]) -> std::process::Command {
+    let mut cmd = Command::new(crate::workload_bin().with_file_name("chaos-net"));
+    if let Some(ns) = ns {
+        cmd.args(["--netns", ns]);
+    }
+    cmd.args(args).stdout(std::process::Stdio::piped());
+    cmd
+}
+
+/// Waits for a `chaos-net` and parses the JSON line it printed.
+pub fn net_result(child: std::process::Child) -> serde_json::Value {
+    let out = child.wait_with_output().expect("waiting for chaos-net");
+    assert!(out.status.success(), "chaos-net failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().expect("output")).expect("chaos-net JSON")
+}
+
+/// A UDP socket counting the datagrams that arrive, and those whose payload is not the
+/// `chaos-net udp-send` pattern (all bytes 0x5a), until [`UdpCounter::stop`].
+pub struct UdpCounter {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UdpCounter {
+    /// Listens on `ip`, inside namespace `ns` if given.
+    pub fn start(ns: Option<&str>, ip: IpAddr) -> UdpCounter {
+        use std::sync::{Arc, atomic::Ordering};
+        let bind = || std::net::UdpSocket::bind((ip, 0)).expect("bind");
+        let socket = match ns {
+            Some(ns) => VethPair::within(ns, bind),
+            None => bind(),
+        };
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let counter = UdpCounter {
+            addr: socket.local_addr().unwrap(),
+            received: Arc::default(),
+            altered: Arc::default(),
+            done: Arc::default(),
+        };
+        let (received, altered, done) = (
+            Arc::clone(&counter.received),
+            Arc::clone(&counter.altered),
+            Arc::clone(&counter.done),
+        );
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !done.load(Ordering::SeqCst) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    received.fetch_add(1, Ordering::SeqCst);
+                    if buf[..n].iter().any(|b| *b != 0x5a) {
+                        altered.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        counter
+    }
+
+    /// Waits for stragglers, stops, and returns (received, altered).
+    pub fn stop(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        self.done.store(true, Ordering::SeqCst);
+        (
+            self.received.load(Ordering::SeqCst),
+            self.altered.load(Ordering::SeqCst),
+        )
+    }
+}

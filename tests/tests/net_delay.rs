@@ -183,9 +183,9 @@ fn jitter_spreads_the_delay_within_bounds() {
         "inject",
         "net-delay",
         "--delay",
-        "60ms",
+        "200ms",
         "--jitter",
-        "20ms",
+        "100ms",
         "--protocol",
         "udp",
         "--device",
@@ -197,7 +197,7 @@ fn jitter_spreads_the_delay_within_bounds() {
         return;
     };
     let inside = rtts_ms(&json_out(
-        cgroup.spawn(&mut net_client(&["udp-ping", &addr, "60"])),
+        cgroup.spawn(&mut net_client(&["udp-ping", &addr, "50"])),
     ));
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
@@ -207,19 +207,20 @@ fn jitter_spreads_the_delay_within_bounds() {
     let (p5, p95) = (pct(0.05), pct(0.95));
     let mean = added.iter().sum::<f64>() / added.len() as f64;
     println!("added delay: p5 {p5:.1} mean {mean:.1} p95 {p95:.1} ms");
-    // Uniform in 40..80 ms: p5 about 42, p95 about 78. Percentiles rather than extremes,
-    // because a single RTT under TCG emulation can take 10 ms longer for reasons of its own.
+    // Uniform in 100..300 ms: p5 about 110, p95 about 290. Percentiles rather than extremes,
+    // and wide scales, because under TCG emulation on a busy machine a single RTT can take
+    // tens of milliseconds longer for reasons of its own.
     assert!(
-        p5 >= 36.0 && p95 <= 84.0,
-        "added delays outside 60 ± 20 ms: {added:?}"
+        p5 >= 95.0 && p95 <= 330.0,
+        "added delays outside 200 ± 100 ms: {added:?}"
     );
     assert!(
-        p95 - p5 >= 25.0,
+        p95 - p5 >= 120.0,
         "jitter did not spread the delay: {added:?}"
     );
     assert!(
-        (mean - 60.0).abs() <= 6.0,
-        "mean added delay {mean:.1} ms, not 60 ± 10%"
+        (mean - 200.0).abs() <= 20.0,
+        "mean added delay {mean:.1} ms, not 200 ± 10%"
     );
     assert_nothing_left();
 }

@@ -87,9 +87,12 @@ impl VmTestArgs {
         Self {
             kernel: kernel.to_owned(),
             timeout: DEFAULT_TIMEOUT_SECS,
-            // The qdiscs the packet faults (and `chaos doctor`'s probes) need, and veth for the
-            // packet tests' namespace pairs.
-            modules: ["sch_fq", "sch_netem", "veth"].map(String::from).to_vec(),
+            // The qdiscs the packet faults (and `chaos doctor`'s probes) need, tc's clsact and
+            // bpf classifier (how tc programs attach before TCX, 6.6), and veth for the packet
+            // tests' namespace pairs.
+            modules: ["sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "veth"]
+                .map(String::from)
+                .to_vec(),
             test_args: Vec::new(),
         }
     }

@@ -36,6 +36,8 @@ pub enum InjectCommand {
     NetRate(super::net::NetRateArgs),
     /// Send a copy of some of the packets the target sends.
     NetDuplicate(super::net::NetDuplicateArgs),
+    /// Flip bits in the payload of some of the packets the target sends.
+    NetCorrupt(super::net::NetCorruptArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -137,6 +139,7 @@ pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
         InjectCommand::NetDelay(args) => super::net::delay(args),
         InjectCommand::NetRate(args) => super::net::rate(args),
         InjectCommand::NetDuplicate(args) => super::net::duplicate(args),
+        InjectCommand::NetCorrupt(args) => super::net::corrupt(args),
     }
 }
 

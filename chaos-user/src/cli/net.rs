@@ -1,4 +1,5 @@
-//! `chaos inject net-drop|net-delay|net-rate`: packet faults on the sockets of a target.
+//! `chaos inject net-drop|net-delay|net-rate|net-duplicate|net-corrupt`: packet faults on the
+//! sockets of a target.
 use std::{
     fmt,
     io::{self, IsTerminal as _},
@@ -40,6 +41,50 @@ pub struct PacketFilterArgs {
     pub probability: Option<f64>,
 }
 
+/// Where the egress devices are, for faults that work on them.
+#[derive(Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Egress devices to work on (repeatable); default: every device that is up.
+    #[arg(long, value_name = "DEV")]
+    pub device: Vec<String>,
+    /// The network namespace the devices are in: a name under /run/netns or a path such as
+    /// /proc/PID/ns/net (a container's); default: chaos's own.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub netns: Option<String>,
+}
+
+impl DeviceArgs {
+    /// Moves chaos (its main thread, which does all the device work and starts `tc`) into
+    /// the namespace. The cgroup programs do not care: they follow the sockets.
+    fn enter_netns(&self) -> anyhow::Result<()> {
+        let Some(netns) = &self.netns else {
+            return Ok(());
+        };
+        let path = if netns.contains('/') {
+            std::path::PathBuf::from(netns)
+        } else {
+            std::path::Path::new("/run/netns").join(netns)
+        };
+        let file = std::fs::File::open(&path).map_err(|err| crate::Error::Invalid {
+            field: "--netns",
+            value: netns.clone(),
+            expected: format!(
+                "a network namespace: a name under /run/netns (`ip netns list`) or a path like \
+                 /proc/PID/ns/net ({}: {err})",
+                path.display()
+            ),
+        })?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|errno| {
+            crate::Error::Invalid {
+                field: "--netns",
+                value: netns.clone(),
+                expected: format!("a network namespace chaos may enter (setns: {errno})"),
+            }
+        })?;
+        Ok(())
+    }
+}
+
 /// Options of `chaos inject net-drop`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -68,9 +113,8 @@ pub struct NetDelayArgs {
     /// Vary the delay uniformly within delay ± jitter, e.g. 20ms.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub jitter: Option<Duration>,
-    /// Egress devices to install fq on (repeatable); default: every device that is up.
-    #[arg(long, value_name = "DEV")]
-    pub device: Vec<String>,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
     #[command(flatten)]
     pub filter: PacketFilterArgs,
     #[command(flatten)]
@@ -89,9 +133,8 @@ pub struct NetRateArgs {
     /// The cap on what the target sends, in tc units: 1mbit, 500kbit, 2mbps (bytes/s).
     #[arg(long)]
     pub rate: Rate,
-    /// Egress devices to install fq on (repeatable); default: every device that is up.
-    #[arg(long, value_name = "DEV")]
-    pub device: Vec<String>,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
     #[command(flatten)]
     pub filter: PacketFilterArgs,
     #[command(flatten)]
@@ -126,9 +169,8 @@ fn fault(effect: NetEffect, filter: &PacketFilterArgs, run: &RunArgs) -> anyhow:
     A tc program on the egress devices (TCX, or a clsact qdisc that chaos adds and removes \
     before 6.6) sends a copy of the target's picked packets.")]
 pub struct NetDuplicateArgs {
-    /// Egress devices to attach to (repeatable); default: every device that is up.
-    #[arg(long, value_name = "DEV")]
-    pub device: Vec<String>,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
     #[command(flatten)]
     pub filter: PacketFilterArgs,
     #[command(flatten)]
@@ -137,16 +179,56 @@ pub struct NetDuplicateArgs {
     pub target: TargetArgs,
 }
 
+/// Options of `chaos inject net-corrupt`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    chaos inject net-corrupt --probability 0.01 --protocol udp -- ./client\n  \
+    chaos inject net-corrupt --probability 0.1 --fix-checksum --port 8080 --pid 1234\n\n\
+    Each picked packet gets one bit of its payload flipped by a tc program on the egress \
+    devices. Without --fix-checksum its checksum stays that of the original data, so a \
+    receiver that checks it drops the packet; receivers on lo and veth trust checksums the \
+    sender left to the device, and accept the corrupted data.")]
+pub struct NetCorruptArgs {
+    /// Fix the TCP/UDP/ICMP checksum after corrupting, so that the receiver accepts the data.
+    #[arg(long)]
+    pub fix_checksum: bool,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    #[command(flatten)]
+    pub filter: PacketFilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Runs `chaos inject net-corrupt`.
+pub fn corrupt(args: NetCorruptArgs) -> anyhow::Result<ExitCode> {
+    let effect = NetEffect::Corrupt {
+        fix_checksum: args.fix_checksum,
+    };
+    let fault = fault(effect, &args.filter, &args.run)?;
+    inject(&fault, &args.devices, &args.run, &args.target)
+}
+
 /// Runs `chaos inject net-duplicate`.
 pub fn duplicate(args: NetDuplicateArgs) -> anyhow::Result<ExitCode> {
     let fault = fault(NetEffect::Duplicate, &args.filter, &args.run)?;
-    inject(&fault, &args.device, &args.run, &args.target)
+    inject(&fault, &args.devices, &args.run, &args.target)
 }
 
 /// Runs `chaos inject net-drop`.
 pub fn drop(args: NetDropArgs) -> anyhow::Result<ExitCode> {
     let fault = fault(NetEffect::Drop, &args.filter, &args.run)?;
-    inject(&fault, &[], &args.run, &args.target)
+    inject(
+        &fault,
+        &DeviceArgs {
+            device: Vec::new(),
+            netns: None,
+        },
+        &args.run,
+        &args.target,
+    )
 }
 
 /// Runs `chaos inject net-delay`.
@@ -156,19 +238,19 @@ pub fn delay(args: NetDelayArgs) -> anyhow::Result<ExitCode> {
         jitter: args.jitter.unwrap_or_default(),
     };
     let fault = fault(effect, &args.filter, &args.run)?;
-    inject(&fault, &args.device, &args.run, &args.target)
+    inject(&fault, &args.devices, &args.run, &args.target)
 }
 
 /// Runs `chaos inject net-rate`.
 pub fn rate(args: NetRateArgs) -> anyhow::Result<ExitCode> {
     let fault = fault(NetEffect::Rate(args.rate), &args.filter, &args.run)?;
-    inject(&fault, &args.device, &args.run, &args.target)
+    inject(&fault, &args.devices, &args.run, &args.target)
 }
 
 /// What a packet fault did, for the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct NetFaultReport {
-    /// The fault kind: `net-drop`, `net-delay`, `net-rate`, `net-duplicate`.
+    /// The fault kind: `net-drop`, `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`.
     pub kind: &'static str,
     /// The fault in words.
     pub fault: String,
@@ -178,7 +260,7 @@ pub struct NetFaultReport {
     pub dry_run: bool,
     /// Packets of the target that matched the filters.
     pub seen: u64,
-    /// Packets dropped, delayed, paced or copied (would have been, in a dry run).
+    /// Packets dropped, delayed, paced, copied or corrupted (would have been, in a dry run).
     pub affected: u64,
     /// Bytes of the affected packets.
     pub bytes: u64,
@@ -316,13 +398,16 @@ fn print_report(report: &NetReport, json: bool) -> anyhow::Result<()> {
 
 fn inject(
     fault: &NetFault,
-    devices: &[String],
+    device_args: &DeviceArgs,
     run: &RunArgs,
     target_args: &TargetArgs,
 ) -> anyhow::Result<ExitCode> {
     let stop = StopSignals::install()?;
+    // Resolve the target (paths, /proc) before moving, then move.
+    let devices = &device_args.device[..];
     if !target_args.command.is_empty() {
         let cgroup = ChildCgroup::create(&format!("run-{}", std::process::id()))?;
+        device_args.enter_netns()?;
         return run_command(fault, devices, run, &target_args.command, &cgroup, &stop);
     }
     let target = match (&target_args.cgroup, target_args.pid) {
@@ -341,6 +426,7 @@ fn inject(
             target.path.display()
         );
     }
+    device_args.enter_netns()?;
     let mut injection = NetInjection::start(fault, devices, &target)?;
     eprintln!(
         "chaos: injecting {} {} into cgroup {}; Ctrl-C to stop",

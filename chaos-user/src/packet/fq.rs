@@ -6,7 +6,7 @@
 //! (handle `0:`), because that one it can restore exactly: deleting the root qdisc makes the
 //! kernel attach its default again. A device whose root qdisc someone configured is left
 //! alone: if it is fq already it does the job, anything else is refused.
-use std::{fs, io, path::PathBuf, process::Command, time::Duration};
+use std::{io, process::Command, time::Duration};
 
 use serde::Deserialize;
 
@@ -101,24 +101,20 @@ impl Drop for FqQdiscs {
     }
 }
 
-/// The devices of this network namespace that are up (loopback included): where the
-/// target's packets can leave.
+/// The devices of the current thread's network namespace that are up (loopback included):
+/// where the target's packets can leave. Asked of the kernel (getifaddrs, by netlink), not of
+/// /sys/class/net, which shows the namespace sysfs was mounted in.
 pub fn devices_up() -> Result<Vec<String>, Error> {
-    let dir = PathBuf::from("/sys/class/net");
-    let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
-        path: dir.clone(),
-        source,
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|errno| Error::Io {
+        path: "getifaddrs".into(),
+        source: errno.into(),
     })?;
-    let mut up = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let flags = fs::read_to_string(entry.path().join("flags")).unwrap_or_default();
-        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
-        if flags & libc::IFF_UP as u32 != 0 {
-            up.push(name);
-        }
-    }
+    let mut up: Vec<String> = addrs
+        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        .map(|a| a.interface_name)
+        .collect();
     up.sort();
+    up.dedup();
     Ok(up)
 }
 

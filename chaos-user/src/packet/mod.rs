@@ -8,8 +8,8 @@ use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
 
 use chaos_common::Schedule;
 use chaos_common::packet::{
-    ANY_PROTOCOL, DIRECTION_EGRESS, DIRECTION_INGRESS, PACKET_ACTIVE, PACKET_DRY_RUN, PacketAction,
-    PacketRule,
+    ANY_PROTOCOL, DIRECTION_EGRESS, DIRECTION_INGRESS, PACKET_ACTIVE, PACKET_DRY_RUN,
+    PACKET_FIX_CHECKSUM, PacketAction, PacketRule,
 };
 
 use crate::{Error, target::CgroupTarget};
@@ -207,6 +207,11 @@ pub enum NetEffect {
     Rate(Rate),
     /// Send a copy of the picked (egress) packets too.
     Duplicate,
+    /// Flip one bit in the payload of the picked (egress) packets.
+    Corrupt {
+        /// Make the L4 checksum match the corrupted data, so that the receiver accepts it.
+        fix_checksum: bool,
+    },
 }
 
 impl NetEffect {
@@ -217,6 +222,7 @@ impl NetEffect {
             NetEffect::Delay { .. } => "net-delay",
             NetEffect::Rate(_) => "net-rate",
             NetEffect::Duplicate => "net-duplicate",
+            NetEffect::Corrupt { .. } => "net-corrupt",
         }
     }
 
@@ -228,7 +234,7 @@ impl NetEffect {
     /// Whether the fault works on the egress devices (a tc program) rather than on the
     /// target's cgroup.
     pub fn on_devices(&self) -> bool {
-        matches!(self, NetEffect::Duplicate)
+        matches!(self, NetEffect::Duplicate | NetEffect::Corrupt { .. })
     }
 
     /// Whether the fault can only act on packets the target sends.
@@ -304,13 +310,18 @@ impl NetFault {
             ),
             NetEffect::Rate(rate) => (PacketAction::Rate, 0, 0, rate.bytes_per_sec),
             NetEffect::Duplicate => (PacketAction::Duplicate, 0, 0, 0),
+            NetEffect::Corrupt { .. } => (PacketAction::Corrupt, 0, 0, 0),
+        };
+        let fix_checksum = match self.effect {
+            NetEffect::Corrupt { fix_checksum: true } => PACKET_FIX_CHECKSUM,
+            _ => 0,
         };
         let (peer_family, peer_net, peer_mask) = match &self.peer {
             Some(cidr) => cidr.words(),
             None => (0, [0; 4], [0; 4]),
         };
         PacketRule {
-            flags: PACKET_ACTIVE | if self.dry_run { PACKET_DRY_RUN } else { 0 },
+            flags: PACKET_ACTIVE | fix_checksum | if self.dry_run { PACKET_DRY_RUN } else { 0 },
             action: action as u32,
             directions: self.direction.bits(),
             protocol: self.protocol.map_or(ANY_PROTOCOL, Protocol::number),
@@ -341,6 +352,13 @@ impl NetFault {
             ),
             NetEffect::Rate(rate) => format!("rate {rate}"),
             NetEffect::Duplicate => "duplicate".to_owned(),
+            NetEffect::Corrupt { fix_checksum } => {
+                if fix_checksum {
+                    "corrupt (checksum fixed)".to_owned()
+                } else {
+                    "corrupt".to_owned()
+                }
+            }
         };
         s += &format!(" {:?}", self.direction).to_lowercase();
         if let Some(p) = self.protocol {
