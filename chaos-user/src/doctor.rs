@@ -225,6 +225,7 @@ impl Report {
                 packet_delay(facts),
                 packet_rate(facts),
                 packet_corrupt(facts),
+                packet_duplicate(facts),
                 syscall_latency(facts),
                 signal(facts),
             ],
@@ -459,19 +460,38 @@ fn earliest_departure(facts: &Facts, kind: &'static str, mechanism: &str) -> Fau
 }
 
 fn packet_corrupt(facts: &Facts) -> FaultSupport {
-    const KIND: &str = "packet-corrupt";
-    const MECHANISM: &str = "tc classifier on the egress device, matching the cgroup with \
-                             bpf_skb_cgroup_id; corrupts with bpf_skb_store_bytes, duplicates \
-                             with bpf_clone_redirect";
+    tc_egress(
+        facts,
+        "packet-corrupt",
+        "tc classifier on the egress devices, keeping the target's packets by \
+         bpf_skb_ancestor_cgroup_id, flips a payload bit with bpf_skb_store_bytes and leaves \
+         the checksum as the original's (or fixes it with bpf_l4_csum_replace)",
+    )
+}
+
+fn packet_duplicate(facts: &Facts) -> FaultSupport {
+    tc_egress(
+        facts,
+        "packet-duplicate",
+        "tc classifier on the egress devices, keeping the target's packets by \
+         bpf_skb_ancestor_cgroup_id, sends a copy with bpf_clone_redirect",
+    )
+}
+
+/// Faults done by the tc egress classifier: TCX on 6.6+, a clsact qdisc before.
+fn tc_egress(facts: &Facts, kind: &'static str, mechanism: &str) -> FaultSupport {
     match (&facts.net.tcx, &facts.net.clsact) {
-        (Ok(_), _) => works(KIND, format!("{MECHANISM}; attached through TCX")),
+        (Ok(_), _) => works(kind, format!("{mechanism}; attached through TCX")),
         (Err(_), Ok(_)) => works(
-            KIND,
-            format!("{MECHANISM}; attached through a clsact qdisc (no TCX: needs 6.6+)"),
+            kind,
+            format!(
+                "{mechanism}; attached through a clsact qdisc that chaos adds and removes (no \
+                 TCX: needs 6.6+)"
+            ),
         ),
         (Err(tcx), Err(clsact)) => broken(
-            KIND,
-            MECHANISM,
+            kind,
+            mechanism,
             format!("{}; {}", tcx.message, clsact.message),
             "a kernel with TCX (6.6+) or the clsact qdisc (CONFIG_NET_SCH_INGRESS) and \
              CONFIG_NET_CLS_BPF",
@@ -668,6 +688,7 @@ mod tests {
         );
         assert!(!verdict(&report, "packet-rate").works);
         assert!(verdict(&report, "packet-corrupt").works);
+        assert!(verdict(&report, "packet-duplicate").works);
         assert!(verdict(&report, "syscall-latency").works);
         assert!(verdict(&report, "signal").works);
         assert!(report.faults.iter().all(|f| f.works == f.why.is_none()));

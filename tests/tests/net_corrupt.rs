@@ -30,9 +30,17 @@ fn assert_binomial(k: u64, n: u64, p: f64, what: &str) {
     );
 }
 
+/// What a corruption run saw: chaos's outcome, and (received, altered) datagrams from inside
+/// and from outside the target.
+struct CorruptRun {
+    outcome: ChaosOutcome,
+    inside: (u64, u64),
+    outside: (u64, u64),
+}
+
 /// Runs `chaos inject net-corrupt EXTRA...` on UDP from a cgroup in `pair.a` to `pair.b`, and
-/// an outsider alongside; returns the outcome and (received, altered) inside and outside.
-fn corrupt_udp(pair: &VethPair, extra: &[&str]) -> Option<(ChaosOutcome, (u64, u64), (u64, u64))> {
+/// an outsider alongside.
+fn corrupt_udp(pair: &VethPair, extra: &[&str]) -> Option<CorruptRun> {
     let inside = UdpCounter::start(Some(&pair.b), pair.addr_b);
     let outside = UdpCounter::start(Some(&pair.b), pair.addr_b);
     let cgroup = TestCgroup::new("net-corrupt");
@@ -66,7 +74,11 @@ fn corrupt_udp(pair: &VethPair, extra: &[&str]) -> Option<(ChaosOutcome, (u64, u
     let counts = (inside.stop(), outside.stop());
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
-    Some((outcome, counts.0, counts.1))
+    Some(CorruptRun {
+        outcome,
+        inside: counts.0,
+        outside: counts.1,
+    })
 }
 
 #[test]
@@ -83,7 +95,11 @@ fn receiver_checksum_catches_corruption() {
     disable_tx_checksum(&pair.a, "veth-a").expect("ethtool tx off on veth-a");
     let errors = || VethPair::snmp(&pair.b, "Udp", "InCsumErrors");
     let before = errors();
-    let Some((outcome, (received, altered), (out_received, out_altered))) = corrupt_udp(&pair, &[])
+    let Some(CorruptRun {
+        outcome,
+        inside: (received, altered),
+        outside: (out_received, out_altered),
+    }) = corrupt_udp(&pair, &[])
     else {
         return;
     };
@@ -119,8 +135,11 @@ fn fixed_checksum_delivers_corrupted_data() {
     disable_tx_checksum(&pair.a, "veth-a").expect("ethtool tx off on veth-a");
     let errors = || VethPair::snmp(&pair.b, "Udp", "InCsumErrors");
     let before = errors();
-    let Some((outcome, (received, altered), (out_received, out_altered))) =
-        corrupt_udp(&pair, &["--fix-checksum"])
+    let Some(CorruptRun {
+        outcome,
+        inside: (received, altered),
+        outside: (out_received, out_altered),
+    }) = corrupt_udp(&pair, &["--fix-checksum"])
     else {
         return;
     };

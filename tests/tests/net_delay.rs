@@ -111,9 +111,6 @@ fn delay_adds_the_requested_rtt_and_restores_the_qdisc() {
     }
     let addr = udp_echo();
     let before = lo_root_qdisc();
-    let baseline = median(&rtts_ms(&json_out(
-        net_client(&["udp-ping", &addr, "20"]).spawn().unwrap(),
-    )));
     let cgroup = TestCgroup::new("net-delay");
     let port = addr.rsplit(':').next().unwrap();
     let Some(run) = start(&[
@@ -145,18 +142,17 @@ fn delay_adds_the_requested_rtt_and_restores_the_qdisc() {
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
 
+    // The outsider pings at the same time, under the same load: its RTT is the baseline.
+    // (Under TCG emulation on a busy machine, a baseline taken before can be off by 15 ms.)
+    let baseline = median(&outside);
     let added = median(&inside) - baseline;
-    println!(
-        "baseline {baseline:.2} ms, inside {:.2} ms, outside {:.2} ms",
-        median(&inside),
-        median(&outside)
-    );
+    println!("inside {:.2} ms, outside {baseline:.2} ms", median(&inside));
     assert!(
         (added - 100.0).abs() <= 10.0,
         "RTT grew by {added:.1} ms, not 100 ms ± 10%: {inside:?}"
     );
     assert!(
-        median(&outside) < baseline + 30.0,
+        baseline < 50.0,
         "a process outside the target was delayed: {outside:?}"
     );
     let fault = &outcome.report()["faults"][0];
@@ -175,9 +171,6 @@ fn jitter_spreads_the_delay_within_bounds() {
         return;
     }
     let addr = udp_echo();
-    let baseline = median(&rtts_ms(&json_out(
-        net_client(&["udp-ping", &addr, "20"]).spawn().unwrap(),
-    )));
     let cgroup = TestCgroup::new("net-jitter");
     let Some(run) = start(&[
         "inject",
@@ -196,9 +189,11 @@ fn jitter_spreads_the_delay_within_bounds() {
     ]) else {
         return;
     };
-    let inside = rtts_ms(&json_out(
-        cgroup.spawn(&mut net_client(&["udp-ping", &addr, "50"])),
-    ));
+    let inside = cgroup.spawn(&mut net_client(&["udp-ping", &addr, "50"]));
+    // The same pings from outside the target, at the same time: the baseline.
+    let outside = net_client(&["udp-ping", &addr, "50"]).spawn().unwrap();
+    let inside = rtts_ms(&json_out(inside));
+    let baseline = median(&rtts_ms(&json_out(outside)));
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
     let mut added: Vec<f64> = inside.iter().map(|r| r - baseline).collect();
