@@ -364,9 +364,9 @@ impl NetInjection<'_> {
     /// Detaches the programs, lets the packets fq still holds leave, then restores the
     /// qdiscs (deleting a qdisc drops what it holds).
     fn end(&mut self) {
-        if self.injector.take().is_some()
-            && let Some(fq) = self.fq.take()
-        {
+        // Programs first, explicitly: nothing may stamp packets while fq drains.
+        std::mem::drop(self.injector.take());
+        if let Some(fq) = self.fq.take() {
             thread::sleep(horizon(self.fault).min(Duration::from_secs(10)));
             std::mem::drop(fq);
         }
