@@ -267,3 +267,33 @@ fn rate_caps_throughput_within_ten_percent() {
     assert!(fault["bytes"].as_f64().unwrap() >= BYTES, "{fault}");
     assert_nothing_left();
 }
+
+#[test]
+fn a_failed_install_puts_back_what_it_changed() {
+    if !need_root() {
+        return;
+    }
+    let before = lo_root_qdisc();
+    let cgroup = TestCgroup::new("net-delay-undo");
+    // fq goes on lo first, then the second device does not exist.
+    let out = chaos(&[
+        "inject",
+        "net-delay",
+        "--delay",
+        "10ms",
+        "--device",
+        "lo",
+        "--device",
+        "chaos-nosuchdev",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "chaos: {out:?}");
+    assert!(
+        out.stderr.contains("chaos-nosuchdev") || out.stderr.contains("fq"),
+        "the error does not say what failed: {}",
+        out.stderr
+    );
+    assert_eq!(lo_root_qdisc(), before, "lo's root qdisc was left changed");
+    assert_nothing_left();
+}

@@ -234,6 +234,57 @@ fn tcp_download_completes_under_loss_with_retransmits() {
 }
 
 #[test]
+fn dry_run_counts_and_drops_nothing() {
+    if !need_root() {
+        return;
+    }
+    let pair = match VethPair::new("dry") {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no veth network namespaces: {why}")),
+    };
+    let (addr, got, done) = udp_counter(&pair.b, pair.addr_b);
+    let cgroup = TestCgroup::new("net-drop-dry");
+    let Some(run) = start_chaos(&[
+        "inject",
+        "net-drop",
+        "--probability",
+        "0.5",
+        "--protocol",
+        "udp",
+        "--dry-run",
+        "--json",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let sent = json_out(cgroup.spawn(&mut client(
+        &pair.a,
+        &["udp-send", &addr.to_string(), "1000"],
+    )));
+    assert_eq!(sent["errors"], 0);
+    thread::sleep(Duration::from_millis(500));
+    done.store(true, Ordering::SeqCst);
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    assert_eq!(
+        got.load(Ordering::SeqCst),
+        1000,
+        "a dry run dropped datagrams"
+    );
+    let fault = &outcome.report()["faults"][0];
+    assert_eq!(fault["seen"], 1000, "report: {}", outcome.stdout);
+    assert_eq!(fault["dry_run"], true);
+    let would = fault["affected"].as_u64().unwrap();
+    assert!(
+        (400..=600).contains(&would),
+        "would have dropped {would} of 1000 at 50%"
+    );
+    drop(pair);
+    assert_nothing_left();
+}
+
+#[test]
 fn bad_options_are_refused_with_the_option_named() {
     let out = chaos(&[
         "inject",
