@@ -4,15 +4,13 @@ use std::{
     io::Write as _,
     net::{SocketAddr, TcpListener, UdpSocket},
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     thread,
-    time::Duration,
 };
 
-use chaos_tests::{netns::VethPair, *};
+use chaos_tests::{
+    netns::{UdpCounter, VethPair, net_client},
+    *,
+};
 use serde_json::Value;
 
 fn net_bin() -> std::path::PathBuf {
@@ -35,27 +33,6 @@ fn json_out(child: std::process::Child) -> Value {
     serde_json::from_str(text.lines().last().expect("output")).expect("chaos-net JSON")
 }
 
-/// A UDP socket in namespace `ns` counting what arrives, until the returned flag is set.
-fn udp_counter(ns: &str, ip: std::net::IpAddr) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicBool>) {
-    let socket = VethPair::within(ns, || UdpSocket::bind((ip, 0)).expect("bind"));
-    socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let addr = socket.local_addr().unwrap();
-    let count = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let (c, d) = (Arc::clone(&count), Arc::clone(&done));
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !d.load(Ordering::SeqCst) {
-            if socket.recv_from(&mut buf).is_ok() {
-                c.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    (addr, count, done)
-}
-
 fn start_chaos(args: &[&str]) -> Option<ChaosRun> {
     let mut run = ChaosRun::start(args);
     match run.wait_injecting() {
@@ -76,8 +53,9 @@ fn udp_loss_ratio_is_binomial_and_outsiders_lose_nothing() {
         Ok(pair) => pair,
         Err(why) => return skip(&format!("no veth network namespaces: {why}")),
     };
-    let (inside_addr, inside_got, inside_done) = udp_counter(&pair.b, pair.addr_b);
-    let (outside_addr, outside_got, outside_done) = udp_counter(&pair.b, pair.addr_b);
+    let inside_counter = UdpCounter::start(Some(&pair.b), pair.addr_b);
+    let outside_counter = UdpCounter::start(Some(&pair.b), pair.addr_b);
+    let (inside_addr, outside_addr) = (inside_counter.addr, outside_counter.addr);
     let cgroup = TestCgroup::new("net-drop-udp");
     let cidr = format!("{}/32", pair.addr_b);
     let Some(run) = start_chaos(&[
@@ -106,16 +84,14 @@ fn udp_loss_ratio_is_binomial_and_outsiders_lose_nothing() {
         .unwrap();
     let inside = json_out(inside);
     let outside = json_out(outside);
-    thread::sleep(Duration::from_millis(500));
-    inside_done.store(true, Ordering::SeqCst);
-    outside_done.store(true, Ordering::SeqCst);
+    let (received, _) = inside_counter.stop();
+    let (outside_received, _) = outside_counter.stop();
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
 
     // A lossy network: sendto succeeds, the datagram just never arrives.
     assert_eq!(inside["errors"], 0, "inside: {inside}");
     assert_eq!(outside["errors"], 0, "outside: {outside}");
-    let received = inside_got.load(Ordering::SeqCst);
     // Binomial(2000, 0.7): mean 1400, sd 20.5; ±5 sd is wrong once in 3.5 million runs.
     let (mean, sd) = (N as f64 * 0.7, (N as f64 * 0.3 * 0.7).sqrt());
     assert!(
@@ -124,8 +100,7 @@ fn udp_loss_ratio_is_binomial_and_outsiders_lose_nothing() {
         5.0 * sd
     );
     assert_eq!(
-        outside_got.load(Ordering::SeqCst),
-        N,
+        outside_received, N,
         "a process outside the target lost datagrams"
     );
     let fault = &outcome.report()["faults"][0];
@@ -242,7 +217,8 @@ fn dry_run_counts_and_drops_nothing() {
         Ok(pair) => pair,
         Err(why) => return skip(&format!("no veth network namespaces: {why}")),
     };
-    let (addr, got, done) = udp_counter(&pair.b, pair.addr_b);
+    let counter = UdpCounter::start(Some(&pair.b), pair.addr_b);
+    let addr = counter.addr;
     let cgroup = TestCgroup::new("net-drop-dry");
     let Some(run) = start_chaos(&[
         "inject",
@@ -263,15 +239,10 @@ fn dry_run_counts_and_drops_nothing() {
         &["udp-send", &addr.to_string(), "1000"],
     )));
     assert_eq!(sent["errors"], 0);
-    thread::sleep(Duration::from_millis(500));
-    done.store(true, Ordering::SeqCst);
+    let (got, _) = counter.stop();
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
-    assert_eq!(
-        got.load(Ordering::SeqCst),
-        1000,
-        "a dry run dropped datagrams"
-    );
+    assert_eq!(got, 1000, "a dry run dropped datagrams");
     let fault = &outcome.report()["faults"][0];
     assert_eq!(fault["seen"], 1000, "report: {}", outcome.stdout);
     assert_eq!(fault["dry_run"], true);
@@ -322,4 +293,61 @@ fn bad_options_are_refused_with_the_option_named() {
         out.stderr.contains("--rate") && out.stderr.contains("1mbit"),
         "{out:?}"
     );
+}
+
+#[test]
+fn ipv6_peer_and_port_filters_pick_only_their_packets() {
+    if !need_root() {
+        return;
+    }
+    let loopback: std::net::IpAddr = "::1".parse().unwrap();
+    if UdpSocket::bind((loopback, 0)).is_err() {
+        return skip("no IPv6 loopback address (::1)");
+    }
+    let hit = UdpCounter::start(None, loopback);
+    let miss = UdpCounter::start(None, loopback);
+    let out = UdpCounter::start(None, loopback);
+    let (hit_addr, miss_addr, out_addr) = (hit.addr, miss.addr, out.addr);
+    let cgroup = TestCgroup::new("net-drop-v6");
+    let port = hit_addr.port().to_string();
+    let Some(run) = start_chaos(&[
+        "inject",
+        "net-drop",
+        "--direction",
+        "egress",
+        "--protocol",
+        "udp",
+        "--cidr",
+        "::1/128",
+        "--port",
+        &port,
+        "--json",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let send = |addr: SocketAddr| net_client(None, &["udp-send", &addr.to_string(), "100"]);
+    json_out(cgroup.spawn(&mut send(hit_addr)));
+    json_out(cgroup.spawn(&mut send(miss_addr)));
+    // Outside the target, to the very port the rule names.
+    let mut outside = send(hit_addr);
+    let outside_to_hit = json_out(outside.spawn().unwrap());
+    assert_eq!(outside_to_hit["errors"], 0);
+    json_out(send(out_addr).spawn().unwrap());
+    let (hit_got, miss_got, out_got) = (hit.stop().0, miss.stop().0, out.stop().0);
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    // The target's datagrams to the named port are gone; the outsider's 100 to it arrive.
+    assert_eq!(hit_got, 100, "only the outsider's should arrive");
+    assert_eq!(miss_got, 100, "another port must not match");
+    assert_eq!(out_got, 100);
+    let fault = &outcome.report()["faults"][0];
+    assert_eq!(
+        (fault["seen"].as_u64(), fault["affected"].as_u64()),
+        (Some(100), Some(100)),
+        "report: {}",
+        outcome.stdout
+    );
+    assert_nothing_left();
 }
