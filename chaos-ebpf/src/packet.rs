@@ -256,6 +256,11 @@ fn depart_at(skb: *mut __sk_buff, at: u64) {
     unsafe { (*skb).tstamp = at };
 }
 
+/// How far the rate timeline may lag behind now before it restarts: a packet fq released
+/// late (a busy machine) leaves its successors up to this much time to catch up, so the
+/// average rate holds; an idle target gets at most this much worth of burst.
+const RATE_SLACK_NS: u64 = 20_000_000;
+
 /// Reserves the packet's transmission time on the rule's timeline: it leaves at the later of
 /// now and the end of the previous reservation, which moves on by `len / rate`.
 #[inline(always)]
@@ -265,13 +270,14 @@ fn pace(skb: *mut __sk_buff, state: *mut PacketState, len: u64, rate: u64) {
     }
     let now = departure(skb);
     let cost = len * 1_000_000_000 / rate;
-    // SAFETY: the pointer comes from a map lookup; the field is an aligned u64. An idle
-    // timeline restarts at now; a race between CPUs here at worst lets one packet through
-    // early.
+    // SAFETY: the pointer comes from a map lookup; the field is an aligned u64. A timeline
+    // further behind than the slack restarts there; a race between CPUs here at worst lets
+    // one packet through early.
     let next = unsafe { &raw mut (*state).next_departure_ns };
+    let earliest = now.saturating_sub(RATE_SLACK_NS);
     unsafe {
-        if *next < now {
-            *next = now;
+        if *next < earliest {
+            *next = earliest;
         }
     }
     let at = fetch_add(next, cost);

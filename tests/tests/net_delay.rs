@@ -69,9 +69,14 @@ fn rtts_ms(out: &Value) -> Vec<f64> {
 }
 
 fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The `q` quantile (nearest rank) of `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 /// `lo`'s root qdisc as `tc` shows it (kind and handle).
@@ -143,16 +148,26 @@ fn delay_adds_the_requested_rtt_and_restores_the_qdisc() {
     assert!(outcome.status.success(), "chaos: {outcome:?}");
 
     // The outsider pings at the same time, under the same load: its RTT is the baseline.
-    // (Under TCG emulation on a busy machine, a baseline taken before can be off by 15 ms.)
-    let baseline = median(&outside);
-    let added = median(&inside) - baseline;
-    println!("inside {:.2} ms, outside {baseline:.2} ms", median(&inside));
+    // Compared at the 10th percentile: fq never releases a packet early, but under TCG
+    // emulation on a busy machine its timer (and any RTT) can fire late by many ms.
+    let added = quantile(&inside, 0.1) - quantile(&outside, 0.1);
+    println!(
+        "inside p10 {:.2} median {:.2} ms, outside p10 {:.2} median {:.2} ms",
+        quantile(&inside, 0.1),
+        median(&inside),
+        quantile(&outside, 0.1),
+        median(&outside)
+    );
     assert!(
         (added - 100.0).abs() <= 10.0,
         "RTT grew by {added:.1} ms, not 100 ms ± 10%: {inside:?}"
     );
     assert!(
-        baseline < 50.0,
+        median(&inside) - median(&outside) < 150.0,
+        "the median RTT grew far beyond the delay: {inside:?}"
+    );
+    assert!(
+        median(&outside) < 50.0,
         "a process outside the target was delayed: {outside:?}"
     );
     let fault = &outcome.report()["faults"][0];
@@ -196,26 +211,24 @@ fn jitter_spreads_the_delay_within_bounds() {
     let baseline = median(&rtts_ms(&json_out(outside)));
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
-    let mut added: Vec<f64> = inside.iter().map(|r| r - baseline).collect();
-    added.sort_by(f64::total_cmp);
-    let pct = |p: f64| added[((added.len() - 1) as f64 * p).round() as usize];
-    let (p5, p95) = (pct(0.05), pct(0.95));
-    let mean = added.iter().sum::<f64>() / added.len() as f64;
-    println!("added delay: p5 {p5:.1} mean {mean:.1} p95 {p95:.1} ms");
-    // Uniform in 100..300 ms: p5 about 110, p95 about 290. Percentiles rather than extremes,
-    // and wide scales, because under TCG emulation on a busy machine a single RTT can take
-    // tens of milliseconds longer for reasons of its own.
+    let added: Vec<f64> = inside.iter().map(|r| r - baseline).collect();
+    let (p5, p10, p90, p95) = (
+        quantile(&added, 0.05),
+        quantile(&added, 0.1),
+        quantile(&added, 0.9),
+        quantile(&added, 0.95),
+    );
+    println!("added delay: p5 {p5:.1} p10 {p10:.1} p90 {p90:.1} p95 {p95:.1} ms");
+    // Uniform in 100..300 ms: p5 about 110, p95 about 290, p90 - p10 about 160. Percentiles
+    // rather than extremes or the mean, because under TCG emulation on a busy machine a
+    // timer or an RTT can come tens of milliseconds late (never early).
     assert!(
         p5 >= 95.0 && p95 <= 330.0,
         "added delays outside 200 ± 100 ms: {added:?}"
     );
     assert!(
-        p95 - p5 >= 120.0,
-        "jitter did not spread the delay: {added:?}"
-    );
-    assert!(
-        (mean - 200.0).abs() <= 20.0,
-        "mean added delay {mean:.1} ms, not 200 ± 10%"
+        (120.0..=200.0).contains(&(p90 - p10)),
+        "the delays do not spread uniformly over ± 100 ms: {added:?}"
     );
     assert_nothing_left();
 }
