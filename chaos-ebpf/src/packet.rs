@@ -268,7 +268,10 @@ fn pace(skb: *mut __sk_buff, state: *mut PacketState, len: u64, rate: u64) {
     if rate == 0 {
         return;
     }
-    let now = departure(skb);
+    // The timeline is the capped link's: it runs on the clock, not on the stack's own
+    // departure time (TCP pacing), which only sets a lower bound for this packet below.
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
     let cost = len * 1_000_000_000 / rate;
     // SAFETY: the pointer comes from a map lookup; the field is an aligned u64. A timeline
     // further behind than the slack restarts there; a race between CPUs here at worst lets
@@ -281,7 +284,8 @@ fn pace(skb: *mut __sk_buff, state: *mut PacketState, len: u64, rate: u64) {
         }
     }
     let at = fetch_add(next, cost);
-    depart_at(skb, if at > now { at } else { now });
+    let stack = departure(skb);
+    depart_at(skb, if at > stack { at } else { stack });
 }
 
 /// The mark a copy carries while it passes the tc program again, so that it is not copied in

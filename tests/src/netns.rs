@@ -169,56 +169,66 @@ pub fn net_result(child: std::process::Child) -> serde_json::Value {
 pub struct UdpCounter {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
-    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: std::thread::JoinHandle<(u64, u64)>,
 }
 
 impl UdpCounter {
     /// Listens on `ip`, inside namespace `ns` if given.
     pub fn start(ns: Option<&str>, ip: IpAddr) -> UdpCounter {
-        use std::sync::{Arc, atomic::Ordering};
+        use std::{
+            os::fd::AsRawFd as _,
+            sync::{Arc, atomic::Ordering},
+        };
         let bind = || std::net::UdpSocket::bind((ip, 0)).expect("bind");
         let socket = match ns {
             Some(ns) => VethPair::within(ns, bind),
             None => bind(),
         };
-        socket
-            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
-            .unwrap();
-        let counter = UdpCounter {
-            addr: socket.local_addr().unwrap(),
-            received: Arc::default(),
-            altered: Arc::default(),
-            done: Arc::default(),
+        // A receive buffer that holds a whole test's datagrams: a reader thread slowed down
+        // by a busy machine (or emulation) must not lose any to a full buffer.
+        let size: libc::c_int = 16 << 20;
+        // SAFETY: setsockopt on a socket this function owns, with a c_int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
         };
-        let (received, altered, done) = (
-            Arc::clone(&counter.received),
-            Arc::clone(&counter.altered),
-            Arc::clone(&counter.done),
-        );
-        std::thread::spawn(move || {
+        assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let done: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let stop = Arc::clone(&done);
+        let reader = std::thread::spawn(move || {
+            let (mut received, mut altered) = (0, 0);
             let mut buf = [0u8; 2048];
-            while !done.load(Ordering::SeqCst) {
-                if let Ok(n) = socket.recv(&mut buf) {
-                    received.fetch_add(1, Ordering::SeqCst);
-                    if buf[..n].iter().any(|b| *b != 0x5a) {
-                        altered.fetch_add(1, Ordering::SeqCst);
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => {
+                        received += 1;
+                        if buf[..n].iter().any(|b| *b != 0x5a) {
+                            altered += 1;
+                        }
                     }
+                    // Nothing for a while: done once told so (the buffer is drained).
+                    Err(_) if stop.load(Ordering::SeqCst) => return (received, altered),
+                    Err(_) => {}
                 }
             }
         });
-        counter
+        UdpCounter { addr, done, reader }
     }
 
-    /// Waits for stragglers, stops, and returns (received, altered).
-    pub fn stop(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering;
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        self.done.store(true, Ordering::SeqCst);
-        (
-            self.received.load(Ordering::SeqCst),
-            self.altered.load(Ordering::SeqCst),
-        )
+    /// Waits for stragglers, drains what arrived and returns (received, altered).
+    pub fn stop(self) -> (u64, u64) {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.reader.join().expect("UDP reader")
     }
 }

@@ -1,52 +1,11 @@
 //! net-duplicate: a tc egress classifier (TCX on 6.6+, clsact before) on `lo` copies a
 //! fraction of the target's packets. Loads on the host kernel and in the VM tier.
-use std::{
-    net::UdpSocket,
-    process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    thread,
-    time::Duration,
+use std::process::Command;
+
+use chaos_tests::{
+    netns::{UdpCounter, net_client, net_result},
+    *,
 };
-
-use chaos_tests::*;
-use serde_json::Value;
-
-fn net_client(args: &[&str]) -> Command {
-    let mut cmd = Command::new(workload_bin().with_file_name("chaos-net"));
-    cmd.args(args).stdout(std::process::Stdio::piped());
-    cmd
-}
-
-fn json_out(child: std::process::Child) -> Value {
-    let out = child.wait_with_output().expect("waiting for chaos-net");
-    assert!(out.status.success(), "chaos-net failed: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().expect("output")).expect("chaos-net JSON")
-}
-
-/// A UDP socket on 127.0.0.1 counting what arrives until the flag is set.
-fn udp_counter() -> (String, Arc<AtomicU64>, Arc<AtomicBool>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let addr = socket.local_addr().unwrap().to_string();
-    let count = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let (c, d) = (Arc::clone(&count), Arc::clone(&done));
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !d.load(Ordering::SeqCst) {
-            if socket.recv_from(&mut buf).is_ok() {
-                c.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    (addr, count, done)
-}
 
 #[test]
 fn udp_copies_are_binomial_and_outsiders_get_none() {
@@ -54,8 +13,13 @@ fn udp_copies_are_binomial_and_outsiders_get_none() {
         return;
     }
     let before = tc_qdiscs_lo();
-    let (inside_addr, inside_got, inside_done) = udp_counter();
-    let (outside_addr, outside_got, outside_done) = udp_counter();
+    let loopback = "127.0.0.1".parse().unwrap();
+    let inside_counter = UdpCounter::start(None, loopback);
+    let outside_counter = UdpCounter::start(None, loopback);
+    let (inside_addr, outside_addr) = (
+        inside_counter.addr.to_string(),
+        outside_counter.addr.to_string(),
+    );
     let cgroup = TestCgroup::new("net-duplicate");
     let mut run = ChaosRun::start(&[
         "inject",
@@ -77,19 +41,18 @@ fn udp_copies_are_binomial_and_outsiders_get_none() {
     }
     const N: u64 = 2000;
     let n = N.to_string();
-    let inside = cgroup.spawn(&mut net_client(&["udp-send", &inside_addr, &n]));
-    let outside = net_client(&["udp-send", &outside_addr, &n])
+    let inside = cgroup.spawn(&mut net_client(None, &["udp-send", &inside_addr, &n]));
+    let outside = net_client(None, &["udp-send", &outside_addr, &n])
         .spawn()
         .unwrap();
-    json_out(inside);
-    json_out(outside);
-    thread::sleep(Duration::from_millis(500));
-    inside_done.store(true, Ordering::SeqCst);
-    outside_done.store(true, Ordering::SeqCst);
+    net_result(inside);
+    net_result(outside);
+    let (inside_got, _) = inside_counter.stop();
+    let (outside_got, outside_altered) = outside_counter.stop();
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
 
-    let copies = inside_got.load(Ordering::SeqCst) - N;
+    let copies = inside_got - N;
     // Binomial(2000, 0.2): mean 400, sd 17.9; ±5 sd.
     let (mean, sd) = (N as f64 * 0.2, (N as f64 * 0.2 * 0.8).sqrt());
     assert!(
@@ -98,8 +61,8 @@ fn udp_copies_are_binomial_and_outsiders_get_none() {
         5.0 * sd
     );
     assert_eq!(
-        outside_got.load(Ordering::SeqCst),
-        N,
+        (outside_got, outside_altered),
+        (N, 0),
         "a process outside the target got copies (or lost datagrams)"
     );
     let fault = &outcome.report()["faults"][0];
