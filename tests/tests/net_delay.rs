@@ -212,18 +212,16 @@ fn jitter_spreads_the_delay_within_bounds() {
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
     let added: Vec<f64> = inside.iter().map(|r| r - baseline).collect();
-    let (p5, p10, p90, p95) = (
-        quantile(&added, 0.05),
-        quantile(&added, 0.1),
-        quantile(&added, 0.9),
-        quantile(&added, 0.95),
+    let (p10, p90) = (quantile(&added, 0.1), quantile(&added, 0.9));
+    println!(
+        "added delay: p10 {p10:.1} median {:.1} p90 {p90:.1} ms",
+        median(&added)
     );
-    println!("added delay: p5 {p5:.1} p10 {p10:.1} p90 {p90:.1} p95 {p95:.1} ms");
-    // Uniform in 100..300 ms: p5 about 110, p95 about 290, p90 - p10 about 160. Percentiles
+    // Uniform in 100..300 ms: p10 about 120, p90 about 280, p90 - p10 about 160. Deciles
     // rather than extremes or the mean, because under TCG emulation on a busy machine a
     // timer or an RTT can come tens of milliseconds late (never early).
     assert!(
-        p5 >= 95.0 && p95 <= 330.0,
+        p10 >= 95.0 && p90 <= 330.0,
         "added delays outside 200 ± 100 ms: {added:?}"
     );
     assert!(
