@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod filter;
+pub mod packet;
 pub mod rule;
 pub mod schedule;
 

@@ -8,6 +8,7 @@
 mod file;
 mod lsm;
 mod maps;
+mod packet;
 mod probe;
 mod rule;
 mod socket;

@@ -239,7 +239,9 @@ impl Report {
                 syscall_socket(facts),
                 packet_drop(facts),
                 packet_delay(facts),
+                packet_rate(facts),
                 packet_corrupt(facts),
+                packet_duplicate(facts),
                 syscall_latency(facts),
                 signal(facts),
             ],
@@ -414,7 +416,8 @@ fn no_cgroup_skb(kind: &'static str, mechanism: &str, fail: &Failure) -> FaultSu
 
 fn packet_drop(facts: &Facts) -> FaultSupport {
     const KIND: &str = "packet-drop";
-    const MECHANISM: &str = "cgroup_skb egress/ingress program on the target cgroup returning 0";
+    const MECHANISM: &str = "cgroup_skb egress/ingress program on the target cgroup drops the \
+                             picked packets (egress as local congestion, so TCP retransmits)";
     if facts.cgroup2.is_none() {
         return no_cgroup2(KIND, MECHANISM);
     }
@@ -425,23 +428,41 @@ fn packet_drop(facts: &Facts) -> FaultSupport {
 }
 
 fn packet_delay(facts: &Facts) -> FaultSupport {
-    const KIND: &str = "packet-delay";
-    const MECHANISM: &str = "cgroup_skb egress program sets skb->tstamp (EDT), the fq qdisc on \
-                             the egress device holds packets until then; jitter by varying it";
+    earliest_departure(
+        facts,
+        "packet-delay",
+        "cgroup_skb egress program sets skb->tstamp (EDT) to now + delay ± jitter; chaos makes \
+         fq the root qdisc of the egress devices, which holds packets until then, and restores \
+         the default root qdisc afterwards",
+    )
+}
+
+fn packet_rate(facts: &Facts) -> FaultSupport {
+    earliest_departure(
+        facts,
+        "packet-rate",
+        "cgroup_skb egress program paces the target's packets by setting skb->tstamp (EDT) on \
+         a timeline advancing by length / rate; chaos makes fq the root qdisc of the egress \
+         devices and restores the default root qdisc afterwards",
+    )
+}
+
+/// Faults that set a packet's earliest departure time: cgroup_skb plus the fq qdisc.
+fn earliest_departure(facts: &Facts, kind: &'static str, mechanism: &str) -> FaultSupport {
     if facts.cgroup2.is_none() {
-        return no_cgroup2(KIND, MECHANISM);
+        return no_cgroup2(kind, mechanism);
     }
     if let Err(fail) = &facts.cgroup_skb {
-        return no_cgroup_skb(KIND, MECHANISM, fail);
+        return no_cgroup_skb(kind, mechanism, fail);
     }
     match &facts.net.fq {
         Ok(detail) => works(
-            KIND,
-            format!("{MECHANISM} ({detail}; raise it for longer delays)"),
+            kind,
+            format!("{mechanism} ({detail}; chaos sets it above the delay)"),
         ),
         Err(fail) if fail.errno == Some(nix::errno::Errno::ENOENT) => broken(
-            KIND,
-            MECHANISM,
+            kind,
+            mechanism,
             format!("cannot tell whether the fq qdisc exists: {}", fail.message),
             "install iproute2 (`tc`) and run the doctor again",
         ),
@@ -451,8 +472,8 @@ fn packet_delay(facts: &Facts) -> FaultSupport {
                 Err(_) => "netem is absent too",
             };
             broken(
-                KIND,
-                MECHANISM,
+                kind,
+                mechanism,
                 format!("the fq qdisc is not available: {} ({netem})", fail.message),
                 "a kernel with CONFIG_NET_SCH_FQ (module sch_fq), e.g. Debian's 6.1 or 6.12 \
                  (the project's VM tier)",
@@ -462,19 +483,38 @@ fn packet_delay(facts: &Facts) -> FaultSupport {
 }
 
 fn packet_corrupt(facts: &Facts) -> FaultSupport {
-    const KIND: &str = "packet-corrupt";
-    const MECHANISM: &str = "tc classifier on the egress device, matching the cgroup with \
-                             bpf_skb_cgroup_id; corrupts with bpf_skb_store_bytes, duplicates \
-                             with bpf_clone_redirect";
+    tc_egress(
+        facts,
+        "packet-corrupt",
+        "tc classifier on the egress devices, keeping the target's packets by \
+         bpf_skb_ancestor_cgroup_id, flips a payload bit with bpf_skb_store_bytes and leaves \
+         the checksum as the original's (or fixes it with bpf_l4_csum_replace)",
+    )
+}
+
+fn packet_duplicate(facts: &Facts) -> FaultSupport {
+    tc_egress(
+        facts,
+        "packet-duplicate",
+        "tc classifier on the egress devices, keeping the target's packets by \
+         bpf_skb_ancestor_cgroup_id, sends a copy with bpf_clone_redirect",
+    )
+}
+
+/// Faults done by the tc egress classifier: TCX on 6.6+, a clsact qdisc before.
+fn tc_egress(facts: &Facts, kind: &'static str, mechanism: &str) -> FaultSupport {
     match (&facts.net.tcx, &facts.net.clsact) {
-        (Ok(_), _) => works(KIND, format!("{MECHANISM}; attached through TCX")),
+        (Ok(_), _) => works(kind, format!("{mechanism}; attached through TCX")),
         (Err(_), Ok(_)) => works(
-            KIND,
-            format!("{MECHANISM}; attached through a clsact qdisc (no TCX: needs 6.6+)"),
+            kind,
+            format!(
+                "{mechanism}; attached through a clsact qdisc that chaos adds and removes (no \
+                 TCX: needs 6.6+)"
+            ),
         ),
         (Err(tcx), Err(clsact)) => broken(
-            KIND,
-            MECHANISM,
+            kind,
+            mechanism,
             format!("{}; {}", tcx.message, clsact.message),
             "a kernel with TCX (6.6+) or the clsact qdisc (CONFIG_NET_SCH_INGRESS) and \
              CONFIG_NET_CLS_BPF",
@@ -669,7 +709,9 @@ mod tests {
                 .unwrap()
                 .contains("netem is absent too")
         );
+        assert!(!verdict(&report, "packet-rate").works);
         assert!(verdict(&report, "packet-corrupt").works);
+        assert!(verdict(&report, "packet-duplicate").works);
         assert!(verdict(&report, "syscall-latency").works);
         assert!(verdict(&report, "signal").works);
         assert!(report.faults.iter().all(|f| f.works == f.why.is_none()));
@@ -705,6 +747,7 @@ mod tests {
         let report = Report::from_facts(&facts);
         assert!(verdict(&report, "syscall-file").works);
         assert!(verdict(&report, "packet-delay").works);
+        assert!(verdict(&report, "packet-rate").works);
         let corrupt = verdict(&report, "packet-corrupt");
         assert!(corrupt.works && corrupt.mechanism.contains("clsact"));
         let tcx = report

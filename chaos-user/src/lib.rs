@@ -10,6 +10,7 @@ pub mod experiment;
 pub mod fault;
 pub mod loader;
 pub mod mountinfo;
+pub mod packet;
 pub mod pause;
 pub mod report;
 pub mod target;

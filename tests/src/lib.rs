@@ -16,6 +16,8 @@ use anyhow::{Context as _, bail};
 use chaos::target::ChildCgroup;
 use serde_json::Value;
 
+pub mod netns;
+
 /// Whether this run is one where every test must really run (the VM tier): skipping there
 /// would hide that CI never exercised a fault.
 pub fn skips_forbidden() -> bool {

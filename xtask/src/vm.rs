@@ -87,8 +87,12 @@ impl VmTestArgs {
         Self {
             kernel: kernel.to_owned(),
             timeout: DEFAULT_TIMEOUT_SECS,
-            // The qdiscs the packet faults (and `chaos doctor`'s probes) need.
-            modules: ["sch_fq", "sch_netem"].map(String::from).to_vec(),
+            // The qdiscs the packet faults (and `chaos doctor`'s probes) need, tc's clsact and
+            // bpf classifier (how tc programs attach before TCX, 6.6), and veth for the packet
+            // tests' namespace pairs.
+            modules: ["sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "veth"]
+                .map(String::from)
+                .to_vec(),
             test_args: Vec::new(),
         }
     }
@@ -106,16 +110,18 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<Summary> {
         // A VM run that tests nothing must not read as a pass.
         bail!("chaos-tests has no integration tests (tests/tests/*.rs): nothing to run in the VM");
     }
-    // busybox's tc cannot manage root qdiscs; the host's iproute2 one can.
-    if let Some(tc) = ["/usr/sbin/tc", "/sbin/tc"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-    {
-        binaries.bins.push(build::Executable {
-            name: "tc".into(),
-            path: tc,
-        });
+    // busybox's tc cannot manage root qdiscs and its ip has no `netns`; iproute2's can.
+    for tool in ["tc", "ip"] {
+        if let Some(path) = [format!("/usr/sbin/{tool}"), format!("/sbin/{tool}")]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+        {
+            binaries.bins.push(build::Executable {
+                name: tool.into(),
+                path,
+            });
+        }
     }
 
     let kernel = kernel::ensure(version, &kernel::cache_dir()?)?;

@@ -33,6 +33,16 @@ pub enum InjectCommand {
     Signal(super::signal::SignalArgs),
     /// Delay syscalls, like strace's `-e inject=SYSCALL:delay_enter=DELAY`.
     Latency(super::latency::LatencyArgs),
+    /// Drop packets of the target's sockets.
+    NetDrop(super::net::NetDropArgs),
+    /// Delay packets the target sends (needs the fq qdisc).
+    NetDelay(super::net::NetDelayArgs),
+    /// Cap the rate at which the target sends (needs the fq qdisc).
+    NetRate(super::net::NetRateArgs),
+    /// Send a copy of some of the packets the target sends.
+    NetDuplicate(super::net::NetDuplicateArgs),
+    /// Flip bits in the payload of some of the packets the target sends.
+    NetCorrupt(super::net::NetCorruptArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -163,6 +173,11 @@ pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
         InjectCommand::Syscall(args) => syscall(*args).run(),
         InjectCommand::Signal(args) => super::signal::run(args),
         InjectCommand::Latency(args) => super::latency::run(args),
+        InjectCommand::NetDrop(args) => super::net::drop(args),
+        InjectCommand::NetDelay(args) => super::net::delay(args),
+        InjectCommand::NetRate(args) => super::net::rate(args),
+        InjectCommand::NetDuplicate(args) => super::net::duplicate(args),
+        InjectCommand::NetCorrupt(args) => super::net::corrupt(args),
     }
 }
 
@@ -185,12 +200,19 @@ impl InjectRequest {
 
 impl InjectCommand {
     /// The request behind the command, for those that run faults themselves (experiments).
-    pub fn into_request(self) -> InjectRequest {
-        match self {
+    pub fn into_request(self) -> anyhow::Result<InjectRequest> {
+        Ok(match self {
             InjectCommand::Syscall(args) => syscall(*args),
             InjectCommand::Signal(args) => super::signal::request(args),
             InjectCommand::Latency(args) => super::latency::request(args),
-        }
+            InjectCommand::NetDrop(_)
+            | InjectCommand::NetDelay(_)
+            | InjectCommand::NetRate(_)
+            | InjectCommand::NetDuplicate(_)
+            | InjectCommand::NetCorrupt(_) => anyhow::bail!(
+                "network faults run from `chaos inject` only so far, not from experiments"
+            ),
+        })
     }
 }
 
@@ -304,13 +326,13 @@ pub(crate) fn inject(
 
 /// SIGINT, SIGTERM and SIGHUP end the injection cleanly instead of killing chaos, so that the
 /// report is printed. (Links go with the process either way.)
-struct StopSignals {
+pub(crate) struct StopSignals {
     stop: Arc<AtomicBool>,
     term: Arc<AtomicBool>,
 }
 
 impl StopSignals {
-    fn install() -> anyhow::Result<StopSignals> {
+    pub(crate) fn install() -> anyhow::Result<StopSignals> {
         let stop = Arc::new(AtomicBool::new(false));
         let term = Arc::new(AtomicBool::new(false));
         for sig in [SIGINT, SIGTERM, SIGHUP] {
@@ -322,12 +344,12 @@ impl StopSignals {
         Ok(StopSignals { stop, term })
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
     /// Whether a SIGTERM arrived, which a command does not get from the terminal by itself.
-    fn take_term(&self) -> bool {
+    pub(crate) fn take_term(&self) -> bool {
         self.term.swap(false, Ordering::Relaxed)
     }
 }

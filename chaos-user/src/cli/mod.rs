@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod doctor;
 pub mod inject;
 pub mod latency;
+pub mod net;
 pub mod quickstart;
 pub mod run;
 pub mod signal;

@@ -187,7 +187,7 @@ impl RunningFault {
     pub fn start(activity: &str, spec: &FaultSpec, dry_run: bool) -> anyhow::Result<RunningFault> {
         let command = spec.parse(dry_run).map_err(anyhow::Error::msg)?;
         // Every `chaos inject` fault kind, through the same request the CLI runs.
-        let request = command.into_request();
+        let request = command.into_request()?;
         if !request.target.command.is_empty() {
             anyhow::bail!(
                 "a fault in an experiment needs a target (cgroup, pid, container, unit or pod), \

@@ -1,0 +1,386 @@
+//! Packet faults on the sockets of the target cgroup, through cgroup_skb programs: they run
+//! only for sockets of tasks in the cgroups they are attached to (and below), and see each
+//! packet from its IP header on.
+//!
+//! Egress: drop, or set the earliest departure time (`skb->tstamp`) for delay and rate, which
+//! the fq qdisc on the egress device honours. Ingress: drop.
+//!
+//! What cgroup programs cannot do (send a copy, rewrite bytes) runs as a tc classifier on the egress devices,
+//! which sees every socket's packets and keeps the target's by `bpf_skb_ancestor_cgroup_id`.
+use aya_ebpf::{
+    bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::{
+        bpf_clone_redirect, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_skb_ancestor_cgroup_id,
+    },
+    macros::{cgroup_skb, classifier, map},
+    maps::Array,
+    programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
+};
+use chaos_common::packet::{
+    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PACKET_FIX_CHECKSUM, PacketAction,
+    PacketCounter, PacketRule, PacketState,
+};
+
+use crate::rule::fetch_add;
+
+/// The packet rules, in slots; inactive slots are skipped.
+#[map]
+pub static CHAOS_PACKET_RULES: Array<PacketRule> = Array::with_max_entries(MAX_PACKET_RULES, 0);
+
+/// One counter per packet rule slot, updated atomically.
+#[map]
+pub static CHAOS_PACKET_COUNTERS: Array<PacketCounter> =
+    Array::with_max_entries(MAX_PACKET_RULES, 0);
+
+/// Per-rule state kept between packets (rate limiting).
+#[map]
+pub static CHAOS_PACKET_STATE: Array<PacketState> = Array::with_max_entries(MAX_PACKET_RULES, 0);
+
+/// cgroup_skb verdicts. On egress, 2 drops and tells the sender "congestion" (NET_XMIT_DROP):
+/// a UDP sendto then succeeds as if the network lost the datagram, and TCP backs off and
+/// retransmits, instead of both failing with EPERM as a plain 0 would make them.
+const PASS: i32 = 1;
+const DROP_INGRESS: i32 = 0;
+const DROP_EGRESS: i32 = 2;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// What the rules filter on, decoded from the packet.
+struct Packet {
+    protocol: u32,
+    /// (local, remote) ports in host order, valid when `has_ports`. (No `Option`s here: see
+    /// `PacketRule::matches`.)
+    ports: (u16, u16),
+    /// Whether the packet is TCP or UDP, first fragment.
+    has_ports: bool,
+    /// 4 or 6.
+    family: u32,
+    /// The peer's address as packet words; IPv4 in word 0.
+    peer: [u32; 4],
+    /// Offset of the L4 payload from the IP header.
+    payload: usize,
+    /// Offset of the L4 checksum from the IP header, for TCP, UDP and ICMP; 0 for none.
+    checksum: usize,
+}
+
+/// Decodes the IP header at offset `l3`: 0 in cgroup_skb programs, which see packets from the
+/// network header on, the Ethernet header's length in tc programs.
+#[inline(always)]
+fn decode(ctx: &SkBuff, l3: usize, direction: u32) -> Option<Packet> {
+    // SAFETY: ctx.skb.skb is the program's context pointer.
+    let proto = u16::from_be(unsafe { (*ctx.skb).protocol } as u16);
+    let egress = direction == DIRECTION_EGRESS;
+    let mut peer = [0u32; 4];
+    let (family, protocol, l4, first_fragment) = if proto == ETH_P_IP {
+        let header: [u8; 20] = ctx.load(l3).ok()?;
+        let ihl = (header[0] & 0x0f) as usize * 4;
+        let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1fff;
+        let at = if egress { 16 } else { 12 };
+        peer[0] = u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        (4, header[9], ihl, fragment_offset == 0)
+    } else if proto == ETH_P_IPV6 {
+        let next: u8 = ctx.load(l3 + 6).ok()?;
+        // Extension headers are not walked: their packets match only filters without ports.
+        peer = ctx.load(l3 + if egress { 24 } else { 8 }).ok()?;
+        (6, next, 40, true)
+    } else {
+        return None;
+    };
+    let has_ports = first_fragment && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP);
+    let mut ports = (0, 0);
+    if has_ports {
+        let raw: [u8; 4] = ctx.load(l3 + l4).ok()?;
+        let src = u16::from_be_bytes([raw[0], raw[1]]);
+        let dst = u16::from_be_bytes([raw[2], raw[3]]);
+        ports = if egress { (src, dst) } else { (dst, src) };
+    }
+    // Where the payload starts and where the checksum is, for corruption.
+    let (payload, checksum) = if !first_fragment {
+        (l4, 0)
+    } else if protocol == IPPROTO_TCP {
+        let offset: u8 = ctx.load(l3 + l4 + 12).ok()?;
+        (l4 + (offset >> 4) as usize * 4, l4 + 16)
+    } else if protocol == IPPROTO_UDP {
+        (l4 + 8, l4 + 6)
+    } else if protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6 {
+        (l4 + 8, l4 + 2)
+    } else {
+        (l4, 0)
+    };
+    Some(Packet {
+        protocol: protocol as u32,
+        ports,
+        has_ports,
+        family,
+        peer,
+        payload,
+        checksum,
+    })
+}
+
+/// Whether the skb's socket belongs to the rule's target cgroup (or one below it).
+#[inline(always)]
+fn in_target(skb: *mut __sk_buff, rule: &PacketRule) -> bool {
+    // SAFETY: a plain helper call on the context; too deep a level returns 0.
+    unsafe { bpf_skb_ancestor_cgroup_id(skb, rule.cgroup_level as i32) == rule.cgroup_id }
+}
+
+/// Which program runs the rules: each action belongs to one of them, so that no packet is
+/// counted twice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    CgroupSkb,
+    TcEgress,
+}
+
+impl Hook {
+    #[inline(always)]
+    fn runs(self, action: Option<PacketAction>) -> bool {
+        match action {
+            Some(PacketAction::Drop | PacketAction::Delay | PacketAction::Rate) => {
+                self == Hook::CgroupSkb
+            }
+            Some(PacketAction::Duplicate | PacketAction::Corrupt) => self == Hook::TcEgress,
+            None => false,
+        }
+    }
+}
+
+/// Runs the rules of `hook` for `direction` over the packet; returns whether to drop it.
+/// Delay and rate rules move `skb->tstamp` forward, duplicate rules send a copy, and let it
+/// pass.
+#[inline(always)]
+fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
+    let l3 = if hook == Hook::TcEgress { ETH_HLEN } else { 0 };
+    let Some(packet) = decode(ctx, l3, direction) else {
+        return false;
+    };
+    let skb = ctx.skb;
+    let len = ctx.len() as u64;
+    let mut i = 0;
+    while i < MAX_PACKET_RULES {
+        let slot = i;
+        i += 1;
+        let Some(rule) = CHAOS_PACKET_RULES.get(slot) else {
+            continue;
+        };
+        let action = PacketAction::from_raw(rule.action);
+        if !rule.is_active()
+            || !hook.runs(action)
+            || !rule.wants_direction(direction)
+            || !in_target(skb, rule)
+        {
+            continue;
+        }
+        if !rule.matches(
+            packet.protocol,
+            packet.ports,
+            packet.has_ports,
+            packet.family,
+            &packet.peer,
+        ) {
+            continue;
+        }
+        // Only packets with a payload word to flip can be corrupted.
+        let payload_words = (len as usize).saturating_sub(l3 + packet.payload) / 2;
+        if action == Some(PacketAction::Corrupt) && payload_words == 0 {
+            continue;
+        }
+        let Some(counter) = CHAOS_PACKET_COUNTERS.get_ptr_mut(slot) else {
+            continue;
+        };
+        // SAFETY: the pointer comes from a map lookup and stays valid for this program run;
+        // the fields are 8-byte aligned u64s, updated only atomically.
+        let (seen, affected, bytes) = unsafe {
+            (
+                &raw mut (*counter).seen,
+                &raw mut (*counter).affected,
+                &raw mut (*counter).bytes,
+            )
+        };
+        fetch_add(seen, 1);
+        // SAFETY: a plain helper call.
+        if rule.probability != u32::MAX && unsafe { bpf_get_prandom_u32() } >= rule.probability {
+            continue;
+        }
+        fetch_add(affected, 1);
+        fetch_add(bytes, len);
+        if rule.is_dry_run() {
+            continue;
+        }
+        match action {
+            Some(PacketAction::Drop) => return true,
+            Some(PacketAction::Duplicate) => duplicate(skb),
+            Some(PacketAction::Corrupt) => corrupt(
+                ctx,
+                l3,
+                &packet,
+                payload_words,
+                rule.flags & PACKET_FIX_CHECKSUM != 0,
+            ),
+            Some(PacketAction::Delay) if direction == DIRECTION_EGRESS => {
+                // SAFETY: a plain helper call.
+                let delay = rule.delay_for(unsafe { bpf_get_prandom_u32() });
+                depart_at(skb, departure(skb) + delay);
+            }
+            Some(PacketAction::Rate) if direction == DIRECTION_EGRESS => {
+                if let Some(state) = CHAOS_PACKET_STATE.get_ptr_mut(slot) {
+                    pace(skb, state, len, rule.rate_bytes_per_sec);
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// When the packet would leave now: its own departure time if the stack set one (TCP
+/// pacing), else the current monotonic time, the clock fq compares against.
+#[inline(always)]
+fn departure(skb: *mut __sk_buff) -> u64 {
+    // SAFETY: a plain helper call, and a read of the context.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let stamped = unsafe { (*skb).tstamp };
+    if stamped > now { stamped } else { now }
+}
+
+#[inline(always)]
+fn depart_at(skb: *mut __sk_buff, at: u64) {
+    // SAFETY: cgroup_skb egress may write tstamp.
+    unsafe { (*skb).tstamp = at };
+}
+
+/// How far the rate timeline may lag behind now before it restarts: a packet fq released
+/// late (a busy machine) leaves its successors up to this much time to catch up, so the
+/// average rate holds; an idle target gets at most this much worth of burst.
+const RATE_SLACK_NS: u64 = 20_000_000;
+
+/// Reserves the packet's transmission time on the rule's timeline: it leaves at the later of
+/// now and the end of the previous reservation, which moves on by `len / rate`.
+#[inline(always)]
+fn pace(skb: *mut __sk_buff, state: *mut PacketState, len: u64, rate: u64) {
+    if rate == 0 {
+        return;
+    }
+    // The timeline is the capped link's: it runs on the clock, not on the stack's own
+    // departure time (TCP pacing), which only sets a lower bound for this packet below.
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cost = len * 1_000_000_000 / rate;
+    // SAFETY: the pointer comes from a map lookup; the field is an aligned u64. A timeline
+    // further behind than the slack restarts there; a race between CPUs here at worst lets
+    // one packet through early.
+    let next = unsafe { &raw mut (*state).next_departure_ns };
+    let earliest = now.saturating_sub(RATE_SLACK_NS);
+    unsafe {
+        if *next < earliest {
+            *next = earliest;
+        }
+    }
+    let at = fetch_add(next, cost);
+    let stack = departure(skb);
+    depart_at(skb, if at > stack { at } else { stack });
+}
+
+/// The mark a copy carries while it passes the tc program again, so that it is not copied in
+/// turn.
+const COPY_MARK: u32 = 0xc4a0_5d0b;
+
+/// Sends a copy of the packet out of the same device, now.
+#[inline(always)]
+fn duplicate(skb: *mut __sk_buff) {
+    // SAFETY: tc programs may read and write mark and read ifindex; the copy inherits the
+    // mark, the original gets its own back.
+    unsafe {
+        let mark = (*skb).mark;
+        (*skb).mark = COPY_MARK;
+        bpf_clone_redirect(skb, (*skb).ifindex, 0);
+        (*skb).mark = mark;
+    }
+}
+
+/// Flips one random bit of one random 16-bit payload word (aligned as the checksum sums
+/// them), then makes sure the checksum does what the user asked:
+///
+/// - `fix`: the checksum matches the corrupted data, the receiver accepts it. A checksum the
+///   stack already computed is updated; one left to the device (CHECKSUM_PARTIAL) will be
+///   computed over the corrupted data anyway.
+/// - otherwise: the checksum stays that of the original data, so that a receiver that checks
+///   it drops the packet, as it would after corruption on the wire. For a computed checksum
+///   the flip alone does that and the update below (from new back to old) only moves it
+///   further off; for one left to the device, the pseudo-header seed in the checksum field
+///   is moved back by the flip, so that the device's sum comes out as the original's.
+#[inline(always)]
+fn corrupt(ctx: &SkBuff, l3: usize, packet: &Packet, words: usize, fix: bool) {
+    // SAFETY: a plain helper call.
+    let draw = unsafe { bpf_get_prandom_u32() };
+    // checked_rem: no division-by-zero panic path, which the verifier would refuse.
+    let Some(word) = ((draw & 0x00ff_ffff) as usize).checked_rem(words) else {
+        return;
+    };
+    let bit = (draw >> 24) & 15;
+    let at = l3 + packet.payload + 2 * word;
+    let Ok(old) = ctx.load::<u16>(at) else {
+        return;
+    };
+    let new = old ^ (1u16 << bit);
+    if ctx.store(at, &new, 0).is_err() {
+        return;
+    }
+    let checksum = packet.checksum;
+    if checksum == 0 {
+        return;
+    }
+    // A UDP checksum of 0 means "none": leave it so (BPF_F_MARK_MANGLED_0).
+    let mangled0 = if packet.protocol == IPPROTO_UDP as u32 {
+        BPF_F_MARK_MANGLED_0 as u64
+    } else {
+        0
+    };
+    let _ = if fix {
+        ctx.l4_csum_replace(l3 + checksum, old as u64, new as u64, 2 | mangled0)
+    } else {
+        ctx.l4_csum_replace(
+            l3 + checksum,
+            new as u64,
+            old as u64,
+            2 | mangled0 | BPF_F_PSEUDO_HDR as u64,
+        )
+    };
+}
+
+#[cgroup_skb(egress)]
+pub fn chaos_skb_egress(ctx: SkBuffContext) -> i32 {
+    if apply(&ctx.skb, Hook::CgroupSkb, DIRECTION_EGRESS) {
+        DROP_EGRESS
+    } else {
+        PASS
+    }
+}
+
+#[cgroup_skb(ingress)]
+pub fn chaos_skb_ingress(ctx: SkBuffContext) -> i32 {
+    if apply(&ctx.skb, Hook::CgroupSkb, DIRECTION_INGRESS) {
+        DROP_INGRESS
+    } else {
+        PASS
+    }
+}
+
+/// tc verdict: carry on with the packet.
+const TC_ACT_OK: i32 = 0;
+
+#[classifier]
+pub fn chaos_tc_egress(ctx: TcContext) -> i32 {
+    // SAFETY: a read of the context.
+    if unsafe { (*ctx.skb.skb).mark } != COPY_MARK {
+        apply(&ctx.skb, Hook::TcEgress, DIRECTION_EGRESS);
+    }
+    TC_ACT_OK
+}

@@ -1,0 +1,214 @@
+//! Loading and attaching the packet programs for a set of [`PacketRule`]s.
+use std::{collections::BTreeSet, fs::File, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Array,
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, tc,
+    },
+    util::KernelVersion,
+};
+use chaos_common::packet::{
+    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PacketAction, PacketCounter, PacketRule,
+};
+
+use crate::{Error, loader::EBPF_OBJECT};
+
+const RULES_MAP: &str = "CHAOS_PACKET_RULES";
+const COUNTERS_MAP: &str = "CHAOS_PACKET_COUNTERS";
+const EGRESS: &str = "chaos_skb_egress";
+const INGRESS: &str = "chaos_skb_ingress";
+const TC_EGRESS: &str = "chaos_tc_egress";
+
+/// The packet programs loaded, with rules installed and attached to the targets' cgroups.
+///
+/// Like the syscall injector, it owns every link as a bpf_link file descriptor and pins
+/// nothing: dropping it, or the process dying, detaches everything.
+pub struct PacketInjector {
+    // Dropped in this order: the programs' links first, then the clsact qdiscs they used.
+    ebpf: Ebpf,
+    clsact: Clsact,
+    slots: usize,
+}
+
+/// The clsact qdiscs chaos added (kernels before 6.6 attach tc programs through one);
+/// dropping this removes them again.
+#[derive(Default)]
+struct Clsact {
+    added: Vec<String>,
+}
+
+impl Drop for Clsact {
+    fn drop(&mut self) {
+        for dev in self.added.drain(..) {
+            if let Err(why) = super::fq::tc(&["qdisc", "del", "dev", &dev, "clsact"]) {
+                eprintln!(
+                    "chaos: could not remove the clsact qdisc chaos added to {dev}: {why}; run \
+                     `tc qdisc del dev {dev} clsact`"
+                );
+            }
+        }
+    }
+}
+
+impl PacketInjector {
+    /// Loads the object, installs `rules` (each with the cgroup directory it targets) and
+    /// attaches the programs the rules need: cgroup_skb egress and ingress on the cgroups, and
+    /// for copies the tc egress classifier on `devices`. All or nothing: on error, whatever
+    /// was attached is detached again (by drop).
+    pub fn start(
+        rules: &[(PacketRule, PathBuf)],
+        devices: &[String],
+    ) -> Result<PacketInjector, Error> {
+        if rules.len() > MAX_PACKET_RULES as usize {
+            return Err(Error::Invalid {
+                field: "packet faults",
+                value: rules.len().to_string(),
+                expected: format!("at most {MAX_PACKET_RULES} packet faults at once"),
+            });
+        }
+        let mut injector = PacketInjector {
+            ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
+            clsact: Clsact::default(),
+            slots: rules.len(),
+        };
+        {
+            let mut map: Array<_, PacketRule> = Array::try_from(
+                injector.ebpf.map_mut(RULES_MAP).expect(RULES_MAP),
+            )
+            .map_err(|source| Error::Map {
+                map: RULES_MAP,
+                source,
+            })?;
+            for (slot, (rule, _)) in rules.iter().enumerate() {
+                map.set(slot as u32, *rule, 0)
+                    .map_err(|source| Error::Map {
+                        map: RULES_MAP,
+                        source,
+                    })?;
+            }
+        }
+        for (direction, name, attach_type) in [
+            (DIRECTION_EGRESS, EGRESS, CgroupSkbAttachType::Egress),
+            (DIRECTION_INGRESS, INGRESS, CgroupSkbAttachType::Ingress),
+        ] {
+            let dirs: BTreeSet<&PathBuf> = rules
+                .iter()
+                .filter(|(rule, _)| rule.wants_direction(direction) && on_cgroup(rule))
+                .map(|(_, dir)| dir)
+                .collect();
+            if !dirs.is_empty() {
+                injector.attach_skb(name, attach_type, &dirs)?;
+            }
+        }
+        if rules.iter().any(|(rule, _)| !on_cgroup(rule)) {
+            injector.attach_tc(devices)?;
+        }
+        Ok(injector)
+    }
+
+    fn attach_tc(&mut self, devices: &[String]) -> Result<(), Error> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_EGRESS)
+            .expect(TC_EGRESS)
+            .try_into()
+            .map_err(|source| Error::Program {
+                program: TC_EGRESS,
+                action: "type",
+                source,
+            })?;
+        prog.load().map_err(|source| Error::Program {
+            program: TC_EGRESS,
+            action: "load",
+            source,
+        })?;
+        // TCX (6.6+) needs no qdisc; older kernels attach through a clsact qdisc.
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        for dev in devices {
+            if !tcx && !super::fq::has_clsact(dev)? {
+                tc::qdisc_add_clsact(dev).map_err(|err| Error::Unsupported {
+                    fault: format!("copying packets on {dev}"),
+                    why: format!(
+                        "cannot add a clsact qdisc to {dev} ({err}); tc programs need TCX \
+                         (6.6+) or clsact (CONFIG_NET_SCH_INGRESS)"
+                    ),
+                })?;
+                self.clsact.added.push(dev.clone());
+            }
+            prog.attach(dev, TcAttachType::Egress)
+                .map_err(|source| Error::Program {
+                    program: TC_EGRESS,
+                    action: "attach",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn attach_skb(
+        &mut self,
+        name: &'static str,
+        attach_type: CgroupSkbAttachType,
+        dirs: &BTreeSet<&PathBuf>,
+    ) -> Result<(), Error> {
+        let prog: &mut CgroupSkb = self
+            .ebpf
+            .program_mut(name)
+            .expect(name)
+            .try_into()
+            .map_err(|source| Error::Program {
+                program: name,
+                action: "type",
+                source,
+            })?;
+        prog.load().map_err(|source| Error::Program {
+            program: name,
+            action: "load",
+            source,
+        })?;
+        for dir in dirs {
+            let cgroup = File::open(dir).map_err(|source| Error::Io {
+                path: (*dir).clone(),
+                source,
+            })?;
+            // bpf_link attachments stack with other programs on the same cgroup, and keep
+            // running for descendants that attach their own.
+            prog.attach(cgroup, attach_type, CgroupAttachMode::Single)
+                .map_err(|source| Error::Program {
+                    program: name,
+                    action: "attach",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The counters of the installed rules, in rule order.
+    pub fn counters(&self) -> Result<Vec<PacketCounter>, Error> {
+        let map: Array<_, PacketCounter> = Array::try_from(
+            self.ebpf.map(COUNTERS_MAP).expect(COUNTERS_MAP),
+        )
+        .map_err(|source| Error::Map {
+            map: COUNTERS_MAP,
+            source,
+        })?;
+        (0..self.slots as u32)
+            .map(|slot| {
+                map.get(&slot, 0).map_err(|source| Error::Map {
+                    map: COUNTERS_MAP,
+                    source,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether the rule's action runs in the cgroup_skb programs (else in the tc classifier).
+fn on_cgroup(rule: &PacketRule) -> bool {
+    !matches!(
+        PacketAction::from_raw(rule.action),
+        Some(PacketAction::Duplicate | PacketAction::Corrupt)
+    )
+}
