@@ -63,6 +63,16 @@ fn process_and_socket_lsm_syscalls_fail_in_target_only() {
 }
 
 #[test]
+fn accept_recv_and_shutdown_fail_in_target_only() {
+    if !need_root() {
+        return;
+    }
+    assert_target_only("accept", "ECONNABORTED", &[], &["accept"]);
+    assert_target_only("recvfrom", "EAGAIN", &[], &["recvfrom"]);
+    assert_target_only("shutdown", "ENOTCONN", &[], &["shutdown"]);
+}
+
+#[test]
 fn write_fails_only_under_the_path_prefix() {
     if !need_root() {
         return;

@@ -84,6 +84,12 @@ enum Call {
     Listen,
     /// sendto(2) one UDP datagram to ADDR.
     Sendto { addr: SocketAddr },
+    /// accept(2) a loopback TCP connection made to a listener of this process.
+    Accept,
+    /// recvfrom(2) a UDP datagram this process sent to itself.
+    Recvfrom,
+    /// shutdown(2) a connected UDP socket.
+    Shutdown,
     /// setsockopt(SO_REUSEADDR) on a UDP socket (made before waiting).
     Setsockopt,
     /// getsockopt(SO_TYPE) on a UDP socket (made before waiting).
@@ -320,6 +326,49 @@ fn once(call: &Call, prep: &Prepared, n: u32) -> Result<(), Errno> {
             } as libc::c_long);
             close(sock);
             r.map(drop)
+        }
+        Call::Accept => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+            let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+            // The raw syscall: glibc may implement accept() with accept4.
+            let r = check(unsafe {
+                libc::syscall(
+                    libc::SYS_accept,
+                    std::os::fd::AsRawFd::as_raw_fd(&listener),
+                    std::ptr::null_mut::<libc::sockaddr>(),
+                    std::ptr::null_mut::<libc::socklen_t>(),
+                )
+            });
+            if let Ok(fd) = r {
+                close(fd as i32);
+            }
+            drop(client);
+            r.map(drop)
+        }
+        Call::Recvfrom => {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+            sock.send_to(b"x", sock.local_addr().unwrap())
+                .expect("send to self");
+            check(unsafe {
+                libc::recvfrom(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    byte.as_mut_ptr().cast(),
+                    1,
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            } as libc::c_long)
+            .map(drop)
+        }
+        Call::Shutdown => {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+            sock.connect("127.0.0.1:9").expect("udp connect");
+            check(
+                unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SHUT_RDWR) }
+                    .into(),
+            )
+            .map(drop)
         }
         Call::Setsockopt => {
             let one: libc::c_int = 1;
