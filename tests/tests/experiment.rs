@@ -350,3 +350,34 @@ fn invalid_experiment_injects_nothing_and_says_where() {
     assert_eq!(service.health(), 200);
     assert_nothing_left();
 }
+
+#[test]
+fn network_faults_run_in_experiments_too() {
+    if !need_root() {
+        return;
+    }
+    let service = Service::start("exp-net");
+    let backend_port = service.backend.rsplit(':').next().unwrap().to_owned();
+    // Every packet between the service and its backend is dropped: its connects time out.
+    let yaml = experiment("null", 0.0).replace(
+        "      func: syscall\n      arguments: {syscall: connect, errno: ECONNREFUSED, duration: null}",
+        &format!(
+            "      func: net-drop\n      arguments: {{protocol: tcp, port: {backend_port}, direction: both}}"
+        ),
+    );
+    assert!(yaml.contains("net-drop"), "{yaml}");
+    let (status, stderr, journal) = run_to_end(&service, "net", &yaml);
+    assert_eq!(status.code(), Some(1), "{stderr}\n{journal:#}");
+    assert_eq!(journal["status"], "deviated", "{journal:#}");
+    assert_eq!(journal["steady_states"]["before"]["steady_state_met"], true);
+    assert_eq!(journal["steady_states"]["after"]["steady_state_met"], false);
+    assert_outsider_untouched(&journal);
+    let (seen, affected) = final_counts(&journal, 0);
+    assert!(
+        affected >= 1 && affected == seen,
+        "counters: {:#}",
+        journal["faults"]
+    );
+    assert_eq!(service.health(), 200);
+    assert_nothing_left();
+}

@@ -181,6 +181,14 @@ pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A parsed `chaos inject` command of any kind.
+pub enum FaultRequest {
+    /// A fault made of rules for the syscall engine (syscall, signal, latency).
+    Rules(InjectRequest),
+    /// A packet fault.
+    Net(super::net::NetRequest),
+}
+
 /// A parsed `chaos inject` command: the fault, how long and how to report, and whom.
 pub struct InjectRequest {
     /// The fault.
@@ -200,18 +208,17 @@ impl InjectRequest {
 
 impl InjectCommand {
     /// The request behind the command, for those that run faults themselves (experiments).
-    pub fn into_request(self) -> anyhow::Result<InjectRequest> {
+    pub fn into_request(self) -> anyhow::Result<FaultRequest> {
+        use FaultRequest::{Net, Rules};
         Ok(match self {
-            InjectCommand::Syscall(args) => syscall(*args),
-            InjectCommand::Signal(args) => super::signal::request(args),
-            InjectCommand::Latency(args) => super::latency::request(args),
-            InjectCommand::NetDrop(_)
-            | InjectCommand::NetDelay(_)
-            | InjectCommand::NetRate(_)
-            | InjectCommand::NetDuplicate(_)
-            | InjectCommand::NetCorrupt(_) => anyhow::bail!(
-                "network faults run from `chaos inject` only so far, not from experiments"
-            ),
+            InjectCommand::Syscall(args) => Rules(syscall(*args)),
+            InjectCommand::Signal(args) => Rules(super::signal::request(args)),
+            InjectCommand::Latency(args) => Rules(super::latency::request(args)),
+            InjectCommand::NetDrop(args) => Net(args.into_request()?),
+            InjectCommand::NetDelay(args) => Net(args.into_request()?),
+            InjectCommand::NetRate(args) => Net(args.into_request()?),
+            InjectCommand::NetDuplicate(args) => Net(args.into_request()?),
+            InjectCommand::NetCorrupt(args) => Net(args.into_request()?),
         })
     }
 }

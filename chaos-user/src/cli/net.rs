@@ -202,49 +202,117 @@ pub struct NetCorruptArgs {
     pub target: TargetArgs,
 }
 
+/// A parsed `chaos inject net-*` command, for those that run it themselves (experiments).
+pub struct NetRequest {
+    /// The fault.
+    pub fault: NetFault,
+    /// Where its qdiscs and tc programs go.
+    pub devices: DeviceArgs,
+    /// Duration, dry run, output.
+    pub run: RunArgs,
+    /// Whom it hits.
+    pub target: TargetArgs,
+}
+
+impl NetRequest {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        inject(&self.fault, &self.devices, &self.run, &self.target)
+    }
+}
+
+impl NetCorruptArgs {
+    /// The request behind the options.
+    pub fn into_request(self) -> anyhow::Result<NetRequest> {
+        let effect = NetEffect::Corrupt {
+            fix_checksum: self.fix_checksum,
+        };
+        Ok(NetRequest {
+            fault: fault(effect, &self.filter, &self.run)?,
+            devices: self.devices,
+            run: self.run,
+            target: self.target,
+        })
+    }
+}
+
+impl NetDuplicateArgs {
+    /// The request behind the options.
+    pub fn into_request(self) -> anyhow::Result<NetRequest> {
+        Ok(NetRequest {
+            fault: fault(NetEffect::Duplicate, &self.filter, &self.run)?,
+            devices: self.devices,
+            run: self.run,
+            target: self.target,
+        })
+    }
+}
+
+impl NetDropArgs {
+    /// The request behind the options.
+    pub fn into_request(self) -> anyhow::Result<NetRequest> {
+        Ok(NetRequest {
+            fault: fault(NetEffect::Drop, &self.filter, &self.run)?,
+            devices: DeviceArgs {
+                device: Vec::new(),
+                netns: None,
+            },
+            run: self.run,
+            target: self.target,
+        })
+    }
+}
+
+impl NetDelayArgs {
+    /// The request behind the options.
+    pub fn into_request(self) -> anyhow::Result<NetRequest> {
+        let effect = NetEffect::Delay {
+            delay: self.delay,
+            jitter: self.jitter.unwrap_or_default(),
+        };
+        Ok(NetRequest {
+            fault: fault(effect, &self.filter, &self.run)?,
+            devices: self.devices,
+            run: self.run,
+            target: self.target,
+        })
+    }
+}
+
+impl NetRateArgs {
+    /// The request behind the options.
+    pub fn into_request(self) -> anyhow::Result<NetRequest> {
+        Ok(NetRequest {
+            fault: fault(NetEffect::Rate(self.rate), &self.filter, &self.run)?,
+            devices: self.devices,
+            run: self.run,
+            target: self.target,
+        })
+    }
+}
+
 /// Runs `chaos inject net-corrupt`.
 pub fn corrupt(args: NetCorruptArgs) -> anyhow::Result<ExitCode> {
-    let effect = NetEffect::Corrupt {
-        fix_checksum: args.fix_checksum,
-    };
-    let fault = fault(effect, &args.filter, &args.run)?;
-    inject(&fault, &args.devices, &args.run, &args.target)
+    args.into_request()?.run()
 }
 
 /// Runs `chaos inject net-duplicate`.
 pub fn duplicate(args: NetDuplicateArgs) -> anyhow::Result<ExitCode> {
-    let fault = fault(NetEffect::Duplicate, &args.filter, &args.run)?;
-    inject(&fault, &args.devices, &args.run, &args.target)
+    args.into_request()?.run()
 }
 
 /// Runs `chaos inject net-drop`.
 pub fn drop(args: NetDropArgs) -> anyhow::Result<ExitCode> {
-    let fault = fault(NetEffect::Drop, &args.filter, &args.run)?;
-    inject(
-        &fault,
-        &DeviceArgs {
-            device: Vec::new(),
-            netns: None,
-        },
-        &args.run,
-        &args.target,
-    )
+    args.into_request()?.run()
 }
 
 /// Runs `chaos inject net-delay`.
 pub fn delay(args: NetDelayArgs) -> anyhow::Result<ExitCode> {
-    let effect = NetEffect::Delay {
-        delay: args.delay,
-        jitter: args.jitter.unwrap_or_default(),
-    };
-    let fault = fault(effect, &args.filter, &args.run)?;
-    inject(&fault, &args.devices, &args.run, &args.target)
+    args.into_request()?.run()
 }
 
 /// Runs `chaos inject net-rate`.
 pub fn rate(args: NetRateArgs) -> anyhow::Result<ExitCode> {
-    let fault = fault(NetEffect::Rate(args.rate), &args.filter, &args.run)?;
-    inject(&fault, &args.devices, &args.run, &args.target)
+    args.into_request()?.run()
 }
 
 /// What a packet fault did, for the report.
@@ -291,20 +359,22 @@ impl fmt::Display for NetReport {
     }
 }
 
-/// The injection in progress: the fq qdiscs (if any) and the attached programs.
-struct NetInjection<'a> {
-    fault: &'a NetFault,
-    target: &'a CgroupTarget,
+/// The injection in progress: the fq qdiscs (if any) and the attached programs. Dropping it
+/// ends the fault.
+pub(crate) struct NetInjection {
+    fault: NetFault,
+    target: CgroupTarget,
     injector: Option<PacketInjector>,
     fq: Option<FqQdiscs>,
 }
 
-impl NetInjection<'_> {
-    fn start<'a>(
-        fault: &'a NetFault,
+impl NetInjection {
+    /// Installs fq where the fault needs it and attaches the programs; all or nothing.
+    pub(crate) fn start(
+        fault: &NetFault,
         devices: &[String],
-        target: &'a CgroupTarget,
-    ) -> anyhow::Result<NetInjection<'a>> {
+        target: &CgroupTarget,
+    ) -> anyhow::Result<NetInjection> {
         let devices = if !(fault.effect.needs_fq() || fault.effect.on_devices()) {
             Vec::new()
         } else if devices.is_empty() {
@@ -333,14 +403,15 @@ impl NetInjection<'_> {
         let injector =
             PacketInjector::start(&[(fault.rule(target), target.path.clone())], tc_devices)?;
         Ok(NetInjection {
-            fault,
-            target,
+            fault: fault.clone(),
+            target: target.clone(),
             injector: Some(injector),
             fq,
         })
     }
 
-    fn report(&self) -> anyhow::Result<Option<NetReport>> {
+    /// The counters so far; `None` once the fault has ended.
+    pub(crate) fn report(&self) -> anyhow::Result<Option<NetReport>> {
         let Some(injector) = &self.injector else {
             return Ok(None);
         };
@@ -363,17 +434,17 @@ impl NetInjection<'_> {
 
     /// Detaches the programs, lets the packets fq still holds leave, then restores the
     /// qdiscs (deleting a qdisc drops what it holds).
-    fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         // Programs first, explicitly: nothing may stamp packets while fq drains.
         std::mem::drop(self.injector.take());
         if let Some(fq) = self.fq.take() {
-            thread::sleep(horizon(self.fault).min(Duration::from_secs(10)));
+            thread::sleep(horizon(&self.fault).min(Duration::from_secs(10)));
             std::mem::drop(fq);
         }
     }
 }
 
-impl Drop for NetInjection<'_> {
+impl Drop for NetInjection {
     fn drop(&mut self) {
         self.end();
     }
@@ -435,7 +506,7 @@ fn inject(
 }
 
 fn show_progress(
-    injection: &NetInjection<'_>,
+    injection: &NetInjection,
     started: Instant,
     last: &mut Option<(u64, u64)>,
 ) -> anyhow::Result<()> {

@@ -12,7 +12,14 @@ use clap::Parser as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{cli::inject::InjectCommand, loader::Injector, pause::Resumer};
+use crate::{
+    cli::{
+        inject::{FaultRequest, InjectCommand},
+        net::NetInjection,
+    },
+    loader::Injector,
+    pause::Resumer,
+};
 
 /// `chaos inject` arguments as the experiment gave them.
 #[derive(Debug, clap::Parser)]
@@ -171,11 +178,7 @@ pub struct RunningFault {
     pub command_line: String,
     /// The target cgroup directory.
     pub target: String,
-    rules: Vec<String>,
-    injector: Option<Injector>,
-    // Continues processes that pause rules stopped; dropped after the injector (declared
-    // after it, and cleared after it below).
-    resumer: Option<Resumer>,
+    engine: Option<Engine>,
     started: Instant,
     duration: Option<Duration>,
     /// Counters over time.
@@ -188,18 +191,46 @@ impl RunningFault {
         let command = spec.parse(dry_run).map_err(anyhow::Error::msg)?;
         // Every `chaos inject` fault kind, through the same request the CLI runs.
         let request = command.into_request()?;
-        if !request.target.command.is_empty() {
+        let (target_args, duration) = match &request {
+            FaultRequest::Rules(r) => (&r.target, r.run.duration),
+            FaultRequest::Net(r) => (&r.target, r.run.duration),
+        };
+        if !target_args.command.is_empty() {
             anyhow::bail!(
                 "a fault in an experiment needs a target (cgroup, pid, container, unit or pod), \
                  not a command"
             );
         }
-        let target = request.target.resolve()?;
-        let planned = request.fault.rules(&target)?;
-        let mut injector = Injector::start(&planned)?;
-        let resumer = request.fault.started(&mut injector)?;
-        let rules = planned.iter().map(|r| r.label.clone()).collect();
-        let run = request.run;
+        let target = target_args.resolve()?;
+        let engine = match request {
+            FaultRequest::Rules(request) => {
+                let planned = request.fault.rules(&target)?;
+                let mut injector = Injector::start(&planned)?;
+                let resumer = request.fault.started(&mut injector)?;
+                Engine::Rules {
+                    labels: planned.iter().map(|r| r.label.clone()).collect(),
+                    injector,
+                    _resumer: resumer,
+                }
+            }
+            FaultRequest::Net(request) => {
+                if request.devices.netns.is_some() {
+                    anyhow::bail!(
+                        "netns is not available in experiments: it would move the whole runner \
+                         into another network namespace"
+                    );
+                }
+                let kind = request.fault.effect.kind();
+                Engine::Net {
+                    kind,
+                    injection: NetInjection::start(
+                        &request.fault,
+                        &request.devices.device,
+                        &target,
+                    )?,
+                }
+            }
+        };
         Ok(RunningFault {
             activity: activity.to_owned(),
             command_line: if dry_run {
@@ -208,11 +239,9 @@ impl RunningFault {
                 spec.command_line()
             },
             target: target.path.display().to_string(),
-            rules,
-            injector: Some(injector),
-            resumer,
+            engine: Some(engine),
             started: Instant::now(),
-            duration: Some(run.duration),
+            duration: Some(duration),
             samples: Vec::new(),
         })
     }
@@ -225,41 +254,27 @@ impl RunningFault {
 
     /// Whether it is still injecting.
     pub fn active(&self) -> bool {
-        self.injector.is_some()
+        self.engine.is_some()
     }
 
     /// Records the counters at `at` seconds into the experiment and removes the fault once its
     /// duration has passed.
     pub fn tick(&mut self, at: f64) {
-        let Some(injector) = &self.injector else {
+        let Some(engine) = &self.engine else {
             return;
         };
-        if let Ok(counters) = injector.counters() {
-            self.samples.push(Sample {
-                at,
-                counters: self
-                    .rules
-                    .iter()
-                    .zip(counters)
-                    .map(|(rule, c)| RuleCounters {
-                        rule: rule.clone(),
-                        matched: c.matched,
-                        injected: c.injected,
-                    })
-                    .collect(),
-            });
+        if let Some(counters) = engine.counters() {
+            self.samples.push(Sample { at, counters });
         }
         if self.duration.is_some_and(|d| self.started.elapsed() >= d) {
-            self.injector = None;
-            self.resumer = None;
+            self.engine = None;
         }
     }
 
     /// Records the last counters and removes the fault.
     pub fn stop(&mut self, at: f64) {
         self.tick(at);
-        self.injector = None;
-        self.resumer = None;
+        self.engine = None;
     }
 
     /// The latest counters.
@@ -268,6 +283,62 @@ impl RunningFault {
             .last()
             .map(|s| s.counters.clone())
             .unwrap_or_default()
+    }
+}
+
+/// What keeps a fault in place; dropping it removes the fault.
+enum Engine {
+    /// Rules of the syscall engine.
+    Rules {
+        /// What each rule stands for, in rule order.
+        labels: Vec<String>,
+        injector: Injector,
+        // Continues processes that pause rules stopped: must outlive the injector, so it is
+        // declared (and dropped) after it.
+        _resumer: Option<Resumer>,
+    },
+    /// A packet fault (programs, and fq qdiscs it installed).
+    Net {
+        kind: &'static str,
+        injection: NetInjection,
+    },
+}
+
+impl Engine {
+    /// The counters now, as matched (packets seen) and injected (packets affected).
+    fn counters(&self) -> Option<Vec<RuleCounters>> {
+        match self {
+            Engine::Rules {
+                labels, injector, ..
+            } => {
+                let counters = injector.counters().ok()?;
+                Some(
+                    labels
+                        .iter()
+                        .zip(counters)
+                        .map(|(rule, c)| RuleCounters {
+                            rule: rule.clone(),
+                            matched: c.matched,
+                            injected: c.injected,
+                        })
+                        .collect(),
+                )
+            }
+            Engine::Net { kind, injection } => {
+                let report = injection.report().ok()??;
+                Some(
+                    report
+                        .faults
+                        .iter()
+                        .map(|f| RuleCounters {
+                            rule: (*kind).to_owned(),
+                            matched: f.seen,
+                            injected: f.affected,
+                        })
+                        .collect(),
+                )
+            }
+        }
     }
 }
 
