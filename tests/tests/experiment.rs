@@ -196,7 +196,8 @@ fn experiment_completes_when_the_service_recovers() {
         return;
     }
     let service = Service::start("exp-complete");
-    let (status, stderr, journal) = run_to_end(&service, "complete", &experiment("1s", 2.0));
+    // Long enough that loading the programs on a busy machine does not use it up.
+    let (status, stderr, journal) = run_to_end(&service, "complete", &experiment("3s", 4.0));
     assert_eq!(status.code(), Some(0), "{stderr}\n{journal:#}");
     assert_eq!(journal["status"], "completed");
     assert_eq!(journal["deviated"], false);
