@@ -245,14 +245,19 @@ impl Injector {
         Ok(())
     }
 
-    fn attach_lsm(&mut self, name: &'static str, hook: &str) -> Result<(), Error> {
-        if self.btf.is_none() {
-            self.btf = Some(Btf::from_sys_fs().map_err(|err| Error::Unsupported {
-                fault: format!("LSM hook {hook}"),
+    /// The kernel's BTF, parsed once per injector; `what` names the hook for errors.
+    fn kernel_btf<'b>(btf: &'b mut Option<Btf>, what: &str) -> Result<&'b Btf, Error> {
+        if btf.is_none() {
+            *btf = Some(Btf::from_sys_fs().map_err(|err| Error::Unsupported {
+                fault: what.to_owned(),
                 why: format!("cannot read the kernel's BTF ({}): {err}", btf::VMLINUX_BTF),
             })?);
         }
-        let btf = self.btf.as_ref().expect("just set");
+        Ok(btf.as_ref().expect("just set"))
+    }
+
+    fn attach_lsm(&mut self, name: &'static str, hook: &str) -> Result<(), Error> {
+        let btf = Self::kernel_btf(&mut self.btf, &format!("LSM hook {hook}"))?;
         let prog: &mut Lsm = self
             .ebpf
             .program_mut(name)
@@ -281,13 +286,7 @@ impl Injector {
     }
 
     fn attach_tp_btf(&mut self, name: &'static str, tracepoint: &str) -> Result<(), Error> {
-        if self.btf.is_none() {
-            self.btf = Some(Btf::from_sys_fs().map_err(|err| Error::Unsupported {
-                fault: format!("tracepoint {tracepoint}"),
-                why: format!("cannot read the kernel's BTF ({}): {err}", btf::VMLINUX_BTF),
-            })?);
-        }
-        let btf = self.btf.as_ref().expect("just set");
+        let btf = Self::kernel_btf(&mut self.btf, &format!("tracepoint {tracepoint}"))?;
         let prog: &mut BtfTracePoint = self
             .ebpf
             .program_mut(name)
