@@ -30,6 +30,15 @@ pub enum InjectCommand {
     Syscall(Box<SyscallArgs>),
 }
 
+/// `chaos inject`'s arguments on their own, as a daemon receives them (`POST /faults`).
+#[derive(Debug, clap::Parser)]
+#[command(name = "chaos inject", no_binary_name = true)]
+pub struct InjectRequest {
+    /// The fault.
+    #[command(subcommand)]
+    pub command: InjectCommand,
+}
+
 /// Options of `chaos inject syscall`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -52,6 +61,20 @@ pub struct SyscallArgs {
     pub run: RunArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+impl SyscallArgs {
+    /// The fault these options describe.
+    pub fn fault(&self) -> SyscallFault {
+        SyscallFault {
+            syscalls: self.syscall.clone(),
+            errno: self.errno,
+            filter: self.filter.spec(),
+            schedule: self.schedule.schedule(),
+            dry_run: self.run.dry_run,
+            deadline: Some(self.run.duration),
+        }
+    }
 }
 
 fn parse_syscalls(s: &str) -> Result<Vec<Syscall>, crate::Error> {
@@ -160,14 +183,7 @@ pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
-    let fault = SyscallFault {
-        syscalls: args.syscall.clone(),
-        errno: args.errno,
-        filter: args.filter.spec(),
-        schedule: args.schedule.schedule(),
-        dry_run: args.run.dry_run,
-        deadline: Some(args.run.duration),
-    };
+    let fault = args.fault();
     let stop = StopSignals::install()?;
     if !args.target.command.is_empty() {
         let cgroup = ChildCgroup::create(&format!("run-{}", std::process::id()))?;
