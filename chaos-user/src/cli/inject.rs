@@ -17,6 +17,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::target::TargetArgs;
 use crate::{
+    daemon::client::DaemonClient,
     fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
     loader::{Injector, PlannedRule},
     report::{FaultReport, Report},
@@ -173,6 +174,10 @@ pub struct RunArgs {
     /// Print the report as JSON on stdout (a command's own stdout then goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Run the fault in this process even when a chaos daemon is running (which otherwise
+    /// takes the fault and this command returns at once).
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 /// Runs `chaos inject`.
@@ -183,6 +188,12 @@ pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
+    if !args.run.standalone && args.target.command.is_empty() {
+        let daemon = DaemonClient::new(None);
+        if daemon.answers() {
+            return hand_to_daemon(&daemon, args.run.json);
+        }
+    }
     let fault = args.fault();
     let stop = StopSignals::install()?;
     if !args.target.command.is_empty() {
@@ -191,6 +202,29 @@ fn syscall(args: SyscallArgs) -> anyhow::Result<ExitCode> {
     }
     let target = args.target.resolve()?;
     run_until_stopped(&fault, &args.run, &target, &stop)
+}
+
+/// Gives this command line's fault to the running daemon, which owns it from then on.
+fn hand_to_daemon(daemon: &DaemonClient, json: bool) -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args()
+        .skip_while(|a| a != "inject")
+        .skip(1)
+        .collect();
+    let fault = daemon.create(args)?;
+    if json {
+        println!("{}", serde_json::to_string(&fault)?);
+    }
+    eprintln!(
+        "chaos: the daemon on {} runs fault {} ({} on {}) for {:.0}s; \
+         `chaos status` shows it, `chaos stop {}` ends it",
+        daemon.socket().display(),
+        fault.id,
+        fault.description,
+        fault.target,
+        fault.remaining_secs,
+        fault.id
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGINT, SIGTERM and SIGHUP end the injection cleanly instead of killing chaos, so that the

@@ -3,9 +3,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod daemon;
 pub mod doctor;
 pub mod inject;
 pub mod quickstart;
+pub mod status;
+pub mod stop;
 pub mod target;
 
 /// Fault injection for the processes of one cgroup (a container, a service, one command), by
@@ -27,6 +30,12 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Run a built-in client/server pair, fail some of its connects, show what happens.
     Quickstart(quickstart::QuickstartArgs),
+    /// Run the daemon: own every fault's kernel programs, serve the API on a Unix socket.
+    Daemon(daemon::DaemonArgs),
+    /// Show a running daemon's faults and their live counters.
+    Status(status::StatusArgs),
+    /// Remove a fault (or all) from a running daemon.
+    Stop(stop::StopArgs),
     #[command(hide = true, name = "quickstart-client")]
     QuickstartClient(quickstart::ClientArgs),
 }
@@ -39,6 +48,9 @@ pub fn main() -> ExitCode {
         Command::Doctor(args) => doctor::run(args),
         Command::Quickstart(args) => quickstart::run(args),
         Command::QuickstartClient(args) => quickstart::client(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Stop(args) => stop::run(args),
     };
     match result {
         Ok(code) => code,
