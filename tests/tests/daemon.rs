@@ -167,7 +167,10 @@ fn api_round_trip_counts_metrics_and_stop() {
 
     let metrics = daemon.scrape();
     for f in [fa, fb] {
-        let labels = format!("{{id=\"{}\",kind=\"syscall\",target=\"{}\"}}", f.id, f.target);
+        let labels = format!(
+            "{{id=\"{}\",kind=\"syscall\",target=\"{}\"}}",
+            f.id, f.target
+        );
         assert_eq!(
             metrics[&format!("chaos_fault_matched_total{labels}")],
             f.matched as f64,
@@ -279,7 +282,11 @@ fn unauthorized_peer_is_refused() {
         stderr.contains("403") && stderr.contains("uid 65534 may not use this chaos daemon"),
         "{stderr}"
     );
-    assert_eq!(daemon.client().list().unwrap().len(), 1, "nobody removed it");
+    assert_eq!(
+        daemon.client().list().unwrap().len(),
+        1,
+        "nobody removed it"
+    );
 }
 
 #[test]
@@ -310,5 +317,29 @@ fn sigkilled_daemon_leaves_nothing() {
         "MEASURED: the target's socket() succeeded {:?} after SIGKILL",
         killed.elapsed()
     );
+    assert_nothing_left();
+}
+
+#[test]
+fn sigterm_removes_everything_then_exits() {
+    if !need_root() {
+        return;
+    }
+    let mut daemon = DaemonRun::start("sigterm", false, &[]);
+    let cgroup = TestCgroup::new("daemon-sigterm");
+    daemon
+        .client()
+        .create(socket_fault(&cgroup, "EMFILE"))
+        .unwrap();
+    assert_eq!(sockets_in(&cgroup, 1).failed_with("EMFILE"), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = daemon.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!daemon.socket.exists(), "socket left behind");
+    assert_eq!(sockets_in(&cgroup, 1).ok, 1);
     assert_nothing_left();
 }

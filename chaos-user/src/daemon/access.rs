@@ -61,7 +61,9 @@ impl AccessPolicy {
 
     /// The socket's group: the allowed group, or root's.
     pub fn socket_gid(&self) -> Gid {
-        self.group.as_ref().map_or(Gid::from_raw(0), |(gid, _)| *gid)
+        self.group
+            .as_ref()
+            .map_or(Gid::from_raw(0), |(gid, _)| *gid)
     }
 
     /// Ok if `peer` may use the daemon, else the message a refused client gets.

@@ -112,12 +112,12 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let api = Router::new()
         .route("/faults", get(list).post(create).delete(remove_all))
         .route("/faults/{id}", get(show).delete(remove))
-        .layer(middleware::from_fn_with_state(Arc::clone(&daemon), authorize))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&daemon),
+            authorize,
+        ))
         .with_state(Arc::clone(&daemon));
-    let api = axum::serve(
-        listener,
-        api.into_make_service_with_connect_info::<Peer>(),
-    );
+    let api = axum::serve(listener, api.into_make_service_with_connect_info::<Peer>());
     let metrics = match config.metrics {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
