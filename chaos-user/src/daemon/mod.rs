@@ -108,16 +108,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing signal handlers")?;
     let mut int = signal(SignalKind::interrupt()).context("installing signal handlers")?;
 
-    let listener = bind_socket(&config.socket, &config.access)?;
-    let api = Router::new()
-        .route("/faults", get(list).post(create).delete(remove_all))
-        .route("/faults/{id}", get(show).delete(remove))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&daemon),
-            authorize,
-        ))
-        .with_state(Arc::clone(&daemon));
-    let api = axum::serve(listener, api.into_make_service_with_connect_info::<Peer>());
+    // Metrics first: failing to bind them must not leave a socket behind.
     let metrics = match config.metrics {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -131,6 +122,16 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let listener = bind_socket(&config.socket, &config.access)?;
+    let api = Router::new()
+        .route("/faults", get(list).post(create).delete(remove_all))
+        .route("/faults/{id}", get(show).delete(remove))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&daemon),
+            authorize,
+        ))
+        .with_state(Arc::clone(&daemon));
+    let api = axum::serve(listener, api.into_make_service_with_connect_info::<Peer>());
     info!(
         socket = %config.socket.display(),
         max_faults = config.max_faults,
@@ -176,9 +177,16 @@ fn bind_socket(path: &Path, access: &AccessPolicy) -> anyhow::Result<UnixListene
     let listener = UnixListener::bind(path);
     umask(old);
     let listener = listener.with_context(|| format!("listening on {}", path.display()))?;
-    chown(path, Some(Uid::from_raw(0)), Some(access.socket_gid()))
-        .with_context(|| format!("giving {} to root and the group", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let owned = chown(path, Some(Uid::from_raw(0)), Some(access.socket_gid()))
+        .with_context(|| format!("giving {} to root and the group", path.display()))
+        .and_then(|()| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                .with_context(|| format!("making {} 0660", path.display()))
+        });
+    if let Err(err) = owned {
+        let _ = std::fs::remove_file(path);
+        return Err(err);
+    }
     Ok(listener)
 }
 
