@@ -193,13 +193,19 @@ fn api_round_trip_counts_metrics_and_stop() {
     assert_eq!(sockets_in(&b, 2).failed_with("ENFILE"), 2);
     assert_eq!(client.list().unwrap().len(), 1);
 
-    // Stop all from the CLI.
+    // Stop all from the CLI, with a few more faults to remove.
+    for errno in ["EIO", "EACCES", "EPERM", "ENOMEM"] {
+        client.create(socket_fault(&a, errno)).unwrap();
+    }
+    let active = client.list().unwrap().len();
+    assert_eq!(active, 5);
     let started = Instant::now();
     let out = daemon.chaos(&["stop", "--all"]);
     let took = started.elapsed();
     assert!(out.status.success(), "{out:?}");
-    eprintln!("MEASURED: `chaos stop --all` with 1 fault took {took:?}");
+    eprintln!("MEASURED: `chaos stop --all` with {active} faults took {took:?}");
     assert!(client.list().unwrap().is_empty());
+    assert_eq!(sockets_in(&a, 2).ok, 2);
     assert_eq!(sockets_in(&b, 2).ok, 2);
     assert_eq!(daemon.scrape()["chaos_faults_active"], 0.0);
     assert_nothing_left();
