@@ -220,10 +220,12 @@ fn fault_ends_at_its_duration() {
     let client = daemon.client();
     let cgroup = TestCgroup::new("daemon-duration");
     let mut args = socket_fault(&cgroup, "EMFILE");
-    args.extend(["--duration".into(), "1s".into()]);
+    // Long enough for the fault to be seen working under the VM tier's emulation, where
+    // loading alone takes seconds.
+    args.extend(["--duration".into(), "8s".into()]);
     let fault = client.create(args).unwrap();
     assert_eq!(sockets_in(&cgroup, 1).failed_with("EMFILE"), 1);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !client.list().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "fault {} never ended", fault.id);
         thread::sleep(Duration::from_millis(50));
