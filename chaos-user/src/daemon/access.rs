@@ -101,3 +101,37 @@ impl AccessPolicy {
         getgrouplist(&name, user.gid).is_ok_and(|groups| groups.contains(&gid))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32, gid: u32) -> Peer {
+        Peer {
+            uid,
+            gid,
+            pid: None,
+        }
+    }
+
+    #[test]
+    fn root_only_without_a_group() {
+        let policy = AccessPolicy { group: None };
+        assert!(policy.check(&peer(0, 0)).is_ok());
+        let refused = policy.check(&peer(65534, 65534)).unwrap_err();
+        assert!(
+            refused.contains("uid 65534") && refused.contains("--group"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_group_by_gid() {
+        let policy = AccessPolicy {
+            group: Some((Gid::from_raw(4242), "chaos".into())),
+        };
+        assert!(policy.check(&peer(65534, 4242)).is_ok());
+        let refused = policy.check(&peer(65534, 65534)).unwrap_err();
+        assert!(refused.contains("group chaos (gid 4242)"), "{refused}");
+    }
+}
