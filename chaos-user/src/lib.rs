@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod cli;
+pub mod daemon;
 pub mod doctor;
 pub mod error;
 pub mod experiment;

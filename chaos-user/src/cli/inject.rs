@@ -17,6 +17,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 pub use super::target::TargetArgs;
 use crate::{
+    daemon::client::DaemonClient,
     fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
     loader::{Injector, PlannedRule},
     pause::Resumer,
@@ -45,6 +46,15 @@ pub enum InjectCommand {
     NetCorrupt(super::net::NetCorruptArgs),
 }
 
+/// `chaos inject`'s arguments on their own, as a daemon receives them (`POST /faults`).
+#[derive(Debug, clap::Parser)]
+#[command(name = "chaos inject", no_binary_name = true)]
+pub struct InjectArgs {
+    /// The fault.
+    #[command(subcommand)]
+    pub command: InjectCommand,
+}
+
 /// Options of `chaos inject syscall`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -67,6 +77,20 @@ pub struct SyscallArgs {
     pub run: RunArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+impl SyscallArgs {
+    /// The fault these options describe.
+    pub fn fault(&self) -> SyscallFault {
+        SyscallFault {
+            syscalls: self.syscall.clone(),
+            errno: self.errno,
+            filter: self.filter.spec(),
+            schedule: self.schedule.schedule(),
+            dry_run: self.run.dry_run,
+            deadline: Some(self.run.duration),
+        }
+    }
 }
 
 fn parse_syscalls(s: &str) -> Result<Vec<Syscall>, crate::Error> {
@@ -165,12 +189,25 @@ pub struct RunArgs {
     /// Print the report as JSON on stdout (a command's own stdout then goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Run the fault in this process even when a chaos daemon is running (which otherwise
+    /// takes the fault and this command returns at once).
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 /// Runs `chaos inject`.
 pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        InjectCommand::Syscall(args) => syscall(*args).run(),
+        InjectCommand::Syscall(args) => {
+            // A running daemon takes syscall faults on a target and owns them from then on.
+            if !args.run.standalone && args.target.command.is_empty() {
+                let daemon = DaemonClient::new(None);
+                if daemon.answers() {
+                    return hand_to_daemon(&daemon, args.run.json);
+                }
+            }
+            syscall(*args).run()
+        }
         InjectCommand::Signal(args) => super::signal::run(args),
         InjectCommand::Latency(args) => super::latency::run(args),
         InjectCommand::NetDrop(args) => super::net::drop(args),
@@ -301,14 +338,7 @@ pub(crate) fn sum_counters(
 }
 
 fn syscall(args: SyscallArgs) -> InjectRequest {
-    let fault = SyscallFault {
-        syscalls: args.syscall.clone(),
-        errno: args.errno,
-        filter: args.filter.spec(),
-        schedule: args.schedule.schedule(),
-        dry_run: args.run.dry_run,
-        deadline: Some(args.run.duration),
-    };
+    let fault = args.fault();
     InjectRequest {
         fault: Box::new(fault),
         run: args.run,
@@ -329,6 +359,29 @@ pub(crate) fn inject(
     }
     let target = target.resolve()?;
     run_until_stopped(fault, run, &target, &stop)
+}
+
+/// Gives this command line's fault to the running daemon, which owns it from then on.
+fn hand_to_daemon(daemon: &DaemonClient, json: bool) -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args()
+        .skip_while(|a| a != "inject")
+        .skip(1)
+        .collect();
+    let fault = daemon.create(args)?;
+    if json {
+        println!("{}", serde_json::to_string(&fault)?);
+    }
+    eprintln!(
+        "chaos: the daemon on {} runs fault {} ({} on {}) for {:.0}s; \
+         `chaos status` shows it, `chaos stop {}` ends it",
+        daemon.socket().display(),
+        fault.id,
+        fault.description,
+        fault.target,
+        fault.remaining_secs,
+        fault.id
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGINT, SIGTERM and SIGHUP end the injection cleanly instead of killing chaos, so that the

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod daemon;
 pub mod doctor;
 pub mod inject;
 pub mod latency;
@@ -10,6 +11,8 @@ pub mod net;
 pub mod quickstart;
 pub mod run;
 pub mod signal;
+pub mod status;
+pub mod stop;
 pub mod target;
 pub mod validate;
 
@@ -36,6 +39,12 @@ pub enum Command {
     Run(run::RunArgs),
     /// Check an experiment file without running anything.
     Validate(validate::ValidateArgs),
+    /// Run the daemon: own every fault's kernel programs, serve the API on a Unix socket.
+    Daemon(daemon::DaemonArgs),
+    /// Show a running daemon's faults and their live counters.
+    Status(status::StatusArgs),
+    /// Remove a fault (or all) from a running daemon.
+    Stop(stop::StopArgs),
     #[command(hide = true, name = "quickstart-client")]
     QuickstartClient(quickstart::ClientArgs),
 }
@@ -50,6 +59,9 @@ pub fn main() -> ExitCode {
         Command::QuickstartClient(args) => quickstart::client(args),
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Stop(args) => stop::run(args),
     };
     match result {
         Ok(code) => code,
