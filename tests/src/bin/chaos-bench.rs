@@ -207,10 +207,18 @@ fn stats(samples: &[f64]) -> (f64, f64, f64) {
     (median, s[0], s[n - 1])
 }
 
-/// A configuration's samples summarised, with its ratio to the baseline's median.
-fn summary(samples: &[f64], baseline_median: f64) -> Value {
+/// A configuration's samples summarised, with its ratio to the baseline's median and the
+/// median of the per-repetition ratios (each against the baseline run next to it, which
+/// cancels slow drifts in the machine's load).
+fn summary(samples: &[f64], baseline: &[f64]) -> Value {
     let (median, min, max) = stats(samples);
+    let (baseline_median, _, _) = stats(baseline);
+    let paired: Vec<f64> = samples.iter().zip(baseline).map(|(s, b)| s / b).collect();
+    let (paired_median, paired_min, paired_max) = stats(&paired);
     json!({
+        "paired_ratio_median": paired_median,
+        "paired_ratio_min": paired_min,
+        "paired_ratio_max": paired_max,
         "median_ns": median,
         "min_ns": min,
         "max_ns": max,
@@ -293,12 +301,11 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
             h.reps
         );
     }
-    let (base, _, _) = stats(&samples[0]);
     let mut out = serde_json::Map::new();
     out.insert("family".into(), json!(bench.family));
     out.insert("iterations".into(), json!(iterations));
     for (config, s) in configs.iter().zip(&samples) {
-        out.insert(config.name(), summary(s, base));
+        out.insert(config.name(), summary(s, &samples[0]));
     }
     Ok(Value::Object(out))
 }
@@ -380,7 +387,7 @@ fn injection(h: &Harness, use_strace: bool) -> anyhow::Result<Value> {
         json!(format!("every {EVERY}th call fails with EMFILE")),
     );
     for (i, name) in names.iter().enumerate() {
-        let mut s = summary(&samples[i], base);
+        let mut s = summary(&samples[i], &samples[0]);
         s["failures"] = json!(failures[i]);
         out.insert((*name).into(), s);
     }
@@ -517,7 +524,7 @@ fn main() -> anyhow::Result<()> {
     let target_cgroup = CgroupTarget::from_path(&target.path)?;
     let h = Harness {
         quick: args.quick,
-        reps: if args.quick { 3 } else { 7 },
+        reps: if args.quick { 3 } else { 11 },
         workload,
         tmpfs_file: tmpfs_file.clone(),
         target,
