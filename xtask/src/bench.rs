@@ -80,7 +80,10 @@ fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::R
         .context("cargo built no chaos-bench binary")?;
     binaries.tests = vec![harness];
     let image = vm::kernel::ensure(version, &vm::kernel::cache_dir()?)?;
-    let work_dir = workspace.target_dir.join("vm").join(format!("bench-{kernel}"));
+    let work_dir = workspace
+        .target_dir
+        .join("vm")
+        .join(format!("bench-{kernel}"));
     let mut harness_args: Vec<String> = ["--quick", "--no-strace", "--tier"]
         .map(String::from)
         .to_vec();
@@ -105,7 +108,10 @@ fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::R
     let json = outcome
         .lines
         .iter()
-        .find_map(|l| l.find(RESULT_PREFIX).map(|at| &l[at + RESULT_PREFIX.len()..]))
+        .find_map(|l| {
+            l.find(RESULT_PREFIX)
+                .map(|at| &l[at + RESULT_PREFIX.len()..])
+        })
         .context("the harness printed no results in the VM (see its output above)")?;
     let results: serde_json::Value =
         serde_json::from_str(json).context("parsing the harness's results")?;

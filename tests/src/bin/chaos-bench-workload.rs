@@ -1,6 +1,7 @@
 //! The benchmark's workload: one syscall-heavy operation repeated a fixed number of times,
 //! timed inside the process (so that starting it, and whatever traces it, is not counted).
-//! Prints one JSON line: `{"op", "iterations", "ns", "ok", "failed"}`.
+//! Prints one JSON line: `{"op", "iterations", "ns", "cpu_ns", "ok", "failed"}` (wall and
+//! CPU time of the loop).
 //!
 //! `--until-fail` instead repeats the operation until it first fails and prints the
 //! CLOCK_MONOTONIC time of that failure (`{"first_failure_ns"}`), for arm-time measurements.
@@ -158,6 +159,13 @@ fn monotonic_ns() -> u128 {
     t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
 }
 
+/// CPU time this process has used, user and kernel: what a hook adds to each syscall, without
+/// the time spent waiting for a CPU on a busy machine.
+fn cpu_ns() -> u128 {
+    let t = clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).expect("clock_gettime");
+    t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
+}
+
 fn main() {
     let args = Args::parse();
     let fixture = Fixture::new(args.op, args.path.as_ref());
@@ -174,6 +182,7 @@ fn main() {
         }
     } else {
         let (mut ok, mut failed) = (0u64, 0u64);
+        let cpu_start = cpu_ns();
         let start = Instant::now();
         for _ in 0..args.iterations {
             if fixture.once(args.op) {
@@ -183,8 +192,9 @@ fn main() {
             }
         }
         let ns = start.elapsed().as_nanos();
+        let cpu = cpu_ns() - cpu_start;
         format!(
-            "{{\"op\":\"{:?}\",\"iterations\":{},\"ns\":{ns},\"ok\":{ok},\"failed\":{failed}}}",
+            "{{\"op\":\"{:?}\",\"iterations\":{},\"ns\":{ns},\"cpu_ns\":{cpu},\"ok\":{ok},\"failed\":{failed}}}",
             args.op, args.iterations
         )
     };

@@ -263,7 +263,8 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
     configs.extend(SCALE.iter().map(|&n| Config::Bystander(n)));
     configs.extend(SCALE.iter().map(|&n| Config::Target(n)));
     let iterations = h.iterations(bench);
-    let mut samples = vec![Vec::new(); configs.len()];
+    let mut wall = vec![Vec::new(); configs.len()];
+    let mut cpu = vec![Vec::new(); configs.len()];
     for rep in 0..h.reps {
         // Interleaved, each repetition starting at a different configuration, so that drifts
         // in the machine's load spread over all of them.
@@ -295,7 +296,8 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
             if result["failed"].as_u64() != Some(0) {
                 bail!("{}: calls failed without a firing rule: {result}", bench.op);
             }
-            samples[i].push(result["ns"].as_f64().context("ns")?);
+            wall[i].push(result["ns"].as_f64().context("ns")?);
+            cpu[i].push(result["cpu_ns"].as_f64().context("cpu_ns")?);
         }
         eprintln!(
             "bench: {}: repetition {} of {} done",
@@ -307,8 +309,11 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
     let mut out = serde_json::Map::new();
     out.insert("family".into(), json!(bench.family));
     out.insert("iterations".into(), json!(iterations));
-    for (config, s) in configs.iter().zip(&samples) {
-        out.insert(config.name(), summary(s, &samples[0]));
+    for (i, config) in configs.iter().enumerate() {
+        out.insert(
+            config.name(),
+            json!({"cpu": summary(&cpu[i], &cpu[0]), "wall": summary(&wall[i], &wall[0])}),
+        );
     }
     Ok(Value::Object(out))
 }
@@ -346,6 +351,7 @@ fn injection(h: &Harness, use_strace: bool) -> anyhow::Result<Value> {
         cmd
     };
     let mut samples = vec![Vec::new(); names.len()];
+    let mut cpu = vec![Vec::new(); names.len()];
     let mut failures = vec![0u64; names.len()];
     for rep in 0..h.reps {
         for k in 0..names.len() {
@@ -374,6 +380,7 @@ fn injection(h: &Harness, use_strace: bool) -> anyhow::Result<Value> {
             }
             failures[i] = failed;
             samples[i].push(result["ns"].as_f64().context("ns")?);
+            cpu[i].push(result["cpu_ns"].as_f64().context("cpu_ns")?);
         }
         eprintln!(
             "bench: injection path: repetition {} of {} done",
@@ -390,8 +397,11 @@ fn injection(h: &Harness, use_strace: bool) -> anyhow::Result<Value> {
         json!(format!("every {EVERY}th call fails with EMFILE")),
     );
     for (i, name) in names.iter().enumerate() {
+        // Wall time: strace's cost is mostly in the tracer and the context switches to it,
+        // which the traced workload's own CPU time does not show.
         let mut s = summary(&samples[i], &samples[0]);
         s["failures"] = json!(failures[i]);
+        s["cpu"] = summary(&cpu[i], &cpu[0]);
         out.insert((*name).into(), s);
     }
     if use_strace {
