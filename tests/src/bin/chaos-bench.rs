@@ -283,9 +283,11 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
             let result = h.run_in_target(h.workload_cmd(bench.op, iterations))?;
             if let (Config::Target(_), Some(inj)) = (configs[i], &injector) {
                 let c = &inj.counters()?[0];
-                if c.matched != iterations || c.injected != 0 {
+                // At least the loop's calls: the workload's start (the dynamic loader opening
+                // libraries) makes a few more.
+                if c.matched < iterations || c.injected != 0 {
                     bail!(
-                        "{}: the target rule saw matched={} injected={}, expected {iterations}/0",
+                        "{}: the target rule saw matched={} injected={}, expected {iterations}+/0",
                         bench.op,
                         c.matched,
                         c.injected
