@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Only these workload operations (socket, connect, openat, read, udp-send).
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
+    /// Repetitions of each configuration (default 11, 3 with --quick).
+    #[arg(long)]
+    reps: Option<usize>,
     /// Run in the VM tier instead, on this Debian kernel (6.1 or 6.12), for the LSM hooks the
     /// host refuses. Always quick-sized (software emulation); the figures are ratios only.
     #[arg(long, value_name = "KERNEL")]
@@ -64,6 +67,9 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if !args.ops.is_empty() {
         cmd.arg("--ops").arg(args.ops.join(","));
     }
+    if let Some(reps) = args.reps {
+        cmd.arg("--reps").arg(reps.to_string());
+    }
     run(cmd, "chaos-bench (root)")
 }
 
@@ -90,6 +96,9 @@ fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::R
     harness_args.push(format!("vm-{kernel}"));
     if !args.ops.is_empty() {
         harness_args.extend(["--ops".into(), args.ops.join(",")]);
+    }
+    if let Some(reps) = args.reps {
+        harness_args.extend(["--reps".into(), reps.to_string()]);
     }
     let initrd = vm::initramfs::build(&vm::initramfs::Spec {
         work_dir: &work_dir,

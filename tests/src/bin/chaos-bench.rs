@@ -40,6 +40,9 @@ struct Args {
     /// Operations to measure (comma separated); default: all that this kernel can fault.
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
+    /// Repetitions of each configuration (default 11, 3 with --quick).
+    #[arg(long)]
+    reps: Option<usize>,
     /// Skip the strace comparison.
     #[arg(long)]
     no_strace: bool,
@@ -566,7 +569,7 @@ fn main() -> anyhow::Result<()> {
     let target_cgroup = CgroupTarget::from_path(&target.path)?;
     let h = Harness {
         quick: args.quick,
-        reps: if args.quick { 3 } else { 11 },
+        reps: args.reps.unwrap_or(if args.quick { 3 } else { 11 }),
         workload,
         tmpfs_file: tmpfs_file.clone(),
         target,
