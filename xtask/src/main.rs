@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup|test|vm-test|quickstart`.
+//! Developer tasks: `cargo xtask setup|test|vm-test|quickstart|bench`.
 use std::{
     io::{BufRead as _, BufReader},
     process::{Command, ExitCode, Stdio},
@@ -7,6 +7,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod summary;
 mod vm;
 mod workspace;
@@ -32,6 +33,9 @@ enum Task {
     VmTest(vm::VmTestArgs),
     /// Set up, build and run `chaos quickstart` (as root).
     Quickstart,
+    /// Measure chaos's overhead, injection path, arm/disarm time and scale (as root); see
+    /// BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,6 +175,7 @@ fn main() -> ExitCode {
         }),
         Task::VmTest(args) => vm::run(&args).map(|_summary| ()),
         Task::Quickstart => quickstart(),
+        Task::Bench(args) => bench::run_bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

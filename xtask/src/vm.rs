@@ -15,10 +15,12 @@ use anyhow::{Context as _, bail};
 
 use crate::{summary::Summary, workspace::Workspace};
 
-mod build;
-mod initramfs;
-mod kernel;
-mod qemu;
+// Crate-visible for `cargo xtask bench --vm`, which boots the same guest with the benchmark
+// harness in place of the tests.
+pub(crate) mod build;
+pub(crate) mod initramfs;
+pub(crate) mod kernel;
+pub(crate) mod qemu;
 mod verdict;
 
 /// Wall-clock limit of one VM run, boot included, unless `--timeout` says otherwise.
@@ -26,7 +28,7 @@ const DEFAULT_TIMEOUT_SECS: u64 = 2400;
 
 /// A Debian kernel the VM tier knows how to fetch and boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KernelVersion {
+pub(crate) enum KernelVersion {
     /// Linux 6.1, the newest `linux-image-6.1.0-*-amd64-unsigned` of Debian 12 (bookworm).
     V6_1,
     /// Linux 6.12, the newest `linux-image-6.12.*-cloud-amd64-unsigned` of Debian 13 (trixie).
@@ -37,7 +39,7 @@ impl KernelVersion {
     /// What `--kernel` accepts.
     const NAMES: [&str; 2] = ["6.1", "6.12"];
 
-    fn from_name(name: &str) -> anyhow::Result<Self> {
+    pub(crate) fn from_name(name: &str) -> anyhow::Result<Self> {
         match name {
             "6.1" => Ok(Self::V6_1),
             "6.12" => Ok(Self::V6_12),
