@@ -121,6 +121,7 @@ impl Injector {
                 })
             })
             .collect::<Result<BTreeSet<Hook>, Error>>()?;
+        let loading_since = crate::fault::boot_time_ns()?;
         // Owned by the injector from here on, so that an error below drops it, and with it
         // every link made so far.
         let mut injector = Injector {
@@ -170,6 +171,20 @@ impl Injector {
                 }
             }
         }
+        // Deadlines were set when the rules were planned; loading (the verifier, seconds on a
+        // slow machine) must not eat into the fault's time, so they move by the time it took.
+        let shift = crate::fault::boot_time_ns()?.saturating_sub(loading_since);
+        let shifted: Vec<PlannedRule> = rules
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if r.rule.deadline_ns != 0 {
+                    r.rule.deadline_ns = r.rule.deadline_ns.saturating_add(shift);
+                }
+                r
+            })
+            .collect();
+        injector.write_rules(&shifted)?;
         Ok(injector)
     }
 

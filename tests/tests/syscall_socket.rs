@@ -234,7 +234,6 @@ fn the_kernel_stops_injecting_at_the_deadline_even_when_chaos_is_frozen() {
         return;
     }
     let cgroup = TestCgroup::new("deadline");
-    let started = Instant::now();
     let Some(run) = start_or_skip(
         &[
             "inject",
@@ -253,6 +252,9 @@ fn the_kernel_stops_injecting_at_the_deadline_even_when_chaos_is_frozen() {
     ) else {
         return;
     };
+    // The deadline counts from when the programs are in place, which is when chaos says it
+    // injects (loading them can take seconds under emulation).
+    let started = Instant::now();
     let socket = || workload_result(cgroup.spawn(&mut workload(&["--count", "2", "socket"])));
     let before = socket();
     assert_eq!(
