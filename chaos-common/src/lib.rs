@@ -14,8 +14,9 @@ pub mod schedule;
 pub use config::KernelConfig;
 pub use filter::Filter;
 pub use rule::{
-    ANY_SYSCALL, Action, HitCounter, Hook, MAX_RULES, MAX_SPIN_NS, RULE_ACTIVE, RULE_DRY_RUN, Rule,
-    SYS_ENTER_FILTER_BITS, SYS_ENTER_FILTER_WORDS,
+    ANY_SYSCALL, Action, HitCounter, Hook, HookLevels, MAX_RULES, MAX_RULES_PER_TARGET,
+    MAX_SPIN_NS, MAX_TARGET_LEVELS, RULE_ACTIVE, RULE_DRY_RUN, Rule, SYS_ENTER_FILTER_BITS,
+    SYS_ENTER_FILTER_WORDS, TargetKey, TargetRules,
 };
 pub use schedule::Schedule;
 
@@ -25,4 +26,7 @@ mod pod {
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::HitCounter {}
     unsafe impl aya::Pod for super::KernelConfig {}
+    unsafe impl aya::Pod for super::TargetKey {}
+    unsafe impl aya::Pod for super::TargetRules {}
+    unsafe impl aya::Pod for super::HookLevels {}
 }

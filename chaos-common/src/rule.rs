@@ -2,7 +2,14 @@
 use crate::{Filter, Schedule};
 
 /// How many rules the kernel side can hold at once.
-pub const MAX_RULES: u32 = 64;
+pub const MAX_RULES: u32 = 4096;
+
+/// How many rules one cgroup may have on one hook (a [`TargetRules`] list).
+pub const MAX_RULES_PER_TARGET: u32 = 64;
+
+/// How many distinct cgroup depths the targets of one hook's rules may have (a [`HookLevels`]
+/// list): each is one cgroup-id lookup on every call that reaches the hook.
+pub const MAX_TARGET_LEVELS: u32 = 8;
 
 /// The kernel hook a [`Rule`] is enforced at. Stored in [`Rule::hook`].
 ///
@@ -239,6 +246,53 @@ impl Rule {
     pub const fn expired(&self, now_ns: u64) -> bool {
         self.deadline_ns != 0 && now_ns >= self.deadline_ns
     }
+}
+
+/// The key of the rule index: a hook and a target cgroup, as the kernel sees the calling task's
+/// ancestor at `cgroup_level`.
+///
+/// Programs find the rules for a call with one hash lookup per level listed in [`HookLevels`]
+/// instead of scanning every rule slot, so the cost of a call does not grow with the number of
+/// rules on other cgroups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetKey {
+    /// A [`Hook`] as `u32`.
+    pub hook: u32,
+    /// [`Rule::cgroup_level`] of the rules listed under this key.
+    pub cgroup_level: u32,
+    /// [`Rule::cgroup_id`] of the rules listed under this key.
+    pub cgroup_id: u64,
+}
+
+/// The rule slots of one [`TargetKey`], in the order they are tried.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetRules {
+    /// How many of `slots` are used.
+    pub len: u32,
+    /// Indices into the rule array.
+    pub slots: [u32; MAX_RULES_PER_TARGET as usize],
+}
+
+impl Default for TargetRules {
+    fn default() -> TargetRules {
+        TargetRules {
+            len: 0,
+            slots: [0; MAX_RULES_PER_TARGET as usize],
+        }
+    }
+}
+
+/// The cgroup depths at which some rule on a hook has its target, in the order they are
+/// tried; indexed by [`Hook`] value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookLevels {
+    /// How many of `levels` are used.
+    pub len: u32,
+    /// [`Rule::cgroup_level`] values.
+    pub levels: [u32; MAX_TARGET_LEVELS as usize],
 }
 
 /// Per-rule counters, updated atomically by the kernel side; same index as the rule.

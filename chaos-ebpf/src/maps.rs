@@ -2,9 +2,12 @@
 //! and reads `COUNTERS`.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap},
+    maps::{Array, HashMap, LruHashMap},
 };
-use chaos_common::{HitCounter, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_WORDS};
+use chaos_common::{
+    HitCounter, Hook, HookLevels, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_WORDS, TargetKey,
+    TargetRules,
+};
 
 /// Index 0: facts about this kernel read from its BTF.
 #[map]
@@ -13,6 +16,15 @@ pub static CHAOS_CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
 /// The rules, in slots; inactive slots are skipped.
 #[map]
 pub static CHAOS_RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
+
+/// The rule index: which slots hold the rules of a (hook, target cgroup).
+#[map]
+pub static CHAOS_TARGETS: HashMap<TargetKey, TargetRules> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// Per hook (by value): the cgroup depths at which [`CHAOS_TARGETS`] has keys for it.
+#[map]
+pub static CHAOS_HOOK_LEVELS: Array<HookLevels> =
+    Array::with_max_entries(Hook::ALL.len() as u32 + 1, 0);
 
 /// One counter per rule slot, updated atomically.
 #[map]

@@ -1,14 +1,16 @@
 //! Matching the current call against the rules and deciding whether to act.
+use core::ffi::c_void;
+
 use aya_ebpf::helpers::{
     bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_prandom_u32,
-    bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+    bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_loop,
 };
 use chaos_common::{
-    ANY_SYSCALL, Hook, MAX_RULES, Rule,
+    ANY_SYSCALL, Hook, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, Rule, TargetKey, TargetRules,
     filter::{FILTER_CIDR, FILTER_COMM, FILTER_FD_KIND, FILTER_PATH, FILTER_PORT, PATH_DEPTH},
 };
 
-use crate::maps::{CHAOS_CONFIG, CHAOS_COUNTERS, CHAOS_RULES};
+use crate::maps::{CHAOS_CONFIG, CHAOS_COUNTERS, CHAOS_HOOK_LEVELS, CHAOS_RULES, CHAOS_TARGETS};
 
 /// A socket address the call is about (the peer of a connect, the address of a bind).
 #[derive(Clone, Copy)]
@@ -24,6 +26,7 @@ pub struct SockAddr {
 /// What a program knows about the call it intercepted. Facts that only filters need (thread
 /// name, file kind, the file's ancestors) are read from the kernel per rule that asks, not
 /// cached: a cache multiplies the states the verifier must explore across the rule loop.
+#[derive(Clone, Copy)]
 pub struct Call {
     hook: Hook,
     syscall_nr: i64,
@@ -133,61 +136,132 @@ impl Call {
 /// The rule that acts on `call`, if an active, unexpired rule for its hook targets the
 /// current task's cgroup, matches its syscall and filters, and its schedule picks this call.
 ///
-/// Rules are tried in slot order and each one that matches is counted, until the first that
-/// acts: it decides the call, and later slots neither count nor act on this call.
+/// The rules are found through the index: for each cgroup depth at which the hook has rules,
+/// one hash lookup with the calling task's ancestor at that depth. A task no rule targets
+/// pays those lookups and nothing else, however many rules other cgroups have. A target's
+/// rules are tried in order and each one that matches is counted, until the first that acts:
+/// it decides the call, and later rules neither count nor act on this call.
 #[inline(always)]
 pub fn apply(call: &Call) -> Option<&'static Rule> {
-    // SAFETY: a plain helper call.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let levels = CHAOS_HOOK_LEVELS.get(call.hook as u32)?;
+    let mut search = Search {
+        call: *call,
+        rules: core::ptr::null(),
+        now: 0,
+        found: NOT_FOUND,
+    };
     let mut i = 0;
-    while i < MAX_RULES {
-        let slot = i;
+    while i < MAX_TARGET_LEVELS {
+        if i >= levels.len {
+            break;
+        }
+        let level = levels.levels[i as usize];
         i += 1;
-        let Some(rule) = CHAOS_RULES.get(slot) else {
+        // SAFETY: a plain helper call; a level deeper than the task's cgroup gives 0, which
+        // no key holds.
+        let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        let key = TargetKey {
+            hook: call.hook as u32,
+            cgroup_level: level,
+            cgroup_id,
+        };
+        // SAFETY: the value is only read, and user space replaces it only while no rule of
+        // this injector is attached.
+        let Some(rules) = (unsafe { CHAOS_TARGETS.get(&key) }) else {
             continue;
         };
-        if !rule.is_active() || rule.hook != call.hook as u32 || rule.expired(now) {
-            continue;
-        }
-        if call.syscall_nr != ANY_SYSCALL
-            && rule.syscall_nr != ANY_SYSCALL
-            && rule.syscall_nr != call.syscall_nr
-        {
-            continue;
-        }
-        // SAFETY: a plain helper call; any level is accepted (too deep returns 0).
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(rule.cgroup_level as i32) };
-        if ancestor != rule.cgroup_id {
-            continue;
-        }
-        if !call.passes(rule) {
-            continue;
-        }
-        let Some(counter) = CHAOS_COUNTERS.get_ptr_mut(slot) else {
-            continue;
+        search.rules = rules;
+        // bpf_loop keeps the per-rule checks one body for the verifier, however many rules a
+        // target has; a plain loop would be explored once per iteration.
+        // SAFETY: the callback is a static function, the context points into this frame.
+        unsafe {
+            bpf_loop(
+                rules.len.min(MAX_RULES_PER_TARGET),
+                try_rule as *mut c_void,
+                (&raw mut search).cast(),
+                0,
+            )
         };
-        // SAFETY: the pointer comes from a map lookup and stays valid for this program run;
-        // the fields are 8-byte aligned u64s, updated only atomically.
-        let (matched, injected) =
-            unsafe { (&raw mut (*counter).matched, &raw mut (*counter).injected) };
-        let n = fetch_add(matched, 1);
-        if !rule.schedule.selects(n) {
-            continue;
+        if search.found != NOT_FOUND {
+            return CHAOS_RULES.get(search.found);
         }
-        // SAFETY: a plain helper call.
-        if !rule.schedule.draw_hits(unsafe { bpf_get_prandom_u32() }) {
-            continue;
-        }
-        if fetch_add(injected, 1) >= rule.schedule.max_hits {
-            fetch_sub(injected, 1);
-            continue;
-        }
-        if rule.is_dry_run() {
-            continue;
-        }
-        return Some(rule);
     }
     None
+}
+
+const NOT_FOUND: u32 = u32::MAX;
+
+/// The state of [`apply`]'s walk over one target's rules.
+struct Search {
+    call: Call,
+    /// The target's rule list (a map value).
+    rules: *const TargetRules,
+    /// `CLOCK_BOOTTIME`, read at the first rule that needs it; 0 before.
+    now: u64,
+    /// The slot of the rule that acts, or [`NOT_FOUND`].
+    found: u32,
+}
+
+/// One bpf_loop iteration of [`apply`]: tries the `index`th rule of the target, counts it if
+/// it matches, and stops the loop (returns 1) at the first that acts.
+#[inline(never)]
+extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer `apply` gave it, to a Search on its stack,
+    // whose `rules` points to a map value that outlives the loop.
+    let search = unsafe { &mut *ctx.cast::<Search>() };
+    let rules = unsafe { &*search.rules };
+    let Some(&slot) = rules.slots.get(index as usize) else {
+        return 1;
+    };
+    let Some(rule) = CHAOS_RULES.get(slot) else {
+        return 0;
+    };
+    let call = &search.call;
+    if !rule.is_active() || rule.hook != call.hook as u32 {
+        return 0;
+    }
+    if rule.deadline_ns != 0 {
+        if search.now == 0 {
+            // SAFETY: a plain helper call.
+            search.now = unsafe { bpf_ktime_get_boot_ns() };
+        }
+        if rule.expired(search.now) {
+            return 0;
+        }
+    }
+    if call.syscall_nr != ANY_SYSCALL
+        && rule.syscall_nr != ANY_SYSCALL
+        && rule.syscall_nr != call.syscall_nr
+    {
+        return 0;
+    }
+    if !call.passes(rule) {
+        return 0;
+    }
+    let Some(counter) = CHAOS_COUNTERS.get_ptr_mut(slot) else {
+        return 0;
+    };
+    // SAFETY: the pointer comes from a map lookup and stays valid for this program run;
+    // the fields are 8-byte aligned u64s, updated only atomically.
+    let (matched, injected) =
+        unsafe { (&raw mut (*counter).matched, &raw mut (*counter).injected) };
+    let n = fetch_add(matched, 1);
+    if !rule.schedule.selects(n) {
+        return 0;
+    }
+    // SAFETY: a plain helper call.
+    if !rule.schedule.draw_hits(unsafe { bpf_get_prandom_u32() }) {
+        return 0;
+    }
+    if fetch_add(injected, 1) >= rule.schedule.max_hits {
+        fetch_sub(injected, 1);
+        return 0;
+    }
+    if rule.is_dry_run() {
+        return 0;
+    }
+    search.found = slot;
+    1
 }
 
 #[inline(always)]

@@ -5,16 +5,20 @@
 //! when the injector is dropped or the process dies for any reason, SIGKILL included.
 use std::{collections::BTreeSet, fs::File, path::PathBuf};
 
+mod index;
+pub use index::RuleIndex;
+
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::Array,
+    maps::{Array, HashMap},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, Program,
         ProgramError,
     },
 };
 use chaos_common::{
-    HitCounter, Hook, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_BITS, SYS_ENTER_FILTER_WORDS,
+    HitCounter, Hook, HookLevels, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_BITS,
+    SYS_ENTER_FILTER_WORDS, TargetKey, TargetRules,
 };
 
 use crate::{Error, btf};
@@ -28,6 +32,8 @@ const RULES_MAP: &str = "CHAOS_RULES";
 const COUNTERS_MAP: &str = "CHAOS_COUNTERS";
 const PAUSED_MAP: &str = "CHAOS_PAUSED";
 const SYS_ENTER_NRS_MAP: &str = "CHAOS_SYS_ENTER_NRS";
+const TARGETS_MAP: &str = "CHAOS_TARGETS";
+const HOOK_LEVELS_MAP: &str = "CHAOS_HOOK_LEVELS";
 
 /// How the programs of a hook attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +87,19 @@ fn programs(hook: Hook) -> (&'static [&'static str], Attach) {
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit: every cgroup a rule
+/// targets holds one bpf_link file descriptor per program attached there, and a thousand
+/// targets pass the usual soft limit of 1024 long before the hard one.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        // Failing leaves the old limit, and attaching reports EMFILE if it is too low.
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// A rule, the cgroup directory it targets (cgroup programs attach there) and what it is
 /// for, in reports.
 #[derive(Clone, Debug)]
@@ -121,6 +140,9 @@ impl Injector {
                 })
             })
             .collect::<Result<BTreeSet<Hook>, Error>>()?;
+        raise_open_file_limit();
+        let planned: Vec<Rule> = rules.iter().map(|r| r.rule).collect();
+        let index = RuleIndex::plan(&planned)?;
         let loading_since = crate::fault::boot_time_ns()?;
         // Owned by the injector from here on, so that an error below drops it, and with it
         // every link made so far.
@@ -136,6 +158,7 @@ impl Injector {
             injector.write_config()?;
         }
         injector.write_rules(rules)?;
+        injector.write_index(&index)?;
         if hooks.contains(&Hook::SysEnter) {
             injector.write_sys_enter_filter(rules)?;
         }
@@ -217,6 +240,32 @@ impl Injector {
                     map: RULES_MAP,
                     source,
                 })?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self, index: &RuleIndex) -> Result<(), Error> {
+        let targets_err = |source| Error::Map {
+            map: TARGETS_MAP,
+            source,
+        };
+        let mut targets: HashMap<_, TargetKey, TargetRules> =
+            HashMap::try_from(self.ebpf.map_mut(TARGETS_MAP).expect(TARGETS_MAP))
+                .map_err(targets_err)?;
+        for (key, list) in &index.targets {
+            targets.insert(key, list, 0).map_err(targets_err)?;
+        }
+        let levels_err = |source| Error::Map {
+            map: HOOK_LEVELS_MAP,
+            source,
+        };
+        let mut levels: Array<_, HookLevels> =
+            Array::try_from(self.ebpf.map_mut(HOOK_LEVELS_MAP).expect(HOOK_LEVELS_MAP))
+                .map_err(levels_err)?;
+        for (hook, hook_levels) in &index.levels {
+            levels
+                .set(*hook as u32, hook_levels, 0)
+                .map_err(levels_err)?;
         }
         Ok(())
     }
