@@ -6,7 +6,8 @@ use aya_ebpf::helpers::{
     bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_loop,
 };
 use chaos_common::{
-    ANY_SYSCALL, Hook, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, Rule, TargetKey, TargetRules,
+    ANY_SYSCALL, Hook, HookLevels, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, Rule, TargetKey,
+    TargetRules,
     filter::{FILTER_CIDR, FILTER_COMM, FILTER_FD_KIND, FILTER_PATH, FILTER_PORT, PATH_DEPTH},
 };
 
@@ -86,23 +87,26 @@ impl Call {
         if sb == 0 || u64::from(read_u32(sb + u64::from(config.sb_dev))) != dev {
             return false;
         }
-        let mut dentry = self.dentry;
-        let mut i = 0;
-        while i < PATH_DEPTH {
-            // A dentry being created has no inode yet; its parents still place it.
-            let inode = read_ptr(dentry, config.dentry_inode);
-            if inode != 0 && read_u64(inode + u64::from(config.inode_ino)) == ino {
-                return true;
-            }
-            let parent = read_ptr(dentry, config.dentry_parent);
-            // The root of a filesystem is its own parent.
-            if parent == 0 || parent == dentry {
-                return false;
-            }
-            dentry = parent;
-            i += 1;
-        }
-        false
+        let mut walk = PathWalk {
+            dentry: self.dentry,
+            ino,
+            dentry_inode: config.dentry_inode,
+            dentry_parent: config.dentry_parent,
+            inode_ino: config.inode_ino,
+            found: false,
+        };
+        // bpf_loop makes the walk one body for the verifier instead of PATH_DEPTH copies in
+        // every rule check.
+        // SAFETY: the callback is a static function, the context points into this frame.
+        unsafe {
+            bpf_loop(
+                PATH_DEPTH as u32,
+                path_step as *mut c_void,
+                (&raw mut walk).cast(),
+                0,
+            )
+        };
+        walk.found
     }
 
     /// Whether `rule`'s filters all pass for this call.
@@ -146,47 +150,57 @@ pub fn apply(call: &Call) -> Option<&'static Rule> {
     let levels = CHAOS_HOOK_LEVELS.get(call.hook as u32)?;
     let mut search = Search {
         call: *call,
+        levels,
         rules: core::ptr::null(),
         now: 0,
         found: NOT_FOUND,
     };
-    let mut i = 0;
-    while i < MAX_TARGET_LEVELS {
-        if i >= levels.len {
-            break;
-        }
-        let level = levels.levels[i as usize];
-        i += 1;
-        // SAFETY: a plain helper call; a level deeper than the task's cgroup gives 0, which
-        // no key holds.
-        let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        let key = TargetKey {
-            hook: call.hook as u32,
-            cgroup_level: level,
-            cgroup_id,
-        };
-        // SAFETY: the value is only read, and user space replaces it only while no rule of
-        // this injector is attached.
-        let Some(rules) = (unsafe { CHAOS_TARGETS.get(&key) }) else {
-            continue;
-        };
-        search.rules = rules;
-        // bpf_loop keeps the per-rule checks one body for the verifier, however many rules a
-        // target has; a plain loop would be explored once per iteration.
-        // SAFETY: the callback is a static function, the context points into this frame.
-        unsafe {
-            bpf_loop(
-                rules.len.min(MAX_RULES_PER_TARGET),
-                try_rule as *mut c_void,
-                (&raw mut search).cast(),
-                0,
-            )
-        };
-        if search.found != NOT_FOUND {
-            return CHAOS_RULES.get(search.found);
-        }
+    // Both walks are bpf_loops, so that the verifier sees each body once rather than once per
+    // iteration of a plain loop (which, over levels times rules, exceeds its budget on 6.12).
+    // SAFETY: the callback is a static function, the context points into this frame.
+    unsafe {
+        bpf_loop(
+            levels.len.min(MAX_TARGET_LEVELS),
+            try_level as *mut c_void,
+            (&raw mut search).cast(),
+            0,
+        )
+    };
+    if search.found == NOT_FOUND {
+        return None;
     }
-    None
+    CHAOS_RULES.get(search.found)
+}
+
+/// One bpf_loop iteration of [`apply`] over the hook's target depths: looks up the calling
+/// task's ancestor at the `index`th depth in the index and tries that target's rules; 1
+/// (stop) once a rule acts.
+#[inline(never)]
+extern "C" fn try_level(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer `apply` gave it, to a Search on its stack,
+    // whose `levels` points to a map value that outlives the loop.
+    let search = unsafe { &mut *ctx.cast::<Search>() };
+    let levels = unsafe { &*search.levels };
+    let Some(&level) = levels.levels.get(index as usize) else {
+        return 1;
+    };
+    // SAFETY: a plain helper call; a level deeper than the task's cgroup gives 0, which no
+    // key holds.
+    let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+    let key = TargetKey {
+        hook: search.call.hook as u32,
+        cgroup_level: level,
+        cgroup_id,
+    };
+    // SAFETY: the value is only read; user space fills the index before attaching.
+    let Some(rules) = (unsafe { CHAOS_TARGETS.get(&key) }) else {
+        return 0;
+    };
+    let len = rules.len.min(MAX_RULES_PER_TARGET);
+    search.rules = rules;
+    // SAFETY: as above; `search` is the caller's context, passed on.
+    unsafe { bpf_loop(len, try_rule as *mut c_void, ctx, 0) };
+    i64::from(search.found != NOT_FOUND)
 }
 
 const NOT_FOUND: u32 = u32::MAX;
@@ -194,12 +208,47 @@ const NOT_FOUND: u32 = u32::MAX;
 /// The state of [`apply`]'s walk over one target's rules.
 struct Search {
     call: Call,
-    /// The target's rule list (a map value).
+    /// The hook's target depths (a map value).
+    levels: *const HookLevels,
+    /// The current target's rule list (a map value).
     rules: *const TargetRules,
     /// `CLOCK_BOOTTIME`, read at the first rule that needs it; 0 before.
     now: u64,
     /// The slot of the rule that acts, or [`NOT_FOUND`].
     found: u32,
+}
+
+/// The state of [`Call::is_under`]'s walk up the dentry tree.
+struct PathWalk {
+    /// The dentry to look at next (kernel pointer).
+    dentry: u64,
+    /// The inode number of the directory looked for.
+    ino: u64,
+    dentry_inode: u32,
+    dentry_parent: u32,
+    inode_ino: u32,
+    found: bool,
+}
+
+/// One step of [`Call::is_under`]: 1 (stop) once the directory is found or the walk reached
+/// the root of the filesystem.
+#[inline(never)]
+extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer `is_under` gave it, to a PathWalk on its stack.
+    let walk = unsafe { &mut *ctx.cast::<PathWalk>() };
+    // A dentry being created has no inode yet; its parents still place it.
+    let inode = read_ptr(walk.dentry, walk.dentry_inode);
+    if inode != 0 && read_u64(inode + u64::from(walk.inode_ino)) == walk.ino {
+        walk.found = true;
+        return 1;
+    }
+    let parent = read_ptr(walk.dentry, walk.dentry_parent);
+    // The root of a filesystem is its own parent.
+    if parent == 0 || parent == walk.dentry {
+        return 1;
+    }
+    walk.dentry = parent;
+    0
 }
 
 /// One bpf_loop iteration of [`apply`]: tries the `index`th rule of the target, counts it if
