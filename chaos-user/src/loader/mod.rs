@@ -6,11 +6,12 @@
 use std::{collections::BTreeSet, fs::File, path::PathBuf};
 
 mod index;
+pub(crate) mod object;
 pub use index::RuleIndex;
+use object::{array_mut, attach_to_cgroups, program_error, program_mut, write_array};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, Program,
         ProgramError,
@@ -213,59 +214,29 @@ impl Injector {
 
     fn write_config(&mut self) -> Result<(), Error> {
         let config: KernelConfig = btf::kernel_config(std::path::Path::new(btf::VMLINUX_BTF))?;
-        let mut map: Array<_, KernelConfig> = Array::try_from(
-            self.ebpf.map_mut(CONFIG_MAP).expect(CONFIG_MAP),
-        )
-        .map_err(|source| Error::Map {
-            map: CONFIG_MAP,
-            source,
-        })?;
-        map.set(0, config, 0).map_err(|source| Error::Map {
-            map: CONFIG_MAP,
-            source,
-        })
+        write_array(&mut self.ebpf, CONFIG_MAP, [config])
     }
 
     fn write_rules(&mut self, rules: &[PlannedRule]) -> Result<(), Error> {
-        let mut map: Array<_, Rule> =
-            Array::try_from(self.ebpf.map_mut(RULES_MAP).expect(RULES_MAP)).map_err(|source| {
-                Error::Map {
-                    map: RULES_MAP,
-                    source,
-                }
-            })?;
-        for (slot, planned) in rules.iter().enumerate() {
-            map.set(slot as u32, planned.rule, 0)
-                .map_err(|source| Error::Map {
-                    map: RULES_MAP,
-                    source,
-                })?;
-        }
-        Ok(())
+        write_array(&mut self.ebpf, RULES_MAP, rules.iter().map(|r| r.rule))
     }
 
     fn write_index(&mut self, index: &RuleIndex) -> Result<(), Error> {
-        let targets_err = |source| Error::Map {
-            map: TARGETS_MAP,
-            source,
-        };
-        let mut targets: HashMap<_, TargetKey, TargetRules> =
-            HashMap::try_from(self.ebpf.map_mut(TARGETS_MAP).expect(TARGETS_MAP))
-                .map_err(targets_err)?;
+        let mut targets = object::hash_mut::<TargetKey, TargetRules>(&mut self.ebpf, TARGETS_MAP)?;
         for (key, list) in &index.targets {
-            targets.insert(key, list, 0).map_err(targets_err)?;
+            targets.insert(key, list, 0).map_err(|source| Error::Map {
+                map: TARGETS_MAP,
+                source,
+            })?;
         }
-        let levels_err = |source| Error::Map {
-            map: HOOK_LEVELS_MAP,
-            source,
-        };
-        let mut levels: Array<_, HookLevels> =
-            Array::try_from(self.ebpf.map_mut(HOOK_LEVELS_MAP).expect(HOOK_LEVELS_MAP))
-                .map_err(levels_err)?;
+        let mut levels = array_mut::<HookLevels>(&mut self.ebpf, HOOK_LEVELS_MAP)?;
         for (hook, hook_levels) in &index.levels {
             levels
                 .set(*hook as u32, hook_levels, 0)
-                .map_err(levels_err)?;
+                .map_err(|source| Error::Map {
+                    map: HOOK_LEVELS_MAP,
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -293,20 +264,7 @@ impl Injector {
                 }
             }
         }
-        let map_err = |source| Error::Map {
-            map: SYS_ENTER_NRS_MAP,
-            source,
-        };
-        let mut map: Array<_, u64> = Array::try_from(
-            self.ebpf
-                .map_mut(SYS_ENTER_NRS_MAP)
-                .expect(SYS_ENTER_NRS_MAP),
-        )
-        .map_err(map_err)?;
-        for (i, word) in words.iter().enumerate() {
-            map.set(i as u32, *word, 0).map_err(map_err)?;
-        }
-        Ok(())
+        write_array(&mut self.ebpf, SYS_ENTER_NRS_MAP, words)
     }
 
     /// The kernel's BTF, parsed once per injector; `what` names the hook for errors.
@@ -322,16 +280,7 @@ impl Injector {
 
     fn attach_lsm(&mut self, name: &'static str, hook: &str) -> Result<(), Error> {
         let btf = Self::kernel_btf(&mut self.btf, &format!("LSM hook {hook}"))?;
-        let prog: &mut Lsm = self
-            .ebpf
-            .program_mut(name)
-            .expect(name)
-            .try_into()
-            .map_err(|source| Error::Program {
-                program: name,
-                action: "type",
-                source,
-            })?;
+        let prog: &mut Lsm = program_mut(&mut self.ebpf, name)?;
         prog.load(hook, btf).map_err(|err| Error::Unsupported {
             fault: format!("LSM hook {hook}"),
             why: format!(
@@ -341,37 +290,18 @@ impl Injector {
                 crate::fault::Syscall::supported_by(crate::fault::Mechanism::Cgroup).join(", ")
             ),
         })?;
-        prog.attach().map_err(|source| Error::Program {
-            program: name,
-            action: "attach",
-            source,
-        })?;
+        prog.attach()
+            .map_err(|source| program_error(name, "attach", source))?;
         Ok(())
     }
 
     fn attach_tp_btf(&mut self, name: &'static str, tracepoint: &str) -> Result<(), Error> {
         let btf = Self::kernel_btf(&mut self.btf, &format!("tracepoint {tracepoint}"))?;
-        let prog: &mut BtfTracePoint = self
-            .ebpf
-            .program_mut(name)
-            .expect(name)
-            .try_into()
-            .map_err(|source| Error::Program {
-                program: name,
-                action: "type",
-                source,
-            })?;
+        let prog: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
         prog.load(tracepoint, btf)
-            .map_err(|source| Error::Program {
-                program: name,
-                action: "load",
-                source,
-            })?;
-        prog.attach().map_err(|source| Error::Program {
-            program: name,
-            action: "attach",
-            source,
-        })?;
+            .map_err(|source| program_error(name, "load", source))?;
+        prog.attach()
+            .map_err(|source| program_error(name, "attach", source))?;
         Ok(())
     }
 
@@ -386,36 +316,14 @@ impl Injector {
     where
         for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
     {
-        let prog: &mut P = self
-            .ebpf
-            .program_mut(name)
-            .expect(name)
-            .try_into()
-            .map_err(|source| Error::Program {
-                program: name,
-                action: "type",
-                source,
-            })?;
-        load(prog).map_err(|source| Error::Program {
-            program: name,
-            action: "load",
-            source,
-        })?;
-        for dir in dirs {
-            let cgroup = File::open(dir).map_err(|source| Error::Io {
-                path: (*dir).clone(),
-                source,
-            })?;
-            // On 5.7+ aya attaches through bpf_link, which the kernel always treats as
-            // multi-attach (and refuses flags for): the program coexists with others on the
-            // same cgroup and keeps running for descendants that attach their own.
-            attach(prog, cgroup, CgroupAttachMode::Single).map_err(|source| Error::Program {
-                program: name,
-                action: "attach",
-                source,
-            })?;
-        }
-        Ok(())
+        let prog: &mut P = program_mut(&mut self.ebpf, name)?;
+        load(prog).map_err(|source| program_error(name, "load", source))?;
+        // On 5.7+ aya attaches through bpf_link, which the kernel always treats as
+        // multi-attach (and refuses flags for): the program coexists with others on the same
+        // cgroup and keeps running for descendants that attach their own.
+        attach_to_cgroups(name, dirs, |cgroup| {
+            attach(prog, cgroup, CgroupAttachMode::Single).map(drop)
+        })
     }
 
     /// Takes the map of processes stopped by pause rules (thread group id -> boot-clock ns at
@@ -437,20 +345,6 @@ impl Injector {
 
     /// The counters of the installed rules, in rule order.
     pub fn counters(&self) -> Result<Vec<HitCounter>, Error> {
-        let map: Array<_, HitCounter> = Array::try_from(
-            self.ebpf.map(COUNTERS_MAP).expect(COUNTERS_MAP),
-        )
-        .map_err(|source| Error::Map {
-            map: COUNTERS_MAP,
-            source,
-        })?;
-        (0..self.slots as u32)
-            .map(|slot| {
-                map.get(&slot, 0).map_err(|source| Error::Map {
-                    map: COUNTERS_MAP,
-                    source,
-                })
-            })
-            .collect()
+        object::read_array(&self.ebpf, COUNTERS_MAP, self.slots)
     }
 }

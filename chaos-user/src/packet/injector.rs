@@ -1,9 +1,8 @@
 //! Loading and attaching the packet programs for a set of [`PacketRule`]s.
-use std::{collections::BTreeSet, fs::File, path::PathBuf};
+use std::{collections::BTreeSet, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::Array,
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, tc,
     },
@@ -13,7 +12,13 @@ use chaos_common::packet::{
     DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PacketAction, PacketCounter, PacketRule,
 };
 
-use crate::{Error, loader::EBPF_OBJECT};
+use crate::{
+    Error,
+    loader::{
+        EBPF_OBJECT,
+        object::{attach_to_cgroups, program_error, program_mut, read_array, write_array},
+    },
+};
 
 const RULES_MAP: &str = "CHAOS_PACKET_RULES";
 const COUNTERS_MAP: &str = "CHAOS_PACKET_COUNTERS";
@@ -73,22 +78,11 @@ impl PacketInjector {
             clsact: Clsact::default(),
             slots: rules.len(),
         };
-        {
-            let mut map: Array<_, PacketRule> = Array::try_from(
-                injector.ebpf.map_mut(RULES_MAP).expect(RULES_MAP),
-            )
-            .map_err(|source| Error::Map {
-                map: RULES_MAP,
-                source,
-            })?;
-            for (slot, (rule, _)) in rules.iter().enumerate() {
-                map.set(slot as u32, *rule, 0)
-                    .map_err(|source| Error::Map {
-                        map: RULES_MAP,
-                        source,
-                    })?;
-            }
-        }
+        write_array(
+            &mut injector.ebpf,
+            RULES_MAP,
+            rules.iter().map(|(rule, _)| *rule),
+        )?;
         for (direction, name, attach_type) in [
             (DIRECTION_EGRESS, EGRESS, CgroupSkbAttachType::Egress),
             (DIRECTION_INGRESS, INGRESS, CgroupSkbAttachType::Ingress),
@@ -109,21 +103,9 @@ impl PacketInjector {
     }
 
     fn attach_tc(&mut self, devices: &[String]) -> Result<(), Error> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(TC_EGRESS)
-            .expect(TC_EGRESS)
-            .try_into()
-            .map_err(|source| Error::Program {
-                program: TC_EGRESS,
-                action: "type",
-                source,
-            })?;
-        prog.load().map_err(|source| Error::Program {
-            program: TC_EGRESS,
-            action: "load",
-            source,
-        })?;
+        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_EGRESS)?;
+        prog.load()
+            .map_err(|source| program_error(TC_EGRESS, "load", source))?;
         // TCX (6.6+) needs no qdisc; older kernels attach through a clsact qdisc.
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         for dev in devices {
@@ -138,11 +120,7 @@ impl PacketInjector {
                 self.clsact.added.push(dev.clone());
             }
             prog.attach(dev, TcAttachType::Egress)
-                .map_err(|source| Error::Program {
-                    program: TC_EGRESS,
-                    action: "attach",
-                    source,
-                })?;
+                .map_err(|source| program_error(TC_EGRESS, "attach", source))?;
         }
         Ok(())
     }
@@ -153,55 +131,20 @@ impl PacketInjector {
         attach_type: CgroupSkbAttachType,
         dirs: &BTreeSet<&PathBuf>,
     ) -> Result<(), Error> {
-        let prog: &mut CgroupSkb = self
-            .ebpf
-            .program_mut(name)
-            .expect(name)
-            .try_into()
-            .map_err(|source| Error::Program {
-                program: name,
-                action: "type",
-                source,
-            })?;
-        prog.load().map_err(|source| Error::Program {
-            program: name,
-            action: "load",
-            source,
-        })?;
-        for dir in dirs {
-            let cgroup = File::open(dir).map_err(|source| Error::Io {
-                path: (*dir).clone(),
-                source,
-            })?;
-            // bpf_link attachments stack with other programs on the same cgroup, and keep
-            // running for descendants that attach their own.
+        let prog: &mut CgroupSkb = program_mut(&mut self.ebpf, name)?;
+        prog.load()
+            .map_err(|source| program_error(name, "load", source))?;
+        // bpf_link attachments stack with other programs on the same cgroup, and keep running
+        // for descendants that attach their own.
+        attach_to_cgroups(name, dirs, |cgroup| {
             prog.attach(cgroup, attach_type, CgroupAttachMode::Single)
-                .map_err(|source| Error::Program {
-                    program: name,
-                    action: "attach",
-                    source,
-                })?;
-        }
-        Ok(())
+                .map(drop)
+        })
     }
 
     /// The counters of the installed rules, in rule order.
     pub fn counters(&self) -> Result<Vec<PacketCounter>, Error> {
-        let map: Array<_, PacketCounter> = Array::try_from(
-            self.ebpf.map(COUNTERS_MAP).expect(COUNTERS_MAP),
-        )
-        .map_err(|source| Error::Map {
-            map: COUNTERS_MAP,
-            source,
-        })?;
-        (0..self.slots as u32)
-            .map(|slot| {
-                map.get(&slot, 0).map_err(|source| Error::Map {
-                    map: COUNTERS_MAP,
-                    source,
-                })
-            })
-            .collect()
+        read_array(&self.ebpf, COUNTERS_MAP, self.slots)
     }
 }
 

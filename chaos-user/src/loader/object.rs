@@ -1,0 +1,100 @@
+//! Typed access to the maps and programs of the loaded object, with chaos's errors: the part
+//! of loading that the syscall and the packet injectors share.
+use std::{collections::BTreeSet, fs::File, path::PathBuf};
+
+use aya::{
+    Ebpf, Pod,
+    maps::{Array, HashMap, MapData},
+    programs::{Program, ProgramError},
+};
+
+use crate::Error;
+
+/// The array map `name`, to write.
+pub(crate) fn array_mut<'a, V: Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<Array<&'a mut MapData, V>, Error> {
+    Array::try_from(ebpf.map_mut(name).expect(name))
+        .map_err(|source| Error::Map { map: name, source })
+}
+
+/// The hash map `name`, to write.
+pub(crate) fn hash_mut<'a, K: Pod, V: Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>, Error> {
+    HashMap::try_from(ebpf.map_mut(name).expect(name))
+        .map_err(|source| Error::Map { map: name, source })
+}
+
+/// Writes `values` to the array map `name` at indices `0..`.
+pub(crate) fn write_array<V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    values: impl IntoIterator<Item = V>,
+) -> Result<(), Error> {
+    let mut map = array_mut::<V>(ebpf, name)?;
+    for (i, value) in values.into_iter().enumerate() {
+        let i = u32::try_from(i).expect("array indices fit in u32");
+        map.set(i, value, 0)
+            .map_err(|source| Error::Map { map: name, source })?;
+    }
+    Ok(())
+}
+
+/// The first `n` entries of the array map `name` (counters, in rule order).
+pub(crate) fn read_array<V: Pod>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    n: usize,
+) -> Result<Vec<V>, Error> {
+    let map: Array<_, V> = Array::try_from(ebpf.map(name).expect(name))
+        .map_err(|source| Error::Map { map: name, source })?;
+    (0..n as u32)
+        .map(|i| {
+            map.get(&i, 0)
+                .map_err(|source| Error::Map { map: name, source })
+        })
+        .collect()
+}
+
+/// The program `name` as its type `P`.
+pub(crate) fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, Error>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .expect(name)
+        .try_into()
+        .map_err(|source| program_error(name, "type", source))
+}
+
+/// An [`Error::Program`] for `action` on `program`.
+pub(crate) fn program_error(
+    program: &'static str,
+    action: &'static str,
+    source: ProgramError,
+) -> Error {
+    Error::Program {
+        program,
+        action,
+        source,
+    }
+}
+
+/// Attaches `program` to every cgroup directory in `dirs` with `attach`.
+pub(crate) fn attach_to_cgroups(
+    program: &'static str,
+    dirs: &BTreeSet<&PathBuf>,
+    mut attach: impl FnMut(File) -> Result<(), ProgramError>,
+) -> Result<(), Error> {
+    for dir in dirs {
+        let cgroup = File::open(dir).map_err(|source| Error::Io {
+            path: (*dir).clone(),
+            source,
+        })?;
+        attach(cgroup).map_err(|source| program_error(program, "attach", source))?;
+    }
+    Ok(())
+}
