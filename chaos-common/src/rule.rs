@@ -299,7 +299,8 @@ pub struct HookLevels {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HitCounter {
-    /// Calls from the target that matched the rule's syscall and filters.
+    /// Calls from the target that matched the rule's syscall and filters while its programs
+    /// were attached (past the deadline too: the rule then matches but no longer acts).
     pub matched: u64,
     /// Calls that were acted on (or, in a dry run, would have been).
     pub injected: u64,
