@@ -238,6 +238,9 @@ fn summary(samples: &[f64], baseline: &[f64]) -> Value {
 #[derive(Clone, Copy)]
 enum Config {
     Baseline,
+    /// A do-nothing program on the workload's cgroup at the same hook: what the kernel's
+    /// cgroup-BPF dispatch costs by itself, before any chaos code runs (cgroup hooks only).
+    EmptyProgram,
     Bystander(usize),
     Target(usize),
 }
@@ -246,6 +249,7 @@ impl Config {
     fn name(self) -> String {
         match self {
             Config::Baseline => "baseline".into(),
+            Config::EmptyProgram => "target_empty_program".into(),
             Config::Bystander(n) => format!("bystander_{n}_rules"),
             Config::Target(n) => format!("target_{n}_rules_never_fire"),
         }
@@ -263,6 +267,9 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
         return Ok(json!({"family": bench.family, "skipped": format!("{err:#}")}));
     }
     let mut configs = vec![Config::Baseline];
+    if bench.op == "socket" {
+        configs.push(Config::EmptyProgram);
+    }
     configs.extend(SCALE.iter().map(|&n| Config::Bystander(n)));
     configs.extend(SCALE.iter().map(|&n| Config::Target(n)));
     let iterations = h.iterations(bench);
@@ -273,8 +280,12 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
         // in the machine's load spread over all of them.
         for k in 0..configs.len() {
             let i = (k + rep) % configs.len();
+            let empty = match configs[i] {
+                Config::EmptyProgram => Some(empty_sock_create(&h.target.path)?),
+                _ => None,
+            };
             let rules = match configs[i] {
-                Config::Baseline => Vec::new(),
+                Config::Baseline | Config::EmptyProgram => Vec::new(),
                 Config::Bystander(n) => h.quiet_rules(bench.syscall, n, false)?,
                 Config::Target(n) => h.quiet_rules(bench.syscall, n, true)?,
             };
@@ -298,6 +309,7 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
                 }
             }
             drop(injector);
+            drop(empty);
             if result["failed"].as_u64() != Some(0) {
                 bail!("{}: calls failed without a firing rule: {result}", bench.op);
             }
@@ -321,6 +333,20 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
         );
     }
     Ok(Value::Object(out))
+}
+
+/// chaos's do-nothing `sock_create` program (the one `chaos doctor` probes with), attached to
+/// `cgroup` until the returned object is dropped.
+fn empty_sock_create(cgroup: &std::path::Path) -> anyhow::Result<aya::Ebpf> {
+    use aya::programs::{CgroupAttachMode, CgroupSock};
+    let mut ebpf = aya::EbpfLoader::new().load(chaos::loader::EBPF_OBJECT)?;
+    let prog: &mut CgroupSock = ebpf
+        .program_mut("chaos_probe_sock_create")
+        .context("chaos_probe_sock_create")?
+        .try_into()?;
+    prog.load()?;
+    prog.attach(fs::File::open(cgroup)?, CgroupAttachMode::Single)?;
+    Ok(ebpf)
 }
 
 /// Figure 3: every Nth socket() failed, by chaos and by strace with the same schedule.
