@@ -465,3 +465,24 @@ pub fn assert_target_only(syscall: &str, errno: &str, extra: &[&str], op: &[&str
     );
     assert_nothing_left();
 }
+
+/// A TCP server on 127.0.0.1, outside every target: its address and the number of connections
+/// it has accepted so far.
+pub fn tcp_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if conn.is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (addr, accepted)
+}

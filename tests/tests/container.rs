@@ -6,14 +6,9 @@
 //! and the libraries `ldd` lists for it.
 use std::{
     fs,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    thread,
+    sync::atomic::Ordering,
 };
 
 use chaos_tests::*;
@@ -172,22 +167,6 @@ impl Drop for Container {
     }
 }
 
-/// A TCP server on the host's loopback, outside every target; counts accepted connections.
-fn server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicU64::new(0));
-    let count = Arc::clone(&accepted);
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            if conn.is_ok() {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    (addr, accepted)
-}
-
 #[test]
 fn fault_in_one_container_leaves_its_twin_alone() {
     if host_only("a Docker engine") || !need_root() {
@@ -196,7 +175,7 @@ fn fault_in_one_container_leaves_its_twin_alone() {
     if let Err(why) = docker_engine() {
         return skip(&format!("no Docker engine reachable: {why}"));
     }
-    let (addr, accepted) = server();
+    let (addr, accepted) = tcp_server();
     let sync = scratch("container-sync");
     let _ = fs::remove_dir_all(&sync);
     fs::create_dir_all(&sync).unwrap();

@@ -1,39 +1,15 @@
 //! connect(2) failing with a chosen errno through the cgroup sock_addr hooks: loads on the
 //! host kernel and in the VM tier.
-use std::{
-    fs,
-    net::TcpListener,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    thread,
-};
+use std::{fs, sync::atomic::Ordering};
 
 use chaos_tests::*;
-
-/// A TCP server outside every target; counts the connections it accepts.
-fn server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicU64::new(0));
-    let count = Arc::clone(&accepted);
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            if conn.is_ok() {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    (addr, accepted)
-}
 
 #[test]
 fn command_sees_chosen_errno_and_outsiders_connect() {
     if !need_root() {
         return;
     }
-    let (addr, accepted) = server();
+    let (addr, accepted) = tcp_server();
     let ready = scratch("connect-ready");
     let go = scratch("connect-go");
     let workload_path = workload_bin();
@@ -111,7 +87,7 @@ fn cgroup_target_with_strace_like_schedule() {
     if !need_root() {
         return;
     }
-    let (addr, _) = server();
+    let (addr, _) = tcp_server();
     let cgroup = TestCgroup::new("schedule");
     let go = scratch("schedule-go");
     let inside = cgroup.spawn(&mut workload(&[
@@ -156,7 +132,7 @@ fn dry_run_counts_and_injects_nothing() {
     if !need_root() {
         return;
     }
-    let (addr, accepted) = server();
+    let (addr, accepted) = tcp_server();
     let outcome = chaos(&[
         "inject",
         "syscall",
@@ -247,7 +223,7 @@ fn pid_target_hits_that_process_cgroup_only() {
     if !need_root() {
         return;
     }
-    let (addr, accepted) = server();
+    let (addr, accepted) = tcp_server();
     let cgroup = TestCgroup::new("pid");
     let go = scratch("pid-go");
     let inside = cgroup.spawn(&mut workload(&[
@@ -301,7 +277,7 @@ fn duration_removes_the_fault_while_the_command_runs_on() {
     if !need_root() {
         return;
     }
-    let (addr, accepted) = server();
+    let (addr, accepted) = tcp_server();
     let ready = scratch("duration-ready");
     let go = scratch("duration-go");
     let workload_path = workload_bin();

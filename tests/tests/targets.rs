@@ -5,37 +5,16 @@
 //! synthetic trees in chaos-user's `target::tests`.
 use std::{
     fs,
-    net::TcpListener,
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    thread,
+    sync::atomic::Ordering,
 };
 
 use chaos_tests::*;
 
-/// A TCP server outside every target; counts the connections it accepts.
-fn server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicU64::new(0));
-    let count = Arc::clone(&accepted);
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            if conn.is_ok() {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    (addr, accepted)
-}
-
 /// Faults connect(2) in `cgroup` through the target option `option VALUE` and checks that its
 /// workload fails, an outsider does not, and the report names that cgroup.
 fn fault_connects_through(cgroup: &TestCgroup, option: &str, value: &str) {
-    let (addr, accepted) = server();
+    let (addr, accepted) = tcp_server();
     let go = scratch(&format!("{}-go", option.trim_start_matches('-')));
     let inside = cgroup.spawn(&mut workload(&[
         "--wait-for",
