@@ -134,11 +134,21 @@ impl Daemon {
     }
 }
 
-/// Detaches faults taken out of the map (outside its lock), logging each.
+/// Detaches faults taken out of the map (outside its lock), logging each with its last
+/// counters.
 fn stop_all(faults: &[(u64, ActiveFault)], why: &str) {
     for (id, fault) in faults {
+        let last = fault.status(*id);
         fault.stop();
-        info!(id, target = %fault.target(), fault = %fault.description(), why, "fault removed");
+        info!(
+            id,
+            target = %last.target,
+            fault = %last.description,
+            why,
+            matched = last.matched,
+            injected = last.injected,
+            "fault removed"
+        );
     }
 }
 
@@ -364,7 +374,7 @@ async fn remove(
     // The last counters, then detach.
     let status = fault.status(id);
     fault.stop();
-    info!(id, uid = peer.uid, pid = ?peer.pid, target = %status.target, fault = %status.description, "fault removed");
+    info!(id, uid = peer.uid, pid = ?peer.pid, target = %status.target, fault = %status.description, matched = status.matched, injected = status.injected, "fault removed");
     Ok(Json(status))
 }
 
