@@ -49,6 +49,8 @@ pub struct StartedFault {
     /// themselves; the owner removes it then.
     pub duration: Duration,
     engine: Mutex<Option<Engine>>,
+    /// The counters read when it was stopped.
+    last: Mutex<Option<Vec<RuleCounters>>>,
 }
 
 impl StartedFault {
@@ -110,6 +112,7 @@ impl StartedFault {
             dry_run,
             duration,
             engine: Mutex::new(Some(engine)),
+            last: Mutex::new(None),
         })
     }
 
@@ -124,17 +127,31 @@ impl StartedFault {
     }
 
     /// The counters now, one entry per syscall (the hooks of one syscall added up) or per
-    /// packet fault; `None` once stopped.
+    /// packet fault; once stopped, those read when it stopped.
     pub fn counters(&self) -> Option<Vec<RuleCounters>> {
-        self.engine().as_ref().and_then(Engine::counters)
+        let engine = self.engine();
+        match engine.as_ref() {
+            Some(engine) => engine.counters(),
+            None => self.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
     }
 
-    /// Detaches it (a no-op when already stopped); true if this call stopped it. Packet faults
-    /// that installed fq wait here for the packets fq still holds before restoring the qdiscs.
+    /// Detaches it (a no-op when already stopped), keeping its last counters; true if this
+    /// call stopped it. Packet faults that installed fq wait here for the packets fq still
+    /// holds before restoring the qdiscs.
     pub fn stop(&self) -> bool {
-        // Out of the lock first, so that readers are not held up by the detaching.
-        let engine = self.engine().take();
-        engine.is_some()
+        let engine = {
+            let mut slot = self.engine();
+            let engine = slot.take();
+            if let Some(engine) = &engine {
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = engine.counters();
+            }
+            engine
+        };
+        // Dropped out of the lock, so that readers are not held up by the detaching.
+        let stopped = engine.is_some();
+        drop(engine);
+        stopped
     }
 }
 

@@ -104,6 +104,9 @@ impl ActiveFault {
     }
 }
 
+/// Faults taken out of [`ActiveFaults`], with their ids, for the taker to stop.
+pub type Taken = Vec<(u64, ActiveFault)>;
+
 /// The active faults by id. A fault taken out of here must be stopped by the taker (outside
 /// the lock: stopping a packet fault with fq waits for the packets fq holds).
 #[derive(Default)]
@@ -140,9 +143,10 @@ impl ActiveFaults {
         self.faults.remove(&id)
     }
 
-    /// Takes out the faults whose deadline passed, and those their experiment already stopped.
-    pub fn remove_ended(&mut self, now: Instant) -> Vec<(u64, ActiveFault)> {
-        self.take(|f| f.expired(now) || !f.fault.active())
+    /// Takes out the faults whose deadline passed, then those their experiment already stopped.
+    pub fn remove_ended(&mut self, now: Instant) -> (Taken, Taken) {
+        let expired = self.take(|f| f.expired(now));
+        (expired, self.take(|f| !f.fault.active()))
     }
 
     /// Takes out the faults of one experiment.

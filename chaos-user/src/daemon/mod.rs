@@ -270,8 +270,10 @@ async fn reap_expired(daemon: Arc<Daemon>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let ended = daemon.faults().remove_ended(Instant::now());
-        stop_all(&ended, "its duration passed or its experiment removed it");
+        let now = Instant::now();
+        let (expired, removed) = daemon.faults().remove_ended(now);
+        stop_all(&expired, "its duration passed");
+        stop_all(&removed, "its experiment removed it");
     }
 }
 

@@ -167,6 +167,8 @@ pub struct RunningFault {
     pub target: String,
     fault: Arc<StartedFault>,
     started: Instant,
+    /// Whether the counters it had when it was stopped are among the samples.
+    final_sampled: bool,
     /// Counters over time.
     pub samples: Vec<Sample>,
 }
@@ -187,6 +189,7 @@ impl RunningFault {
             target: fault.target.clone(),
             fault: Arc::new(fault),
             started: Instant::now(),
+            final_sampled: false,
             samples: Vec::new(),
         })
     }
@@ -209,18 +212,23 @@ impl RunningFault {
     /// Records the counters at `at` seconds into the experiment and removes the fault once its
     /// duration has passed.
     pub fn tick(&mut self, at: f64) {
-        if let Some(counters) = self.fault.counters() {
-            self.samples.push(Sample { at, counters });
-        }
         if self.started.elapsed() >= self.fault.duration {
             self.fault.stop();
+        }
+        // Once stopped (here or by the daemon), its last counters are sampled once more.
+        if self.final_sampled {
+            return;
+        }
+        self.final_sampled = !self.fault.active();
+        if let Some(counters) = self.fault.counters() {
+            self.samples.push(Sample { at, counters });
         }
     }
 
     /// Records the last counters and removes the fault.
     pub fn stop(&mut self, at: f64) {
-        self.tick(at);
         self.fault.stop();
+        self.tick(at);
     }
 
     /// The latest counters.
