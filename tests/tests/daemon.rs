@@ -616,10 +616,18 @@ fn latency_pause_through_the_daemon_continues_the_target() {
         "--cgroup",
         cgroup.path.to_str().unwrap(),
     ];
-    let fault = client
-        .create(args.iter().map(|a| a.to_string()).collect())
-        .unwrap();
+    // Through `chaos inject`, which hands every fault kind to a running daemon.
+    let mut inject = vec!["inject"];
+    inject.extend(args);
+    inject.push("--json");
+    let out = daemon.chaos(&inject);
+    assert!(out.status.success(), "{out:?}");
+    let fault: FaultStatus = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(fault.kind, "latency");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runs latency fault"),
+        "{out:?}"
+    );
 
     // Pause mode stops the whole process: the daemon's resumer must continue it each time.
     let inside = cgroup.spawn(

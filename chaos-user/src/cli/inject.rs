@@ -400,9 +400,10 @@ fn hand_to_daemon(daemon: &DaemonClient, json: bool) -> anyhow::Result<ExitCode>
         println!("{}", serde_json::to_string(&fault)?);
     }
     eprintln!(
-        "chaos: the daemon on {} runs fault {} ({} on {}) for {:.0}s; \
+        "chaos: the daemon on {} runs {} fault {} ({} on {}) for {:.0}s; \
          `chaos status` shows it, `chaos stop {}` ends it",
         daemon.socket().display(),
+        fault.kind,
         fault.id,
         fault.description,
         fault.target,
