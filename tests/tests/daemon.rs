@@ -805,10 +805,10 @@ fn chaos_run_uses_the_daemon_and_writes_the_journal() {
     let cgroup = TestCgroup::new("daemon-run");
     let file = scratch("daemon-run.yaml");
     std::fs::write(&file, socket_experiment("2s", 3.0)).unwrap();
-    let journal = scratch("daemon-run-journal.json");
+    let journal_path = scratch("daemon-run-journal.json");
     let mut run = Command::new(chaos_bin())
         .args(["run", file.to_str().unwrap(), "--journal"])
-        .arg(&journal)
+        .arg(&journal_path)
         .env("CHAOS_SOCKET", &daemon.socket)
         .env("EXP_CGROUP", &cgroup.path)
         .stderr(Stdio::piped())
@@ -837,7 +837,7 @@ fn chaos_run_uses_the_daemon_and_writes_the_journal() {
             && stderr.contains("experiment completed"),
         "{stderr}"
     );
-    let journal: Value = serde_json::from_slice(&std::fs::read(&journal).unwrap()).unwrap();
+    let journal: Value = serde_json::from_slice(&std::fs::read(&journal_path).unwrap()).unwrap();
     assert_eq!(journal["status"], "completed");
     let samples = journal["faults"][0]["counters"].as_array().unwrap();
     let last = &samples.last().unwrap()["counters"][0];
@@ -854,5 +854,43 @@ fn chaos_run_uses_the_daemon_and_writes_the_journal() {
             .all(|f| f.id != fault.id)
     );
     assert_eq!(sockets_in(&cgroup, 2).ok, 2);
+
+    // Ctrl-C on `chaos run` aborts the experiment in the daemon: its fault goes at once.
+    std::fs::write(&file, socket_experiment("60s", 60.0)).unwrap();
+    let mut run = Command::new(chaos_bin())
+        .args(["run", file.to_str().unwrap(), "--journal"])
+        .arg(&journal_path)
+        .env("CHAOS_SOCKET", &daemon.socket)
+        .env("EXP_CGROUP", &cgroup.path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = loop {
+        let all = daemon.client().experiments().unwrap();
+        if let Some(e) = all.into_iter().find(|e| e.id != exp.id) {
+            break e;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    experiment_fault(&daemon.client(), second.id);
+    assert_eq!(sockets_in(&cgroup, 1).failed_with("EMFILE"), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    run.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("aborted"), "{stderr}");
+    assert!(daemon.client().list().unwrap().is_empty());
+    assert_eq!(sockets_in(&cgroup, 2).ok, 2);
+    let journal: Value = serde_json::from_slice(&std::fs::read(&journal_path).unwrap()).unwrap();
+    assert_eq!(journal["status"], "aborted");
     assert_nothing_left();
 }
