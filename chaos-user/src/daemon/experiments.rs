@@ -221,3 +221,62 @@ impl Experiments {
         self.runs.iter().map(|(id, r)| (*id, r))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(text: &str) -> StartExperiment {
+        StartExperiment {
+            text: text.to_owned(),
+            name: Some("e.yaml".into()),
+            ..StartExperiment::default()
+        }
+    }
+
+    const VALID: &str = "title: t\nconfiguration:\n  who: {type: env, key: WHO}\nmethod:\n  - type: action\n    name: a\n    provider: {type: process, path: echo, arguments: ['${who}']}\n";
+
+    #[test]
+    fn env_comes_from_the_request_not_the_daemon() {
+        let mut req = request(VALID);
+        req.env.insert("WHO".into(), "client".into());
+        let planned = PlannedExperiment::from_request(&req).unwrap();
+        assert_eq!(planned.title(), "t");
+        // Without it, the required variable is missing: the validator says which.
+        let err = PlannedExperiment::from_request(&request(VALID))
+            .err()
+            .expect("refused");
+        assert!(err.contains("WHO"), "{err}");
+    }
+
+    #[test]
+    fn bad_options_are_named_with_what_is_valid() {
+        let mut req = request(VALID);
+        req.env.insert("WHO".into(), "x".into());
+        req.format = Some("toml".into());
+        let err = PlannedExperiment::from_request(&req)
+            .err()
+            .expect("refused");
+        assert!(err.contains("format") && err.contains("toml") && err.contains("yaml or json"));
+        req.format = None;
+        req.rollback_strategy = Some("sometimes".into());
+        let err = PlannedExperiment::from_request(&req)
+            .err()
+            .expect("refused");
+        assert!(
+            err.contains("rollback_strategy")
+                && err.contains("sometimes")
+                && err.contains("always"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_json_name_means_json() {
+        let mut req = request(
+            "{\"title\": \"j\", \"method\": [{\"type\": \"action\", \"name\": \"a\", \"provider\": {\"type\": \"process\", \"path\": \"true\"}}]}",
+        );
+        req.name = Some("e.json".into());
+        assert_eq!(PlannedExperiment::from_request(&req).unwrap().title(), "j");
+    }
+}

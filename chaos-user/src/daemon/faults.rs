@@ -49,17 +49,9 @@ impl ActiveFault {
         }
     }
 
-    /// What it does, for logs and listings.
+    /// What it does, for logs and listings (with `(dry run)` when it only counts).
     pub fn description(&self) -> String {
-        format!(
-            "{}{}",
-            self.fault.description,
-            if self.fault.dry_run && !self.fault.description.contains("dry run") {
-                " (dry run)"
-            } else {
-                ""
-            }
-        )
+        self.fault.description.clone()
     }
 
     /// The target cgroup directory.

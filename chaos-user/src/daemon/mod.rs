@@ -97,15 +97,13 @@ impl Daemon {
     /// ids of both.
     fn remove_all(&self, why: &str) -> Removed {
         // Experiments first, so that none starts a fault after the faults are gone.
-        let aborted_experiments = self
-            .experiments()
-            .iter()
-            .filter(|(_, run)| !run.finished())
-            .map(|(id, run)| {
+        let mut aborted_experiments = Vec::new();
+        for (id, run) in self.experiments().iter() {
+            if !run.finished() {
                 run.abort();
-                id
-            })
-            .collect();
+                aborted_experiments.push(id);
+            }
+        }
         let removed = self.faults().clear();
         stop_all(&removed, why);
         Removed {
