@@ -210,25 +210,29 @@ impl RunningFault {
     }
 
     /// Records the counters at `at` seconds into the experiment and removes the fault once its
-    /// duration has passed.
-    pub fn tick(&mut self, at: f64) {
-        if self.started.elapsed() >= self.fault.duration {
-            self.fault.stop();
-        }
-        // Once stopped (here or by the daemon), its last counters are sampled once more.
+    /// duration has passed. Says why when the fault is found ended for the first time.
+    pub fn tick(&mut self, at: f64) -> Option<&'static str> {
+        let expired = self.started.elapsed() >= self.fault.duration && self.fault.stop();
+        // Once stopped (here, by the runner or by the daemon), its last counters are sampled
+        // once more.
         if self.final_sampled {
-            return;
+            return None;
         }
         self.final_sampled = !self.fault.active();
         if let Some(counters) = self.fault.counters() {
             self.samples.push(Sample { at, counters });
+        }
+        match (self.final_sampled, expired) {
+            (false, _) => None,
+            (true, true) => Some("duration over"),
+            (true, false) => Some("stopped from outside (chaos stop)"),
         }
     }
 
     /// Records the last counters and removes the fault.
     pub fn stop(&mut self, at: f64) {
         self.fault.stop();
-        self.tick(at);
+        let _ = self.tick(at);
     }
 
     /// The latest counters.

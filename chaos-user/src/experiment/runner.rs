@@ -268,14 +268,7 @@ impl Runner {
         if self.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
             let at = self.at();
             for fault in &mut self.faults {
-                let was_active = fault.active();
-                fault.tick(at);
-                if was_active && !fault.active() {
-                    let why = if fault.remaining().is_some_and(|r| r.is_zero()) {
-                        "duration over"
-                    } else {
-                        "stopped from outside (chaos stop)"
-                    };
+                if let Some(why) = fault.tick(at) {
                     let msg = format!("fault {}: {why}, removed", fault.activity);
                     self.view.log(&msg);
                 }
@@ -353,7 +346,7 @@ impl Runner {
                 });
             let (output, error) = match result {
                 Ok(mut fault) => {
-                    fault.tick(self.at());
+                    let _ = fault.tick(self.at());
                     let out = json!({"command": fault.command_line, "target": fault.target});
                     self.view.log(&format!(
                         "fault {} started: {}",
