@@ -77,6 +77,19 @@ impl DaemonRun {
         run
     }
 
+    /// The first line of its log that `wanted` accepts, waiting up to 5 s for it.
+    fn log_line(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if let Some(line) = log.lines().find(|l| wanted(l)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "not in the daemon's log:\n{log}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn client(&self) -> DaemonClient {
         DaemonClient::new(Some(&self.socket))
     }
@@ -487,11 +500,10 @@ fn deadline_ends_the_fault_while_the_daemon_is_frozen() {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    let log = daemon.log.lock().unwrap().clone();
-    let removed = log
-        .lines()
-        .find(|l| l.contains("fault removed") && l.contains(&format!(" id={} ", fault.id)))
-        .unwrap_or_else(|| panic!("no removal logged:\n{log}"));
+    // Logged after it is out of the list, and read from the daemon's stderr by a thread.
+    let id = format!(" id={} ", fault.id);
+    let removed = daemon.log_line(|l| l.contains("fault removed") && l.contains(&id));
+    let removed = removed.as_str();
     assert_eq!(logged(removed, "matched"), failed, "{removed}");
     assert_eq!(logged(removed, "injected"), failed, "{removed}");
     assert_nothing_left();
