@@ -489,7 +489,7 @@ fn deadline_ends_the_fault_while_the_daemon_is_frozen() {
     eprintln!("MEASURED: with the daemon frozen, a 3s fault ended {lifted:?} after it was created");
 
     // Continued, the daemon removes the fault at once; its last counters are the calls that
-    // failed, none counted past the deadline.
+    // failed, none injected past the deadline.
     drop(frozen);
     let client = daemon.client();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -504,8 +504,14 @@ fn deadline_ends_the_fault_while_the_daemon_is_frozen() {
     let id = format!(" id={} ", fault.id);
     let removed = daemon.log_line(|l| l.contains("fault removed") && l.contains(&id));
     let removed = removed.as_str();
-    assert_eq!(logged(removed, "matched"), failed, "{removed}");
     assert_eq!(logged(removed, "injected"), failed, "{removed}");
+    // Matching calls past the deadline may be counted (the rule checks its deadline only
+    // where it would act): at most the 6 that succeeded.
+    let matched = logged(removed, "matched");
+    assert!(
+        (failed..=failed + 6).contains(&matched),
+        "matched {matched} for {failed} failed and 6 succeeded: {removed}"
+    );
     assert_nothing_left();
 }
 
