@@ -6,6 +6,7 @@ pub mod btf;
 pub mod cli;
 pub mod daemon;
 pub mod doctor;
+pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod fault;

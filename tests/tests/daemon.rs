@@ -1,18 +1,24 @@
-//! The daemon over its real socket: faults created, counted, listed, scraped and removed; an
-//! unauthorized peer refused; a SIGKILLed daemon leaves nothing behind. Host tier (cgroup sock
-//! programs, which the host and both VM kernels load).
+//! The daemon over its real socket: faults of each engine (syscall, latency, net-drop) created,
+//! counted, listed, scraped and removed; a fault ending at its deadline while the daemon is
+//! frozen; experiments started, listed and aborted through the API and by `chaos run`; an
+//! unauthorized peer refused; a SIGKILLed daemon leaves nothing behind. Host tier (cgroup
+//! sock programs, tp_btf sys_enter and cgroup_skb, which the host and both VM kernels load).
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
-use chaos::daemon::{api::FaultStatus, client::DaemonClient};
+use chaos::daemon::{
+    api::{ExperimentState, ExperimentStatus, FaultStatus, StartExperiment},
+    client::DaemonClient,
+};
 use chaos_tests::*;
 use serde_json::Value;
 
@@ -21,6 +27,8 @@ struct DaemonRun {
     child: Child,
     socket: PathBuf,
     metrics: Option<String>,
+    /// Its log (stderr) so far, also echoed to the test's stderr.
+    log: Arc<Mutex<String>>,
 }
 
 impl DaemonRun {
@@ -36,11 +44,27 @@ impl DaemonRun {
         if let Some(addr) = &metrics {
             cmd.args(["--metrics", addr]);
         }
-        let child = cmd.args(extra).spawn().expect("starting chaos daemon");
+        let mut child = cmd
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting chaos daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("daemon: {line}");
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let mut run = DaemonRun {
             child,
             socket,
             metrics,
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !run.client().answers() {
@@ -51,6 +75,19 @@ impl DaemonRun {
             thread::sleep(Duration::from_millis(20));
         }
         run
+    }
+
+    /// The first line of its log that `wanted` accepts, waiting up to 5 s for it.
+    fn log_line(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if let Some(line) = log.lines().find(|l| wanted(l)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "not in the daemon's log:\n{log}");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn client(&self) -> DaemonClient {
@@ -355,5 +392,523 @@ fn sigterm_removes_everything_then_exits() {
     assert!(status.success(), "{status}");
     assert!(!daemon.socket.exists(), "socket left behind");
     assert_eq!(sockets_in(&cgroup, 1).ok, 1);
+    assert_nothing_left();
+}
+
+/// Continues a process it froze, also when an assertion fails first.
+struct Frozen(nix::unistd::Pid);
+
+impl Frozen {
+    fn freeze(pid: u32) -> Frozen {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let frozen = Frozen(pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while frozen.state() != Some('T') {
+            assert!(Instant::now() < deadline, "the daemon never stopped");
+            thread::sleep(Duration::from_millis(5));
+        }
+        frozen
+    }
+
+    /// The state letter in /proc/PID/stat (T: stopped).
+    fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// The number after `name=` in a log line.
+fn logged(line: &str, name: &str) -> u64 {
+    let at = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {line}"));
+    line[at + name.len() + 2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {name}= in {line}"))
+}
+
+#[test]
+fn deadline_ends_the_fault_while_the_daemon_is_frozen() {
+    if !need_root() {
+        return;
+    }
+    const DURATION: Duration = Duration::from_secs(3);
+    let daemon = DaemonRun::start("frozen", false, &[]);
+    let cgroup = TestCgroup::new("daemon-frozen");
+    let mut args = socket_fault(&cgroup, "EMFILE");
+    args.extend(["--duration".into(), "3s".into()]);
+    let fault = daemon.client().create(args).unwrap();
+    // The kernel's deadline counts from the attach, a little before the answer.
+    let created = Instant::now();
+    let frozen = Frozen::freeze(daemon.child.id());
+
+    // Frozen: the daemon cannot remove anything, yet the fault works, then ends on time.
+    let during = sockets_in(&cgroup, 5);
+    assert_eq!(
+        (during.ok, during.failed_with("EMFILE")),
+        (0, 5),
+        "{during:?}"
+    );
+    assert_eq!(
+        sockets_outside(3).ok,
+        3,
+        "a process outside the target failed"
+    );
+    let mut failed = during.failed();
+    let lifted = loop {
+        let call = sockets_in(&cgroup, 1);
+        if call.ok == 1 {
+            break created.elapsed();
+        }
+        assert_eq!(call.failed_with("EMFILE"), 1, "{call:?}");
+        failed += 1;
+        assert!(
+            created.elapsed() < DURATION + Duration::from_secs(2),
+            "socket() still failing {:?} after a 3s fault was created",
+            created.elapsed()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        lifted >= DURATION - Duration::from_millis(500),
+        "the fault ended after {lifted:?}, before its 3s"
+    );
+    assert_eq!(frozen.state(), Some('T'), "the daemon ran meanwhile");
+    let after = sockets_in(&cgroup, 5);
+    assert_eq!(after.ok, 5, "{after:?}");
+    eprintln!("MEASURED: with the daemon frozen, a 3s fault ended {lifted:?} after it was created");
+
+    // Continued, the daemon removes the fault at once; its last counters are the calls that
+    // failed, none injected past the deadline.
+    drop(frozen);
+    let client = daemon.client();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !client.list().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not remove the fault"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Logged after it is out of the list, and read from the daemon's stderr by a thread.
+    let id = format!(" id={} ", fault.id);
+    let removed = daemon.log_line(|l| l.contains("fault removed") && l.contains(&id));
+    let removed = removed.as_str();
+    assert_eq!(logged(removed, "injected"), failed, "{removed}");
+    // Matching calls past the deadline may be counted (the rule checks its deadline only
+    // where it would act): at most the 6 that succeeded.
+    let matched = logged(removed, "matched");
+    assert!(
+        (failed..=failed + 6).contains(&matched),
+        "matched {matched} for {failed} failed and 6 succeeded: {removed}"
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn net_drop_through_the_daemon_counts_what_the_target_lost() {
+    use chaos_tests::netns::{UdpCounter, VethPair, net_client, net_result};
+    if !need_root() {
+        return;
+    }
+    let pair = match VethPair::new("dmn") {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no veth network namespaces: {why}")),
+    };
+    let inside_counter = UdpCounter::start(Some(&pair.b), pair.addr_b);
+    let outside_counter = UdpCounter::start(Some(&pair.b), pair.addr_b);
+    let cgroup = TestCgroup::new("daemon-net");
+    let daemon = DaemonRun::start("net", true, &[]);
+    let client = daemon.client();
+    let cidr = format!("{}/32", pair.addr_b);
+    let args = [
+        "net-drop",
+        "--protocol",
+        "udp",
+        "--cidr",
+        &cidr,
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ];
+    let fault = client
+        .create(args.iter().map(|a| a.to_string()).collect())
+        .unwrap();
+    assert_eq!(fault.kind, "net-drop");
+
+    const N: u64 = 200;
+    let n = N.to_string();
+    let inside = net_result(cgroup.spawn(&mut net_client(
+        Some(&pair.a),
+        &["udp-send", &inside_counter.addr.to_string(), &n],
+    )));
+    let outside = net_result(
+        net_client(
+            Some(&pair.a),
+            &["udp-send", &outside_counter.addr.to_string(), &n],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let (received, _) = inside_counter.stop();
+    let (outside_received, _) = outside_counter.stop();
+    assert_eq!(inside["errors"], 0, "sendto succeeds, the datagram is lost");
+    assert_eq!(outside["errors"], 0, "{outside}");
+    assert_eq!(received, 0, "the target's datagrams arrived");
+    assert_eq!(
+        outside_received, N,
+        "a process outside the target lost datagrams"
+    );
+
+    let listed = client.list().unwrap();
+    let f = by_id(&listed, fault.id);
+    assert_eq!((f.matched, f.injected), (N, N), "{f:?}");
+    assert_eq!(f.counters.len(), 1, "{f:?}");
+    assert_eq!(f.counters[0].rule, "net-drop");
+    let labels = format!(
+        "{{id=\"{}\",kind=\"net-drop\",target=\"{}\"}}",
+        f.id, f.target
+    );
+    let metrics = daemon.scrape();
+    assert_eq!(
+        metrics[&format!("chaos_fault_injected_total{labels}")],
+        N as f64,
+        "{metrics:?}"
+    );
+    assert_eq!(
+        metrics[&format!("chaos_fault_matched_total{labels}")],
+        N as f64
+    );
+
+    // Removed: the target's datagrams arrive again.
+    assert_eq!(client.remove(fault.id).unwrap().injected, N);
+    let again = UdpCounter::start(Some(&pair.b), pair.addr_b);
+    net_result(cgroup.spawn(&mut net_client(
+        Some(&pair.a),
+        &["udp-send", &again.addr.to_string(), "20"],
+    )));
+    assert_eq!(again.stop().0, 20);
+    drop(pair);
+    assert_nothing_left();
+}
+
+/// The last `chaos-proc latency` result line in `output`.
+fn latency_result(output: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(output);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("{\"slow_p50_ns\""))
+        .unwrap_or_else(|| panic!("no latency result in {text:?}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn latency_pause_through_the_daemon_continues_the_target() {
+    if !need_root() {
+        return;
+    }
+    const DELAY_NS: u64 = 40_000_000;
+    const COUNT: u64 = 10;
+    let proc_bin = chaos_bin().with_file_name("chaos-proc");
+    let daemon = DaemonRun::start("latency", true, &[]);
+    let client = daemon.client();
+    let cgroup = TestCgroup::new("daemon-latency");
+    let args = [
+        "latency",
+        "--syscall",
+        "getppid",
+        "--delay",
+        "40ms",
+        "--mode",
+        "pause",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ];
+    // Through `chaos inject`, which hands every fault kind to a running daemon.
+    let mut inject = vec!["inject"];
+    inject.extend(args);
+    inject.push("--json");
+    let out = daemon.chaos(&inject);
+    assert!(out.status.success(), "{out:?}");
+    let fault: FaultStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fault.kind, "latency");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runs latency fault"),
+        "{out:?}"
+    );
+
+    // Pause mode stops the whole process: the daemon's resumer must continue it each time.
+    let inside = cgroup.spawn(
+        Command::new(&proc_bin)
+            .args(["latency", "--count", &COUNT.to_string()])
+            .stdout(Stdio::piped()),
+    );
+    let inside = inside.wait_with_output().unwrap();
+    assert!(inside.status.success(), "{inside:?}");
+    let inside = latency_result(&inside.stdout);
+    let outside = Command::new(&proc_bin)
+        .args(["latency", "--count", &COUNT.to_string()])
+        .output()
+        .unwrap();
+    let outside = latency_result(&outside.stdout);
+    eprintln!("inside {inside}\noutside {outside}");
+    let min = inside["slow_min_ns"].as_u64().unwrap();
+    assert!(
+        min >= DELAY_NS * 95 / 100,
+        "fastest delayed call {min} ns for {DELAY_NS} ns"
+    );
+    let outside_p50 = outside["slow_p50_ns"].as_u64().unwrap();
+    assert!(outside_p50 < DELAY_NS / 10, "outside p50 {outside_p50} ns");
+
+    let f = client.remove(fault.id).unwrap();
+    assert_eq!((f.matched, f.injected), (COUNT, COUNT), "{f:?}");
+    assert_eq!(f.counters[0].rule, "getppid", "{f:?}");
+    assert_nothing_left();
+}
+
+/// An experiment whose one action fails socket() in `$EXP_CGROUP` for `duration`, then waits
+/// `pause` seconds.
+fn socket_experiment(duration: &str, pause: f64) -> String {
+    format!(
+        "title: sockets fail in the daemon
+configuration:
+  cgroup: {{type: env, key: EXP_CGROUP}}
+method:
+  - type: action
+    name: no-sockets
+    provider:
+      type: chaos
+      func: syscall
+      arguments: {{syscall: socket, errno: EMFILE, duration: {duration}}}
+      target: {{cgroup: \"${{cgroup}}\"}}
+    pauses: {{after: {pause}}}
+"
+    )
+}
+
+/// Waits until the experiment has a fault in `GET /faults`.
+fn experiment_fault(client: &DaemonClient, experiment: u64) -> FaultStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(f) = client
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|f| f.experiment == Some(experiment))
+        {
+            return f;
+        }
+        let status = client.experiment(experiment).unwrap();
+        assert!(
+            Instant::now() < deadline && status.state != ExperimentState::Finished,
+            "the experiment's fault never showed: {status:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_finished(client: &DaemonClient, id: u64) -> ExperimentStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client.experiment(id).unwrap();
+        if status.state == ExperimentState::Finished {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "never finished: {status:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn experiment_through_the_api_is_listed_and_aborted() {
+    if !need_root() {
+        return;
+    }
+    let daemon = DaemonRun::start("experiment", false, &[]);
+    let client = daemon.client();
+    let cgroup = TestCgroup::new("daemon-experiment");
+    let start = || {
+        client
+            .start_experiment(&StartExperiment {
+                text: socket_experiment("60s", 60.0),
+                name: Some("sockets.yaml".into()),
+                env: [("EXP_CGROUP".to_owned(), cgroup.path.display().to_string())].into(),
+                ..StartExperiment::default()
+            })
+            .unwrap()
+    };
+
+    // Started: its fault is among the daemon's, counted, and only hits the target.
+    let exp = start();
+    assert_eq!(exp.title, "sockets fail in the daemon");
+    let fault = experiment_fault(&client, exp.id);
+    assert_eq!(fault.kind, "syscall");
+    assert_eq!(fault.target, cgroup.path.display().to_string());
+    let inside = sockets_in(&cgroup, 4);
+    assert_eq!(
+        (inside.ok, inside.failed_with("EMFILE")),
+        (0, 4),
+        "{inside:?}"
+    );
+    assert_eq!(sockets_outside(3).ok, 3);
+    let listed = client.list().unwrap();
+    let f = by_id(&listed, fault.id);
+    assert_eq!((f.matched, f.injected), (4, 4), "{f:?}");
+    let experiments = client.experiments().unwrap();
+    let listed_exp = experiments.iter().find(|e| e.id == exp.id).unwrap();
+    assert_eq!(listed_exp.state, ExperimentState::Running);
+    assert_eq!(listed_exp.faults, vec![fault.id]);
+
+    // Aborted: the fault is gone when the answer comes, and the experiment ends aborted.
+    let aborted = client.abort_experiment(exp.id).unwrap();
+    assert_ne!(aborted.state, ExperimentState::Running);
+    assert!(client.list().unwrap().is_empty());
+    assert_eq!(sockets_in(&cgroup, 3).ok, 3);
+    let ended = wait_finished(&client, exp.id);
+    assert_eq!(ended.status.as_deref(), Some("aborted"), "{ended:?}");
+    assert_eq!(ended.exit_code, Some(130));
+    let journal = ended.journal.expect("a journal");
+    assert_eq!(journal["status"], "aborted");
+    assert_eq!(journal["faults"][0]["activity"], "no-sockets");
+    assert!(
+        ended
+            .log
+            .iter()
+            .any(|l| l.contains("fault no-sockets started")),
+        "{:?}",
+        ended.log
+    );
+
+    // `chaos stop --all` removes an experiment's faults and aborts it.
+    let exp = start();
+    experiment_fault(&client, exp.id);
+    assert_eq!(sockets_in(&cgroup, 1).failed_with("EMFILE"), 1);
+    let out = daemon.chaos(&["stop", "--all"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(client.list().unwrap().is_empty());
+    assert_eq!(sockets_in(&cgroup, 2).ok, 2);
+    assert_eq!(
+        wait_finished(&client, exp.id).status.as_deref(),
+        Some("aborted")
+    );
+
+    // An invalid experiment is refused with the validator's message; nothing runs.
+    let err = client
+        .start_experiment(&StartExperiment {
+            text: "title: t\nmethod: 3\n".into(),
+            ..StartExperiment::default()
+        })
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("400") && msg.contains("method"), "{msg}");
+    assert_nothing_left();
+}
+
+#[test]
+fn chaos_run_uses_the_daemon_and_writes_the_journal() {
+    if !need_root() {
+        return;
+    }
+    let daemon = DaemonRun::start("run", false, &[]);
+    let cgroup = TestCgroup::new("daemon-run");
+    let file = scratch("daemon-run.yaml");
+    std::fs::write(&file, socket_experiment("2s", 3.0)).unwrap();
+    let journal_path = scratch("daemon-run-journal.json");
+    let mut run = Command::new(chaos_bin())
+        .args(["run", file.to_str().unwrap(), "--journal"])
+        .arg(&journal_path)
+        .env("CHAOS_SOCKET", &daemon.socket)
+        .env("EXP_CGROUP", &cgroup.path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs, the daemon lists its fault, which fails the target's calls.
+    let exp = loop {
+        if let Some(e) = daemon.client().experiments().unwrap().pop() {
+            break e;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let fault = experiment_fault(&daemon.client(), exp.id);
+    assert_eq!(sockets_in(&cgroup, 3).failed_with("EMFILE"), 3);
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    run.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("runs experiment {}", exp.id))
+            && stderr.contains("fault no-sockets started")
+            && stderr.contains("experiment completed"),
+        "{stderr}"
+    );
+    let journal: Value = serde_json::from_slice(&std::fs::read(&journal_path).unwrap()).unwrap();
+    assert_eq!(journal["status"], "completed");
+    let samples = journal["faults"][0]["counters"].as_array().unwrap();
+    let last = &samples.last().unwrap()["counters"][0];
+    assert_eq!(
+        (last["matched"].as_u64(), last["injected"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert!(
+        daemon
+            .client()
+            .list()
+            .unwrap()
+            .iter()
+            .all(|f| f.id != fault.id)
+    );
+    assert_eq!(sockets_in(&cgroup, 2).ok, 2);
+
+    // Ctrl-C on `chaos run` aborts the experiment in the daemon: its fault goes at once.
+    std::fs::write(&file, socket_experiment("60s", 60.0)).unwrap();
+    let mut run = Command::new(chaos_bin())
+        .args(["run", file.to_str().unwrap(), "--journal"])
+        .arg(&journal_path)
+        .env("CHAOS_SOCKET", &daemon.socket)
+        .env("EXP_CGROUP", &cgroup.path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = loop {
+        let all = daemon.client().experiments().unwrap();
+        if let Some(e) = all.into_iter().find(|e| e.id != exp.id) {
+            break e;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    experiment_fault(&daemon.client(), second.id);
+    assert_eq!(sockets_in(&cgroup, 1).failed_with("EMFILE"), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    run.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("aborted"), "{stderr}");
+    assert!(daemon.client().list().unwrap().is_empty());
+    assert_eq!(sockets_in(&cgroup, 2).ok, 2);
+    let journal: Value = serde_json::from_slice(&std::fs::read(&journal_path).unwrap()).unwrap();
+    assert_eq!(journal["status"], "aborted");
     assert_nothing_left();
 }

@@ -197,17 +197,17 @@ pub struct RunArgs {
 
 /// Runs `chaos inject`.
 pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        InjectCommand::Syscall(args) => {
-            // A running daemon takes syscall faults on a target and owns them from then on.
-            if !args.run.standalone && args.target.command.is_empty() {
-                let daemon = DaemonClient::new(None);
-                if daemon.answers() {
-                    return hand_to_daemon(&daemon, args.run.json);
-                }
-            }
-            syscall(*args).run()
+    // A running daemon takes faults on a target and owns them from then on.
+    // A command after `--` runs under this process, which starts and waits for it.
+    let (run, target) = cmd.run_and_target();
+    if !run.standalone && target.command.is_empty() {
+        let daemon = DaemonClient::new(None);
+        if daemon.answers() {
+            return hand_to_daemon(&daemon, run.json);
         }
+    }
+    match cmd {
+        InjectCommand::Syscall(args) => syscall(*args).run(),
         InjectCommand::Signal(args) => super::signal::run(args),
         InjectCommand::Latency(args) => super::latency::run(args),
         InjectCommand::NetDrop(args) => super::net::drop(args),
@@ -244,6 +244,34 @@ impl InjectRequest {
 }
 
 impl InjectCommand {
+    /// The fault kind: the subcommand's name (`syscall`, `net-drop`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InjectCommand::Syscall(_) => "syscall",
+            InjectCommand::Signal(_) => "signal",
+            InjectCommand::Latency(_) => "latency",
+            InjectCommand::NetDrop(_) => "net-drop",
+            InjectCommand::NetDelay(_) => "net-delay",
+            InjectCommand::NetRate(_) => "net-rate",
+            InjectCommand::NetDuplicate(_) => "net-duplicate",
+            InjectCommand::NetCorrupt(_) => "net-corrupt",
+        }
+    }
+
+    /// Its run options and target, whatever the kind.
+    fn run_and_target(&self) -> (&RunArgs, &TargetArgs) {
+        match self {
+            InjectCommand::Syscall(a) => (&a.run, &a.target),
+            InjectCommand::Signal(a) => (&a.run, &a.target),
+            InjectCommand::Latency(a) => (&a.run, &a.target),
+            InjectCommand::NetDrop(a) => (&a.run, &a.target),
+            InjectCommand::NetDelay(a) => (&a.run, &a.target),
+            InjectCommand::NetRate(a) => (&a.run, &a.target),
+            InjectCommand::NetDuplicate(a) => (&a.run, &a.target),
+            InjectCommand::NetCorrupt(a) => (&a.run, &a.target),
+        }
+    }
+
     /// The request behind the command, for those that run faults themselves (experiments).
     pub fn into_request(self) -> anyhow::Result<FaultRequest> {
         use FaultRequest::{Net, Rules};
@@ -372,9 +400,10 @@ fn hand_to_daemon(daemon: &DaemonClient, json: bool) -> anyhow::Result<ExitCode>
         println!("{}", serde_json::to_string(&fault)?);
     }
     eprintln!(
-        "chaos: the daemon on {} runs fault {} ({} on {}) for {:.0}s; \
+        "chaos: the daemon on {} runs {} fault {} ({} on {}) for {:.0}s; \
          `chaos status` shows it, `chaos stop {}` ends it",
         daemon.socket().display(),
+        fault.kind,
         fault.id,
         fault.description,
         fault.target,

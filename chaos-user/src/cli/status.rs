@@ -26,13 +26,23 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:>4} {:<8} {:<32} {:>9} {:>9} {:>8}  target",
-        "id", "kind", "fault", "matched", "injected", "left"
+        "{:>4} {:<13} {:<32} {:>9} {:>9} {:>8} {:>4}  target",
+        "id", "kind", "fault", "matched", "injected", "left", "exp"
     );
     for f in faults {
+        let experiment = f
+            .experiment
+            .map_or_else(|| "-".to_owned(), |e| e.to_string());
         println!(
-            "{:>4} {:<8} {:<32} {:>9} {:>9} {:>7.0}s  {}",
-            f.id, f.kind, f.description, f.matched, f.injected, f.remaining_secs, f.target
+            "{:>4} {:<13} {:<32} {:>9} {:>9} {:>7.0}s {:>4}  {}",
+            f.id,
+            f.kind,
+            f.description,
+            f.matched,
+            f.injected,
+            f.remaining_secs,
+            experiment,
+            f.target
         );
     }
     Ok(ExitCode::SUCCESS)

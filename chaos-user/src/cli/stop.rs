@@ -9,7 +9,7 @@ use crate::daemon::client::DaemonClient;
 pub struct StopArgs {
     /// The fault's id, as `chaos status` shows it.
     pub id: Option<u64>,
-    /// Remove every fault.
+    /// Remove every fault and abort every running experiment.
     #[arg(long)]
     pub all: bool,
     /// The daemon's socket (default: $CHAOS_SOCKET, else /run/chaos/chaos.sock).
@@ -30,7 +30,11 @@ pub fn run(args: StopArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let removed = client.remove_all()?;
-            eprintln!("chaos: removed {} fault(s)", removed.removed.len());
+            let aborted = match removed.aborted_experiments.len() {
+                0 => String::new(),
+                n => format!(" and aborted {n} running experiment(s)"),
+            };
+            eprintln!("chaos: removed {} fault(s){aborted}", removed.removed.len());
         }
     }
     Ok(ExitCode::SUCCESS)

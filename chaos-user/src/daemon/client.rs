@@ -8,7 +8,10 @@ use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
-use super::api::{ApiError, CreateFault, DEFAULT_SOCKET, FaultStatus, Removed, SOCKET_ENV};
+use super::api::{
+    ApiError, CreateFault, DEFAULT_SOCKET, ExperimentStatus, FaultStatus, Removed, SOCKET_ENV,
+    StartExperiment,
+};
 
 /// A daemon's socket.
 #[derive(Clone, Debug)]
@@ -55,6 +58,26 @@ impl DaemonClient {
     /// Removes every fault.
     pub fn remove_all(&self) -> anyhow::Result<Removed> {
         self.call::<(), _>(Method::DELETE, "/faults", None)
+    }
+
+    /// Starts an experiment.
+    pub fn start_experiment(&self, request: &StartExperiment) -> anyhow::Result<ExperimentStatus> {
+        self.call(Method::POST, "/experiments", Some(request))
+    }
+
+    /// Every experiment the daemon knows, without logs and journals.
+    pub fn experiments(&self) -> anyhow::Result<Vec<ExperimentStatus>> {
+        self.call::<(), _>(Method::GET, "/experiments", None)
+    }
+
+    /// One experiment with its log so far and, once finished, its journal.
+    pub fn experiment(&self, id: u64) -> anyhow::Result<ExperimentStatus> {
+        self.call::<(), _>(Method::GET, &format!("/experiments/{id}"), None)
+    }
+
+    /// Aborts an experiment: its faults are removed at once.
+    pub fn abort_experiment(&self, id: u64) -> anyhow::Result<ExperimentStatus> {
+        self.call::<(), _>(Method::DELETE, &format!("/experiments/{id}"), None)
     }
 
     fn call<B: Serialize, T: DeserializeOwned>(

@@ -1,96 +1,67 @@
-//! The daemon's active faults: each one an [`Injector`] of its own (all or nothing, detached
-//! when dropped), with its deadline and who asked for it.
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+//! The daemon's active faults: each one a [`StartedFault`] of its own (attached all or nothing,
+//! detached when stopped), with its deadline, who asked for it and the experiment that started
+//! it, if one did.
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
-use anyhow::bail;
 use clap::Parser as _;
 
-use super::api::{FaultStatus, SyscallCounters};
-use crate::{
-    cli::inject::{InjectArgs, InjectCommand},
-    fault::SyscallFault,
-    loader::{Injector, PlannedRule},
-    target::CgroupTarget,
-};
+use super::api::FaultStatus;
+use crate::{cli::inject::InjectArgs, engine::StartedFault};
 
-/// A fault parsed and resolved, not yet attached.
-pub struct PlannedFault {
-    kind: &'static str,
-    fault: SyscallFault,
-    target: CgroupTarget,
-    rules: Vec<PlannedRule>,
-    duration: Duration,
-}
-
-impl PlannedFault {
-    /// Parses `chaos inject` arguments with the CLI's own parser and resolves the target
-    /// (with its guards). Errors are the CLI's messages.
-    pub fn from_args(args: &[String]) -> anyhow::Result<PlannedFault> {
-        let request = InjectArgs::try_parse_from(args).map_err(|e| anyhow::anyhow!("{e}"))?;
-        #[allow(unreachable_patterns)] // Other fault kinds join here as the daemon learns them.
-        match request.command {
-            InjectCommand::Syscall(args) => {
-                if !args.target.command.is_empty() {
-                    bail!(
-                        "a command after `--` runs under `chaos inject` itself, not in the \
-                         daemon: give --cgroup, --pid, --container, --unit or --pod, or use \
-                         --standalone"
-                    );
-                }
-                let target = args.target.resolve()?;
-                let fault = args.fault();
-                let rules = fault.rules(&target)?;
-                Ok(PlannedFault {
-                    kind: "syscall",
-                    fault,
-                    target,
-                    rules,
-                    duration: args.run.duration,
-                })
-            }
-            other => bail!("the daemon cannot run {other:?} faults yet; use --standalone"),
-        }
-    }
-
-    /// Attaches the fault's programs (blocking: loads and attaches kernel programs).
-    pub fn start(self, created_by: u32) -> anyhow::Result<ActiveFault> {
-        let injector = Injector::start(&self.rules)?;
-        Ok(ActiveFault {
-            deadline: Instant::now() + self.duration,
-            plan: self,
-            injector,
-            created_by,
-        })
-    }
+/// Why a fault could not be created.
+pub enum Refusal {
+    /// The arguments do not parse (the CLI's message).
+    Invalid(String),
+    /// The target could not be resolved or guarded it, or the kernel refused the programs.
+    NotStarted(String),
 }
 
 /// A fault whose programs are attached.
 pub struct ActiveFault {
-    plan: PlannedFault,
-    injector: Injector,
+    fault: Arc<StartedFault>,
     deadline: Instant,
     created_by: u32,
+    experiment: Option<u64>,
 }
 
 impl ActiveFault {
-    /// What it does, for logs and listings.
+    /// Parses `chaos inject` arguments with the CLI's own parser, resolves the target (with
+    /// its guards) and attaches the fault (blocking: loads and attaches kernel programs).
+    pub fn start(args: &[String], created_by: u32) -> Result<ActiveFault, Refusal> {
+        let request =
+            InjectArgs::try_parse_from(args).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let fault = StartedFault::start(request.command, "a fault the daemon runs")
+            .map_err(|e| Refusal::NotStarted(format!("{e:#}")))?;
+        Ok(ActiveFault::started(Arc::new(fault), created_by, None))
+    }
+
+    /// A fault started elsewhere (by an experiment), from now until its duration passes.
+    pub fn started(
+        fault: Arc<StartedFault>,
+        created_by: u32,
+        experiment: Option<u64>,
+    ) -> ActiveFault {
+        ActiveFault {
+            deadline: Instant::now() + fault.duration,
+            fault,
+            created_by,
+            experiment,
+        }
+    }
+
+    /// What it does, for logs and listings (with `(dry run)` when it only counts).
     pub fn description(&self) -> String {
-        let fault = &self.plan.fault;
-        let names: Vec<&str> = fault.syscalls.iter().map(|s| s.name()).collect();
-        format!(
-            "{} -> {}{}",
-            names.join(","),
-            fault.errno,
-            if fault.dry_run { " (dry run)" } else { "" }
-        )
+        self.fault.description.clone()
     }
 
     /// The target cgroup directory.
-    pub fn target(&self) -> String {
-        self.plan.target.path.display().to_string()
+    pub fn target(&self) -> &str {
+        &self.fault.target
+    }
+
+    /// The experiment that started it, if any.
+    pub fn experiment(&self) -> Option<u64> {
+        self.experiment
     }
 
     /// Whether its deadline has passed.
@@ -98,49 +69,38 @@ impl ActiveFault {
         now >= self.deadline
     }
 
+    /// Detaches it (a no-op if its experiment already did).
+    pub fn stop(&self) {
+        self.fault.stop();
+    }
+
     /// Its state with the counters read from the kernel now.
-    pub fn status(&self, id: u64) -> anyhow::Result<FaultStatus> {
-        let counters = self.injector.counters()?;
-        let fault = &self.plan.fault;
-        let syscalls: Vec<SyscallCounters> = fault
-            .syscalls
-            .iter()
-            .map(|syscall| {
-                // A syscall with several hooks (unlinkat) has one rule per hook.
-                let (matched, injected) = self
-                    .plan
-                    .rules
-                    .iter()
-                    .zip(&counters)
-                    .filter(|(rule, _)| rule.label == syscall.name())
-                    .fold((0, 0), |(m, i), (_, c)| (m + c.matched, i + c.injected));
-                SyscallCounters {
-                    syscall: syscall.name().to_owned(),
-                    errno: fault.errno.to_string(),
-                    matched,
-                    injected,
-                }
-            })
-            .collect();
-        Ok(FaultStatus {
+    pub fn status(&self, id: u64) -> FaultStatus {
+        let counters = self.fault.counters().unwrap_or_default();
+        FaultStatus {
             id,
-            kind: self.plan.kind.to_owned(),
+            kind: self.fault.kind.to_owned(),
             description: self.description(),
-            target: self.target(),
-            dry_run: fault.dry_run,
+            target: self.fault.target.clone(),
+            dry_run: self.fault.dry_run,
             created_by: self.created_by,
+            experiment: self.experiment,
             remaining_secs: self
                 .deadline
                 .saturating_duration_since(Instant::now())
                 .as_secs_f64(),
-            matched: syscalls.iter().map(|s| s.matched).sum(),
-            injected: syscalls.iter().map(|s| s.injected).sum(),
-            syscalls,
-        })
+            matched: counters.iter().map(|c| c.matched).sum(),
+            injected: counters.iter().map(|c| c.injected).sum(),
+            counters,
+        }
     }
 }
 
-/// The active faults by id. Removing a fault from here drops its injector, which detaches it.
+/// Faults taken out of [`ActiveFaults`], with their ids, for the taker to stop.
+pub type Taken = Vec<(u64, ActiveFault)>;
+
+/// The active faults by id. A fault taken out of here must be stopped by the taker (outside
+/// the lock: stopping a packet fault with fq waits for the packets fq holds).
 #[derive(Default)]
 pub struct ActiveFaults {
     next_id: u64,
@@ -170,27 +130,36 @@ impl ActiveFaults {
         self.faults.iter().map(|(id, f)| (*id, f))
     }
 
-    /// Removes (and so detaches) one fault.
+    /// Takes one fault out.
     pub fn remove(&mut self, id: u64) -> Option<ActiveFault> {
         self.faults.remove(&id)
     }
 
-    /// Removes the faults whose deadline passed, returning them so the caller can log them.
-    pub fn remove_expired(&mut self, now: Instant) -> Vec<(u64, ActiveFault)> {
-        let expired: Vec<u64> = self
-            .faults
-            .iter()
-            .filter(|(_, f)| f.expired(now))
-            .map(|(id, _)| *id)
-            .collect();
-        expired
-            .into_iter()
-            .filter_map(|id| self.faults.remove(&id).map(|f| (id, f)))
-            .collect()
+    /// Takes out the faults whose deadline passed, then those their experiment already stopped.
+    pub fn remove_ended(&mut self, now: Instant) -> (Taken, Taken) {
+        let expired = self.take(|f| f.expired(now));
+        (expired, self.take(|f| !f.fault.active()))
     }
 
-    /// Removes (and so detaches) everything.
+    /// Takes out the faults of one experiment.
+    pub fn remove_experiment(&mut self, experiment: u64) -> Vec<(u64, ActiveFault)> {
+        self.take(|f| f.experiment == Some(experiment))
+    }
+
+    /// Takes out everything.
     pub fn clear(&mut self) -> Vec<(u64, ActiveFault)> {
         std::mem::take(&mut self.faults).into_iter().collect()
+    }
+
+    fn take(&mut self, which: impl Fn(&ActiveFault) -> bool) -> Vec<(u64, ActiveFault)> {
+        let ids: Vec<u64> = self
+            .faults
+            .iter()
+            .filter(|(_, f)| which(f))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.faults.remove(&id).map(|f| (id, f)))
+            .collect()
     }
 }

@@ -24,7 +24,7 @@ pub fn render(faults: &ActiveFaults) -> anyhow::Result<String> {
     let matched = Family::<FaultLabels, Counter>::default();
     let injected = Family::<FaultLabels, Counter>::default();
     for (id, fault) in faults.iter() {
-        let status = fault.status(id)?;
+        let status = fault.status(id);
         let labels = FaultLabels {
             id: id.to_string(),
             kind: status.kind,
@@ -41,12 +41,12 @@ pub fn render(faults: &ActiveFaults) -> anyhow::Result<String> {
     let mut registry = Registry::with_prefix("chaos");
     registry.register(
         "fault_matched",
-        "Calls from the target that matched the fault",
+        "Calls (packets) from the target that matched the fault",
         matched,
     );
     registry.register(
         "fault_injected",
-        "Calls the fault failed (would have, in a dry run)",
+        "Calls the fault failed, signalled or delayed, packets it affected (would have, in a dry run)",
         injected,
     );
     registry.register("faults_active", "Faults the daemon has attached", active);

@@ -7,8 +7,13 @@
 //! by themselves, so a frozen daemon cannot make a fault outlive it either.
 //!
 //! API (JSON bodies, see [`api`]): `POST /faults` with [`api::CreateFault`], `GET /faults`,
-//! `GET /faults/{id}`, `DELETE /faults/{id}`, `DELETE /faults` (all).
+//! `GET /faults/{id}`, `DELETE /faults/{id}`, `DELETE /faults` (all); `POST /experiments`
+//! with [`api::StartExperiment`], `GET /experiments`, `GET /experiments/{id}`,
+//! `DELETE /experiments/{id}` (abort). Faults of every `chaos inject` kind start through
+//! [`crate::engine`], as experiments' faults do; an experiment's faults are registered here
+//! too, so they are listed, counted in the metrics and removed by `DELETE /faults`.
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
@@ -38,12 +43,16 @@ use tracing::{info, warn};
 pub mod access;
 pub mod api;
 pub mod client;
+mod experiments;
 mod faults;
 mod metrics;
 
 use access::{AccessPolicy, Peer};
-use api::{ApiError, CreateFault, FaultStatus, Removed};
-use faults::{ActiveFaults, PlannedFault};
+use api::{ApiError, CreateFault, ExperimentStatus, FaultStatus, Removed, StartExperiment};
+use experiments::{Experiments, PlannedExperiment};
+use faults::{ActiveFault, ActiveFaults, Refusal};
+
+use crate::{engine::StartedFault, experiment::runner::FaultObserver};
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -60,6 +69,7 @@ pub struct DaemonConfig {
 
 struct Daemon {
     faults: Mutex<ActiveFaults>,
+    experiments: Mutex<Experiments>,
     access: AccessPolicy,
     max_faults: usize,
 }
@@ -71,14 +81,72 @@ impl Daemon {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes every fault, logging each; returns their ids.
-    fn remove_all(&self, why: &str) -> Vec<u64> {
-        let removed = self.faults().clear();
-        let ids = removed.iter().map(|(id, _)| *id).collect();
-        for (id, fault) in removed {
-            info!(id, target = %fault.target(), fault = %fault.description(), why, "fault removed");
+    fn experiments(&self) -> MutexGuard<'_, Experiments> {
+        self.experiments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The message refusing a fault when `--max-faults` are active.
+    fn full(&self) -> String {
+        format!(
+            "the daemon already runs its maximum of {} faults (--max-faults); stop one first",
+            self.max_faults
+        )
+    }
+
+    /// Aborts every running experiment and removes every fault, logging each; returns the
+    /// ids of both.
+    fn remove_all(&self, why: &str) -> Removed {
+        // Experiments first, so that none starts a fault after the faults are gone.
+        let mut aborted_experiments = Vec::new();
+        for (id, run) in self.experiments().iter() {
+            if !run.finished() {
+                run.abort();
+                aborted_experiments.push(id);
+            }
         }
-        ids
+        let removed = self.faults().clear();
+        stop_all(&removed, why);
+        Removed {
+            removed: removed.iter().map(|(id, _)| *id).collect(),
+            aborted_experiments,
+        }
+    }
+
+    /// What an experiment started as `experiment` by `uid` does with each fault it starts:
+    /// register it (or refuse it past `--max-faults`).
+    fn observer(self: &Arc<Daemon>, experiment: u64, uid: u32) -> FaultObserver {
+        let daemon = Arc::clone(self);
+        FaultObserver(Arc::new(
+            move |activity: &str, fault: &Arc<StartedFault>| {
+                let mut faults = daemon.faults();
+                if faults.len() >= daemon.max_faults {
+                    return Err(daemon.full());
+                }
+                let active = ActiveFault::started(Arc::clone(fault), uid, Some(experiment));
+                let (target, description) = (active.target().to_owned(), active.description());
+                let id = faults.insert(active);
+                info!(id, experiment, activity, uid, %target, fault = %description, "fault created");
+                Ok(())
+            },
+        ))
+    }
+}
+
+/// Detaches faults taken out of the map (outside its lock), logging each with its last
+/// counters.
+fn stop_all(faults: &[(u64, ActiveFault)], why: &str) {
+    for (id, fault) in faults {
+        let last = fault.status(*id);
+        fault.stop();
+        info!(
+            id,
+            target = %last.target,
+            fault = %last.description,
+            why,
+            matched = last.matched,
+            injected = last.injected,
+            "fault removed"
+        );
     }
 }
 
@@ -102,6 +170,7 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<()> {
 async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let daemon = Arc::new(Daemon {
         faults: Mutex::default(),
+        experiments: Mutex::default(),
         access: config.access.clone(),
         max_faults: config.max_faults,
     });
@@ -126,6 +195,11 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let api = Router::new()
         .route("/faults", get(list).post(create).delete(remove_all))
         .route("/faults/{id}", get(show).delete(remove))
+        .route("/experiments", get(list_experiments).post(start_experiment))
+        .route(
+            "/experiments/{id}",
+            get(show_experiment).delete(abort_experiment),
+        )
         .layer(middleware::from_fn_with_state(
             Arc::clone(&daemon),
             authorize,
@@ -194,10 +268,10 @@ async fn reap_expired(daemon: Arc<Daemon>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let expired = daemon.faults().remove_expired(Instant::now());
-        for (id, fault) in expired {
-            info!(id, target = %fault.target(), fault = %fault.description(), "fault removed: its duration passed");
-        }
+        let now = Instant::now();
+        let (expired, removed) = daemon.faults().remove_ended(now);
+        stop_all(&expired, "its duration passed");
+        stop_all(&removed, "its experiment removed it");
     }
 }
 
@@ -235,15 +309,7 @@ async fn create(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Json(body): Json<CreateFault>,
 ) -> Result<(StatusCode, Json<FaultStatus>), Failure> {
-    let full = || {
-        Failure(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "the daemon already runs its maximum of {} faults (--max-faults); stop one first",
-                daemon.max_faults
-            ),
-        )
-    };
+    let full = || Failure(StatusCode::TOO_MANY_REQUESTS, daemon.full());
     if daemon.faults().len() >= daemon.max_faults {
         return Err(full());
     }
@@ -251,10 +317,10 @@ async fn create(
     // Parsing resolves the target (filesystem) and starting loads and attaches programs:
     // blocking work, off the async threads.
     let started = tokio::task::spawn_blocking(move || {
-        let plan = PlannedFault::from_args(&args)
-            .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
-        plan.start(peer.uid)
-            .map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))
+        ActiveFault::start(&args, peer.uid).map_err(|refusal| match refusal {
+            Refusal::Invalid(msg) => Failure(StatusCode::BAD_REQUEST, msg),
+            Refusal::NotStarted(msg) => Failure(StatusCode::UNPROCESSABLE_ENTITY, msg),
+        })
     })
     .await
     .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -267,22 +333,20 @@ async fn create(
     };
     let mut faults = daemon.faults();
     if faults.len() >= daemon.max_faults {
-        return Err(full()); // Dropping `fault` detaches it again.
+        drop(faults);
+        fault.stop();
+        return Err(full());
     }
-    let (target, description) = (fault.target(), fault.description());
+    let (target, description) = (fault.target().to_owned(), fault.description());
     let id = faults.insert(fault);
-    let status = faults.get(id).expect("just inserted").status(id)?;
+    let status = faults.get(id).expect("just inserted").status(id);
     info!(id, uid = peer.uid, pid = ?peer.pid, %target, fault = %description, "fault created");
     Ok((StatusCode::CREATED, Json(status)))
 }
 
-async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<FaultStatus>>, Failure> {
+async fn list(State(daemon): State<Arc<Daemon>>) -> Json<Vec<FaultStatus>> {
     let faults = daemon.faults();
-    let all = faults
-        .iter()
-        .map(|(id, f)| f.status(id))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(Json(all))
+    Json(faults.iter().map(|(id, f)| f.status(id)).collect())
 }
 
 fn no_such(id: u64) -> Failure {
@@ -298,7 +362,7 @@ async fn show(
 ) -> Result<Json<FaultStatus>, Failure> {
     let faults = daemon.faults();
     let fault = faults.get(id).ok_or_else(|| no_such(id))?;
-    Ok(Json(fault.status(id)?))
+    Ok(Json(fault.status(id)))
 }
 
 async fn remove(
@@ -308,9 +372,9 @@ async fn remove(
 ) -> Result<Json<FaultStatus>, Failure> {
     let fault = daemon.faults().remove(id).ok_or_else(|| no_such(id))?;
     // The last counters, then detach.
-    let status = fault.status(id)?;
-    drop(fault);
-    info!(id, uid = peer.uid, pid = ?peer.pid, target = %status.target, fault = %status.description, "fault removed");
+    let status = fault.status(id);
+    fault.stop();
+    info!(id, uid = peer.uid, pid = ?peer.pid, target = %status.target, fault = %status.description, matched = status.matched, injected = status.injected, "fault removed");
     Ok(Json(status))
 }
 
@@ -318,8 +382,90 @@ async fn remove_all(
     State(daemon): State<Arc<Daemon>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
 ) -> Json<Removed> {
-    let removed = daemon.remove_all(&format!("stop all by uid {}", peer.uid));
-    Json(Removed { removed })
+    Json(daemon.remove_all(&format!("stop all by uid {}", peer.uid)))
+}
+
+/// The ids of the active faults of each experiment.
+fn faults_by_experiment(daemon: &Daemon) -> BTreeMap<u64, Vec<u64>> {
+    let mut by = BTreeMap::<u64, Vec<u64>>::new();
+    for (id, fault) in daemon.faults().iter() {
+        if let Some(experiment) = fault.experiment() {
+            by.entry(experiment).or_default().push(id);
+        }
+    }
+    by
+}
+
+fn no_such_experiment(id: u64) -> Failure {
+    Failure(
+        StatusCode::NOT_FOUND,
+        format!("no experiment {id} (GET /experiments lists the ones the daemon knows)"),
+    )
+}
+
+async fn start_experiment(
+    State(daemon): State<Arc<Daemon>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(body): Json<StartExperiment>,
+) -> Result<(StatusCode, Json<ExperimentStatus>), Failure> {
+    let planned = PlannedExperiment::from_request(&body).map_err(|msg| {
+        warn!(uid = peer.uid, pid = ?peer.pid, file = ?body.name, error = %msg, "experiment refused");
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid experiment, nothing was run:\n{msg}"),
+        )
+    })?;
+    let id = daemon.experiments().reserve_id();
+    info!(id, uid = peer.uid, pid = ?peer.pid, title = %planned.title(), "experiment started");
+    let run = planned.start(peer.uid, daemon.observer(id, peer.uid));
+    let status = run.status(id, Vec::new(), false);
+    daemon.experiments().insert(id, run);
+    Ok((StatusCode::CREATED, Json(status)))
+}
+
+async fn list_experiments(State(daemon): State<Arc<Daemon>>) -> Json<Vec<ExperimentStatus>> {
+    let mut faults = faults_by_experiment(&daemon);
+    let experiments = daemon.experiments();
+    Json(
+        experiments
+            .iter()
+            .map(|(id, run)| run.status(id, faults.remove(&id).unwrap_or_default(), false))
+            .collect(),
+    )
+}
+
+async fn show_experiment(
+    State(daemon): State<Arc<Daemon>>,
+    UrlPath(id): UrlPath<u64>,
+) -> Result<Json<ExperimentStatus>, Failure> {
+    let faults = faults_by_experiment(&daemon)
+        .remove(&id)
+        .unwrap_or_default();
+    let experiments = daemon.experiments();
+    let run = experiments.get(id).ok_or_else(|| no_such_experiment(id))?;
+    Ok(Json(run.status(id, faults, true)))
+}
+
+async fn abort_experiment(
+    State(daemon): State<Arc<Daemon>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    UrlPath(id): UrlPath<u64>,
+) -> Result<Json<ExperimentStatus>, Failure> {
+    {
+        let experiments = daemon.experiments();
+        let run = experiments.get(id).ok_or_else(|| no_such_experiment(id))?;
+        run.abort();
+    }
+    // Its faults go now, not at the runner's next check.
+    let removed = daemon.faults().remove_experiment(id);
+    stop_all(
+        &removed,
+        &format!("experiment {id} aborted by uid {}", peer.uid),
+    );
+    info!(id, uid = peer.uid, pid = ?peer.pid, "experiment aborted");
+    let experiments = daemon.experiments();
+    let run = experiments.get(id).ok_or_else(|| no_such_experiment(id))?;
+    Ok(Json(run.status(id, Vec::new(), true)))
 }
 
 async fn scrape(State(daemon): State<Arc<Daemon>>) -> Result<Response, Failure> {

@@ -5,21 +5,17 @@
 //! `arguments: {syscall: connect, errno: ECONNREFUSED}` -> `syscall --syscall connect --errno
 //! ECONNREFUSED`) parsed by the same clap structs as the command line, so every fault kind
 //! and option of `chaos inject` works here as it does there. Starting and stopping a fault is
-//! in [`RunningFault::start`] alone.
-use std::time::{Duration, Instant};
+//! [`crate::engine`]'s, shared with the daemon.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use clap::Parser as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{
-    cli::{
-        inject::{FaultRequest, InjectCommand},
-        net::NetInjection,
-    },
-    loader::Injector,
-    pause::Resumer,
-};
+use crate::{cli::inject::InjectCommand, engine::StartedFault};
 
 /// `chaos inject` arguments as the experiment gave them.
 #[derive(Debug, clap::Parser)]
@@ -150,16 +146,7 @@ fn push_option(argv: &mut Vec<String>, key: &str, value: &Value) {
     }
 }
 
-/// One rule's counters at one moment.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct RuleCounters {
-    /// What the rule hits (the syscall).
-    pub rule: String,
-    /// Calls from the target that matched.
-    pub matched: u64,
-    /// Calls failed.
-    pub injected: u64,
-}
+pub use crate::engine::RuleCounters;
 
 /// The counters of a fault at a moment, seconds after the experiment started.
 #[derive(Clone, Debug, Serialize)]
@@ -178,9 +165,10 @@ pub struct RunningFault {
     pub command_line: String,
     /// The target cgroup directory.
     pub target: String,
-    engine: Option<Engine>,
+    fault: Arc<StartedFault>,
     started: Instant,
-    duration: Option<Duration>,
+    /// Whether the counters it had when it was stopped are among the samples.
+    final_sampled: bool,
     /// Counters over time.
     pub samples: Vec<Sample>,
 }
@@ -189,48 +177,8 @@ impl RunningFault {
     /// Starts the fault now. On error nothing stays attached.
     pub fn start(activity: &str, spec: &FaultSpec, dry_run: bool) -> anyhow::Result<RunningFault> {
         let command = spec.parse(dry_run).map_err(anyhow::Error::msg)?;
-        // Every `chaos inject` fault kind, through the same request the CLI runs.
-        let request = command.into_request()?;
-        let (target_args, duration) = match &request {
-            FaultRequest::Rules(r) => (&r.target, r.run.duration),
-            FaultRequest::Net(r) => (&r.target, r.run.duration),
-        };
-        if !target_args.command.is_empty() {
-            anyhow::bail!(
-                "a fault in an experiment needs a target (cgroup, pid, container, unit or pod), \
-                 not a command"
-            );
-        }
-        let target = target_args.resolve()?;
-        let engine = match request {
-            FaultRequest::Rules(request) => {
-                let planned = request.fault.rules(&target)?;
-                let mut injector = Injector::start(&planned)?;
-                let resumer = request.fault.started(&mut injector)?;
-                Engine::Rules {
-                    labels: planned.iter().map(|r| r.label.clone()).collect(),
-                    injector,
-                    _resumer: resumer,
-                }
-            }
-            FaultRequest::Net(request) => {
-                if request.devices.netns.is_some() {
-                    anyhow::bail!(
-                        "netns is not available in experiments: it would move the whole runner \
-                         into another network namespace"
-                    );
-                }
-                let kind = request.fault.effect.kind();
-                Engine::Net {
-                    kind,
-                    injection: NetInjection::start(
-                        &request.fault,
-                        &request.devices.device,
-                        &target,
-                    )?,
-                }
-            }
-        };
+        // Every `chaos inject` fault kind, through the code the daemon runs them with too.
+        let fault = StartedFault::start(command, "a fault in an experiment")?;
         Ok(RunningFault {
             activity: activity.to_owned(),
             command_line: if dry_run {
@@ -238,43 +186,53 @@ impl RunningFault {
             } else {
                 spec.command_line()
             },
-            target: target.path.display().to_string(),
-            engine: Some(engine),
+            target: fault.target.clone(),
+            fault: Arc::new(fault),
             started: Instant::now(),
-            duration: Some(duration),
+            final_sampled: false,
             samples: Vec::new(),
         })
     }
 
-    /// Time left until its duration ends, when it has one.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.duration
-            .map(|d| d.saturating_sub(self.started.elapsed()))
+    /// The fault itself, for those that list and may stop it besides the runner (the daemon).
+    pub fn shared(&self) -> &Arc<StartedFault> {
+        &self.fault
     }
 
-    /// Whether it is still injecting.
+    /// Time left until its duration ends.
+    pub fn remaining(&self) -> Option<Duration> {
+        Some(self.fault.duration.saturating_sub(self.started.elapsed()))
+    }
+
+    /// Whether it is still injecting (the daemon may have stopped it: `chaos stop`).
     pub fn active(&self) -> bool {
-        self.engine.is_some()
+        self.fault.active()
     }
 
     /// Records the counters at `at` seconds into the experiment and removes the fault once its
-    /// duration has passed.
-    pub fn tick(&mut self, at: f64) {
-        let Some(engine) = &self.engine else {
-            return;
-        };
-        if let Some(counters) = engine.counters() {
+    /// duration has passed. Says why when the fault is found ended for the first time.
+    pub fn tick(&mut self, at: f64) -> Option<&'static str> {
+        let expired = self.started.elapsed() >= self.fault.duration && self.fault.stop();
+        // Once stopped (here, by the runner or by the daemon), its last counters are sampled
+        // once more.
+        if self.final_sampled {
+            return None;
+        }
+        self.final_sampled = !self.fault.active();
+        if let Some(counters) = self.fault.counters() {
             self.samples.push(Sample { at, counters });
         }
-        if self.duration.is_some_and(|d| self.started.elapsed() >= d) {
-            self.engine = None;
+        match (self.final_sampled, expired) {
+            (false, _) => None,
+            (true, true) => Some("duration over"),
+            (true, false) => Some("stopped from outside (chaos stop)"),
         }
     }
 
     /// Records the last counters and removes the fault.
     pub fn stop(&mut self, at: f64) {
-        self.tick(at);
-        self.engine = None;
+        self.fault.stop();
+        let _ = self.tick(at);
     }
 
     /// The latest counters.
@@ -283,62 +241,6 @@ impl RunningFault {
             .last()
             .map(|s| s.counters.clone())
             .unwrap_or_default()
-    }
-}
-
-/// What keeps a fault in place; dropping it removes the fault.
-enum Engine {
-    /// Rules of the syscall engine.
-    Rules {
-        /// What each rule stands for, in rule order.
-        labels: Vec<String>,
-        injector: Injector,
-        // Continues processes that pause rules stopped: must outlive the injector, so it is
-        // declared (and dropped) after it.
-        _resumer: Option<Resumer>,
-    },
-    /// A packet fault (programs, and fq qdiscs it installed).
-    Net {
-        kind: &'static str,
-        injection: NetInjection,
-    },
-}
-
-impl Engine {
-    /// The counters now, as matched (packets seen) and injected (packets affected).
-    fn counters(&self) -> Option<Vec<RuleCounters>> {
-        match self {
-            Engine::Rules {
-                labels, injector, ..
-            } => {
-                let counters = injector.counters().ok()?;
-                Some(
-                    labels
-                        .iter()
-                        .zip(counters)
-                        .map(|(rule, c)| RuleCounters {
-                            rule: rule.clone(),
-                            matched: c.matched,
-                            injected: c.injected,
-                        })
-                        .collect(),
-                )
-            }
-            Engine::Net { kind, injection } => {
-                let report = injection.report().ok()??;
-                Some(
-                    report
-                        .faults
-                        .iter()
-                        .map(|f| RuleCounters {
-                            rule: (*kind).to_owned(),
-                            matched: f.seen,
-                            injected: f.affected,
-                        })
-                        .collect(),
-                )
-            }
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! otherwise plain `chaos: [t] ...` lines, with fault counters when they change.
 use std::{
     io::{IsTerminal as _, Write as _},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,6 +19,8 @@ pub struct LiveView {
     last_draw: Option<Instant>,
     last_counters: Vec<String>,
     last_counter_line: Option<Instant>,
+    /// Where log lines go instead of stderr (an experiment run by the daemon).
+    record: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl LiveView {
@@ -32,6 +35,17 @@ impl LiveView {
             last_draw: None,
             last_counters: Vec::new(),
             last_counter_line: None,
+            record: None,
+        }
+    }
+
+    /// A view that writes nothing to stderr and appends its log lines (`[  1.2s] msg`) to
+    /// `record` instead, for an experiment the daemon runs for a client.
+    pub fn recording(started: Instant, record: Arc<Mutex<Vec<String>>>) -> LiveView {
+        LiveView {
+            live: false,
+            record: Some(record),
+            ..LiveView::new(started)
         }
     }
 
@@ -47,6 +61,11 @@ impl LiveView {
 
     /// A line for the log.
     pub fn log(&mut self, msg: &str) {
+        if let Some(record) = &self.record {
+            let line = format!("[{:>6.1}s] {msg}", self.elapsed());
+            record.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            return;
+        }
         let mut err = std::io::stderr().lock();
         self.clear(&mut err);
         let _ = writeln!(err, "chaos: [{:>6.1}s] {msg}", self.elapsed());
@@ -68,6 +87,10 @@ impl LiveView {
     /// Shows the faults' counters: redrawn a few times a second on a terminal, printed as a
     /// line at most once a second and only when they change otherwise.
     pub fn tick(&mut self, faults: &[RunningFault]) {
+        if self.record.is_some() {
+            // The daemon's clients read the counters from its fault listing.
+            return;
+        }
         let lines: Vec<String> = faults
             .iter()
             .map(|f| {

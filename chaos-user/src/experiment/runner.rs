@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::{Value, json};
 
+use crate::engine::StartedFault;
+
 use super::{
     fault::RunningFault,
     format::{Activity, Experiment, HypothesisStrategy, Provider, RollbackStrategy},
@@ -28,22 +30,45 @@ use super::{
 };
 
 /// Options of `chaos run`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Faults count what they would fail and fail nothing.
     pub dry_run: bool,
     /// Overrides `runtime.rollbacks.strategy`.
     pub rollback_strategy: Option<RollbackStrategy>,
+    /// Told of each fault the experiment starts (the daemon lists them and may stop them).
+    pub observer: Option<FaultObserver>,
+    /// Where the log lines go instead of stderr (see [`LiveView::recording`]).
+    pub log: Option<Arc<Mutex<Vec<String>>>>,
+}
+
+/// Called with the action's name and the fault each time the experiment starts one. An error
+/// refuses the fault: it is stopped again and the action fails with that message.
+pub type ObserveFault = dyn Fn(&str, &Arc<StartedFault>) -> Result<(), String> + Send + Sync;
+
+/// A shared [`ObserveFault`].
+#[derive(Clone)]
+pub struct FaultObserver(pub Arc<ObserveFault>);
+
+impl std::fmt::Debug for FaultObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultObserver")
+    }
 }
 
 /// Runs `exp` until it ends or `stop` is set (by SIGINT/SIGTERM), and returns its journal.
 pub fn run(exp: &Experiment, opts: RunOptions, stop: Arc<AtomicBool>) -> Journal {
     let started = Instant::now();
+    let view = match &opts.log {
+        Some(record) => LiveView::recording(started, Arc::clone(record)),
+        None => LiveView::new(started),
+    };
+    let rollback_strategy = opts.rollback_strategy;
     let mut runner = Runner {
         stop,
         started,
         faults: Vec::new(),
-        view: LiveView::new(started),
+        view,
         last_sample: None,
         fault_failed: false,
         opts,
@@ -161,7 +186,7 @@ pub fn run(exp: &Experiment, opts: RunOptions, stop: Arc<AtomicBool>) -> Journal
     let faults = runner.remove_faults();
 
     let interrupted = runner.interrupted();
-    let rollbacks_strategy = opts.rollback_strategy.unwrap_or(exp.runtime.rollbacks);
+    let rollbacks_strategy = rollback_strategy.unwrap_or(exp.runtime.rollbacks);
     let play_rollbacks = match rollbacks_strategy {
         RollbackStrategy::Never => false,
         RollbackStrategy::Always => true,
@@ -243,10 +268,8 @@ impl Runner {
         if self.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
             let at = self.at();
             for fault in &mut self.faults {
-                let was_active = fault.active();
-                fault.tick(at);
-                if was_active && !fault.active() {
-                    let msg = format!("fault {}: duration over, removed", fault.activity);
+                if let Some(why) = fault.tick(at) {
+                    let msg = format!("fault {}: {why}, removed", fault.activity);
                     self.view.log(&msg);
                 }
             }
@@ -306,10 +329,24 @@ impl Runner {
         let run = if let Provider::Chaos(spec) = &activity.provider {
             let start = SystemTime::now();
             let clock = Instant::now();
-            let result = RunningFault::start(&activity.name, spec, self.opts.dry_run);
+            let result =
+                RunningFault::start(&activity.name, spec, self.opts.dry_run).and_then(|fault| {
+                    match &self.opts.observer {
+                        None => Ok(fault),
+                        Some(FaultObserver(observe)) => {
+                            match observe(&activity.name, fault.shared()) {
+                                Ok(()) => Ok(fault),
+                                Err(refused) => {
+                                    fault.shared().stop();
+                                    Err(anyhow::anyhow!(refused))
+                                }
+                            }
+                        }
+                    }
+                });
             let (output, error) = match result {
                 Ok(mut fault) => {
-                    fault.tick(self.at());
+                    let _ = fault.tick(self.at());
                     let out = json!({"command": fault.command_line, "target": fault.target});
                     self.view.log(&format!(
                         "fault {} started: {}",
