@@ -86,6 +86,9 @@ pub struct PacketRule {
     pub jitter_ns: u64,
     /// [`PacketAction::Rate`]: the cap.
     pub rate_bytes_per_sec: u64,
+    /// `CLOCK_BOOTTIME` nanoseconds after which the rule no longer affects packets, so that a
+    /// fault ends even when chaos cannot remove it (killed, frozen); 0 for none.
+    pub deadline_ns: u64,
 }
 
 impl PacketRule {

@@ -10,7 +10,8 @@
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     helpers::{
-        bpf_clone_redirect, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_skb_ancestor_cgroup_id,
+        bpf_clone_redirect, bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_skb_ancestor_cgroup_id,
     },
     macros::{cgroup_skb, classifier, map},
     maps::Array,
@@ -207,6 +208,10 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
         fetch_add(seen, 1);
         // SAFETY: a plain helper call.
         if rule.probability != u32::MAX && unsafe { bpf_get_prandom_u32() } >= rule.probability {
+            continue;
+        }
+        // SAFETY: a plain helper call.
+        if rule.deadline_ns != 0 && unsafe { bpf_ktime_get_boot_ns() } >= rule.deadline_ns {
             continue;
         }
         fetch_add(affected, 1);

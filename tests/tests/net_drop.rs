@@ -351,3 +351,57 @@ fn ipv6_peer_and_port_filters_pick_only_their_packets() {
     );
     assert_nothing_left();
 }
+
+#[test]
+fn the_kernel_stops_dropping_at_the_deadline_even_when_chaos_is_frozen() {
+    use nix::sys::signal::{Signal, kill};
+    use std::time::{Duration, Instant};
+
+    if !need_root() {
+        return;
+    }
+    let pair = match VethPair::new("ddl") {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no veth network namespaces: {why}")),
+    };
+    let cgroup = TestCgroup::new("net-drop-deadline");
+    let Some(run) = start_chaos(&[
+        "inject",
+        "net-drop",
+        "--protocol",
+        "udp",
+        "--duration",
+        "3s",
+        "--json",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    // The deadline counts from when the programs are attached, just before chaos says so.
+    let started = Instant::now();
+    let send = |counter: UdpCounter| {
+        json_out(cgroup.spawn(&mut client(
+            &pair.a,
+            &["udp-send", &counter.addr.to_string(), "20"],
+        )));
+        counter.stop().0
+    };
+    let before = send(UdpCounter::start(Some(&pair.b), pair.addr_b));
+    assert_eq!(before, 0, "before the deadline, datagrams arrived");
+    // Frozen, chaos cannot remove anything: only the rule's own deadline can end the fault.
+    kill(run.pid(), Signal::SIGSTOP).unwrap();
+    while started.elapsed() < Duration::from_millis(3500) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let after = send(UdpCounter::start(Some(&pair.b), pair.addr_b));
+    kill(run.pid(), Signal::SIGCONT).unwrap();
+    assert_eq!(after, 20, "after the deadline, datagrams were still lost");
+    let outcome = run.finish();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    let fault = &outcome.report()["faults"][0];
+    // Every datagram passed the program; only those before the deadline were dropped.
+    assert_eq!(fault["seen"], 40, "report: {}", outcome.stdout);
+    assert_eq!(fault["affected"], 20, "report: {}", outcome.stdout);
+    assert_nothing_left();
+}

@@ -157,6 +157,7 @@ fn fault(effect: NetEffect, filter: &PacketFilterArgs, run: &RunArgs) -> anyhow:
         peer: filter.cidr,
         probability: filter.probability.unwrap_or(1.0),
         dry_run: run.dry_run,
+        deadline: Some(run.duration),
     };
     fault.validate()?;
     Ok(fault)
@@ -400,8 +401,11 @@ impl NetInjection {
         } else {
             &[]
         };
-        let injector =
-            PacketInjector::start(&[(fault.rule(target), target.path.clone())], tc_devices)?;
+        let injector = PacketInjector::start(
+            &[(fault.rule(target), target.path.clone())],
+            tc_devices,
+            fault.deadline,
+        )?;
         Ok(NetInjection {
             fault: fault.clone(),
             target: target.clone(),

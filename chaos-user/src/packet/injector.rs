@@ -62,9 +62,13 @@ impl PacketInjector {
     /// attaches the programs the rules need: cgroup_skb egress and ingress on the cgroups, and
     /// for copies the tc egress classifier on `devices`. All or nothing: on error, whatever
     /// was attached is detached again (by drop).
+    ///
+    /// With a `deadline`, the programs stop affecting packets that long after they are
+    /// attached, whatever becomes of this process.
     pub fn start(
         rules: &[(PacketRule, PathBuf)],
         devices: &[String],
+        deadline: Option<std::time::Duration>,
     ) -> Result<PacketInjector, Error> {
         if rules.len() > MAX_PACKET_RULES as usize {
             return Err(Error::Invalid {
@@ -98,6 +102,19 @@ impl PacketInjector {
         }
         if rules.iter().any(|(rule, _)| !on_cgroup(rule)) {
             injector.attach_tc(devices)?;
+        }
+        if let Some(deadline) = deadline {
+            // Counted from now, when everything is attached.
+            let deadline_ns = crate::fault::boot_time_ns()?
+                .saturating_add(deadline.as_nanos().try_into().unwrap_or(u64::MAX));
+            write_array(
+                &mut injector.ebpf,
+                RULES_MAP,
+                rules.iter().map(|(rule, _)| PacketRule {
+                    deadline_ns,
+                    ..*rule
+                }),
+            )?;
         }
         Ok(injector)
     }

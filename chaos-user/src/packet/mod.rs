@@ -260,6 +260,9 @@ pub struct NetFault {
     pub probability: f64,
     /// Count only.
     pub dry_run: bool,
+    /// How long after attaching the kernel programs stop affecting packets by themselves
+    /// (`--duration`), even if chaos cannot remove them; `None` for no limit.
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl NetFault {
@@ -335,6 +338,7 @@ impl NetFault {
             delay_ns,
             jitter_ns,
             rate_bytes_per_sec: rate,
+            deadline_ns: 0,
         }
     }
 
