@@ -5,7 +5,11 @@ mount -t tmpfs tmpfs /tmp; mount -t cgroup2 cgroup2 /sys/fs/cgroup; mount -t bpf
 mount -t securityfs securityfs /sys/kernel/security
 ip link set lo up
 echo "PROTO kernel $(uname -r) lsm $(cat /sys/kernel/security/lsm) nproc $(nproc)"
+[ -e /fuse.ko ] && insmod /fuse.ko
 ls -l /dev/fuse
+for f in bpf_task_from_pid bpf_task_release bpf_get_task_exe_file bpf_put_file bpf_get_file_xattr bpf_copy_from_user_task bpf_get_dentry_xattr; do
+    bpftool btf dump file /sys/kernel/btf/vmlinux 2>/dev/null | grep -q "FUNC '$f'" && echo "PROTO btf has $f" || echo "PROTO btf LACKS $f"
+done
 N=${N:-20}
 round() { # DELAY_MS (0 = no program attached: baseline)
     d=$1; mnt=/mnt/c$d; mkdir -p $mnt; rm -f /tmp/go

@@ -13,7 +13,9 @@ for a in $(busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$work/bin/$
 for b in loader fusesrv workload; do cp "$here/$b" "$work/bin/"; done
 mkdir -p "$work/lib/x86_64-linux-gnu"; cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$work/lib/x86_64-linux-gnu/"  # pthread_cancel in libfuse
 cp "$here/block.bpf.o" "$work/"
-for lib in $(ldd "$here/loader" "$here/fusesrv" "$here/workload" | awk '/=>/ {print $3} /ld-linux/ {print $1}' | sort -u); do
+cp /usr/sbin/bpftool "$work/bin/"
+for m in $(find "$kdir/root" -name "fuse.ko*"); do case $m in *.xz) xz -dc "$m";; *.zst) zstd -qdc "$m";; *) cat "$m";; esac > "$work/fuse.ko"; done
+for lib in $(ldd "$here/loader" "$here/fusesrv" "$here/workload" /usr/sbin/bpftool | awk '/=>/ {print $3} /ld-linux/ {print $1}' | sort -u); do
     mkdir -p "$work$(dirname "$lib")"; cp -L "$lib" "$work$lib"
 done
 printf '127.0.0.1 localhost\n' > "$work/etc/hosts"
