@@ -259,8 +259,9 @@ impl Filesystem for DelayFs {
 /// A running block-mode latency fault on one cgroup: mount, helper and programs. Dropping it
 /// detaches the programs, stops the helper and unmounts.
 pub struct BlockFault {
-    // Field order is drop order: programs first, so no new call starts waiting, then the
-    // helper, then the mount (unmounting answers any request still waiting).
+    // `drop` stops the helper and unmounts first; the programs go last, with `ebpf`. Calls in
+    // between find no helper and go on undelayed; a call still waiting ends when the FUSE
+    // connection closes.
     ebpf: Ebpf,
     helper: Child,
     session: Option<BackgroundSession>,
@@ -337,8 +338,10 @@ impl BlockFault {
                     map: CONFIG_MAP,
                     source,
                 })?;
-            for (slot, value) in [(config::HELPER_PID, helper_pid), (config::CGROUP_ID, cgroup_id)]
-            {
+            for (slot, value) in [
+                (config::HELPER_PID, helper_pid),
+                (config::CGROUP_ID, cgroup_id),
+            ] {
                 config_map
                     .set(slot, value, 0)
                     .map_err(|source| Error::Map {
@@ -389,11 +392,10 @@ impl BlockFault {
                 name: COUNTERS_MAP.to_owned(),
             },
         })?;
-        let counters: Array<&MapData, u64> =
-            Array::try_from(map).map_err(|source| Error::Map {
-                map: COUNTERS_MAP,
-                source,
-            })?;
+        let counters: Array<&MapData, u64> = Array::try_from(map).map_err(|source| Error::Map {
+            map: COUNTERS_MAP,
+            source,
+        })?;
         let get = |slot| {
             counters.get(&slot, 0).map_err(|source| Error::Map {
                 map: COUNTERS_MAP,
@@ -422,8 +424,7 @@ impl BlockFault {
 
 impl Drop for BlockFault {
     fn drop(&mut self) {
-        // Programs go with `ebpf` when the fields drop; stop the helper and unmount first
-        // explicitly, so that the mount is not busy with the helper's executable.
+        // The helper first, so that its executable no longer keeps the mount busy.
         let _ = self.helper.kill();
         let _ = self.helper.wait();
         drop(self.session.take());
