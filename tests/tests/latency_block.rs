@@ -177,3 +177,29 @@ fn block_delays_open_without_cpu_and_only_the_calling_thread() {
 fn block_delays_connect_without_cpu_and_only_the_calling_thread() {
     check_blocks("connect");
 }
+
+/// `chaos doctor` says whether block mode works, and agrees with what the kernel has.
+#[test]
+fn doctor_reports_block_mode() {
+    if !need_root() {
+        return;
+    }
+    let outcome = chaos(&["doctor", "--json"]);
+    let report: Value = serde_json::from_str(&outcome.stdout).expect("doctor JSON");
+    let check = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "latency block mode")
+        .unwrap_or_else(|| panic!("no block mode check in {report}"))
+        .clone();
+    eprintln!("doctor: {check}");
+    let has_kfuncs = kfunc_ids(Path::new("/sys/kernel/btf/vmlinux")).is_ok();
+    if std::env::var("CHAOS_KERNEL").is_ok_and(|k| k == "6.12") {
+        assert_eq!(check["ok"], true, "block mode should work on 6.12: {check}");
+    } else if !has_kfuncs {
+        assert_eq!(check["ok"], false, "{check}");
+        let detail = check["detail"].as_str().unwrap();
+        assert!(detail.contains("bpf_task_from_pid"), "{detail}");
+    }
+}
