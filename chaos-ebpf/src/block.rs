@@ -131,3 +131,15 @@ pub fn chaos_block_file_open(_ctx: LsmContext) -> i32 {
 pub fn chaos_block_socket_connect(_ctx: LsmContext) -> i32 {
     block()
 }
+
+/// send, sendto, sendmsg, sendmmsg, and write on a socket.
+#[lsm(hook = "socket_sendmsg", sleepable)]
+pub fn chaos_block_socket_sendmsg(_ctx: LsmContext) -> i32 {
+    block()
+}
+
+/// recv, recvfrom, recvmsg, recvmmsg, and read on a socket.
+#[lsm(hook = "socket_recvmsg", sleepable)]
+pub fn chaos_block_socket_recvmsg(_ctx: LsmContext) -> i32 {
+    block()
+}

@@ -178,6 +178,11 @@ fn block_delays_connect_without_cpu_and_only_the_calling_thread() {
     check_blocks("connect");
 }
 
+#[test]
+fn block_delays_socket_send_without_cpu_and_only_the_calling_thread() {
+    check_blocks("send");
+}
+
 /// `chaos doctor` says whether block mode works, and agrees with what the kernel has.
 #[test]
 fn doctor_reports_block_mode() {

@@ -42,9 +42,11 @@ const FAULT: &str = "latency --mode block";
 
 /// The block programs and the LSM hooks they attach to; all are on the kernel's list of
 /// sleepable LSM hooks (kernel/bpf/bpf_lsm.c, `sleepable_lsm_hooks`).
-pub const PROGRAMS: [(&str, &str); 2] = [
+pub const PROGRAMS: [(&str, &str); 4] = [
     ("chaos_block_file_open", "file_open"),
     ("chaos_block_socket_connect", "socket_connect"),
+    ("chaos_block_socket_sendmsg", "socket_sendmsg"),
+    ("chaos_block_socket_recvmsg", "socket_recvmsg"),
 ];
 
 const CONFIG_MAP: &str = "CHAOS_BLOCK_CONFIG";
@@ -270,7 +272,8 @@ pub struct BlockFault {
 }
 
 impl BlockFault {
-    /// Delays `file_open` and `socket_connect` calls from cgroup `cgroup_id` by `delay`,
+    /// Delays the calls [`PROGRAMS`] hook (open, connect, socket send and receive) from
+    /// cgroup `cgroup_id` by `delay`,
     /// serving the FUSE mount at `mount` (created, must not be in use).
     pub fn start(cgroup_id: u64, delay: Duration, mount: &Path) -> Result<BlockFault, Error> {
         let ids = kfunc_ids(Path::new(VMLINUX_BTF))?;
@@ -460,8 +463,8 @@ mod tests {
             .map(|(i, k)| (*k, 1000 + i as u32))
             .collect();
         let (patched, count) = patch_kfunc_calls(EBPF_OBJECT, &ids).unwrap();
-        // Two programs, five kfunc calls each.
-        assert_eq!(count, 2 * Kfunc::ALL.len());
+        // Five kfunc calls in each program.
+        assert_eq!(count, PROGRAMS.len() * Kfunc::ALL.len());
         assert_eq!(patched.len(), EBPF_OBJECT.len());
         let (_, again) = patch_kfunc_calls(&patched, &ids).unwrap();
         assert_eq!(again, 0, "no placeholder left after patching");

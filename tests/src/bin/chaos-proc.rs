@@ -62,6 +62,8 @@ enum SlowCall {
     Open,
     /// connect(2) of a fresh UDP socket to 127.0.0.1:9 (made and closed outside the timing).
     Connect,
+    /// sendto(2) of one UDP datagram to a socket of this process (made outside the timing).
+    Send,
 }
 
 impl SlowCall {
@@ -84,6 +86,14 @@ impl SlowCall {
                 let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
                 let start = Instant::now();
                 socket.connect("127.0.0.1:9").expect("connect");
+                (start, Instant::now())
+            }
+            SlowCall::Send => {
+                let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
+                let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
+                let to = rx.local_addr().expect("local address");
+                let start = Instant::now();
+                tx.send_to(b"x", to).expect("sendto");
                 (start, Instant::now())
             }
         }
