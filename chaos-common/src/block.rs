@@ -51,13 +51,19 @@ impl Kfunc {
 
 /// Slots of the `CHAOS_BLOCK_CONFIG` array.
 pub mod config {
-    /// Id of the cgroup whose calls are delayed (0: none).
+    /// Id of the cgroup whose calls (and its descendants' calls) are delayed (0: none).
     pub const CGROUP_ID: u32 = 0;
     /// Pid of the helper process whose executable lives on chaos's FUSE mount.
     pub const HELPER_PID: u32 = 1;
+    /// Depth of that cgroup below the v2 root (the root is 0).
+    pub const CGROUP_LEVEL: u32 = 2;
     /// Number of slots.
-    pub const LEN: u32 = 2;
+    pub const LEN: u32 = 3;
 }
+
+/// Words of the `CHAOS_BLOCK_SYSCALLS` bitmap: bit `nr % 64` of word `nr / 64` is set for
+/// each syscall number whose calls are delayed (x86_64 numbers stay below 512).
+pub const SYSCALL_WORDS: u32 = 8;
 
 /// Slots of the `CHAOS_BLOCK_COUNTERS` array.
 pub mod counter {

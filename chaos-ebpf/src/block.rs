@@ -12,19 +12,24 @@ use core::{ffi::c_void, ptr::addr_of_mut};
 
 use aya_ebpf::{
     bindings::bpf_dynptr,
-    helpers::{bpf_dynptr_from_mem, bpf_get_current_cgroup_id},
+    helpers::{bpf_dynptr_from_mem, bpf_get_current_ancestor_cgroup_id},
     macros::{lsm, map},
     maps::Array,
     programs::LsmContext,
 };
-use chaos_common::block::{Kfunc, config, counter};
+use chaos_common::block::{Kfunc, SYSCALL_WORDS, config, counter};
 
-use crate::rule::fetch_add;
+use crate::{lsm::current_syscall_nr, rule::fetch_add};
 
 /// Which cgroup is delayed and which helper's executable to ask (slots in
 /// [`chaos_common::block::config`]).
 #[map]
 static CHAOS_BLOCK_CONFIG: Array<u64> = Array::with_max_entries(config::LEN, 0);
+
+/// The syscalls whose calls are delayed, a bitmap by syscall number (the hooks serve several
+/// syscalls each, and the kernel's own opens during exec).
+#[map]
+static CHAOS_BLOCK_SYSCALLS: Array<u64> = Array::with_max_entries(SYSCALL_WORDS, 0);
 
 /// What the block programs did (slots in [`chaos_common::block::counter`]).
 #[map]
@@ -68,15 +73,25 @@ fn set(slot: u32, value: u64) {
 /// Delays the current call if it comes from the configured cgroup; always allows it.
 #[inline(always)]
 fn block() -> i32 {
-    let (Some(&cgroup), Some(&helper)) = (
+    let (Some(&cgroup), Some(&helper), Some(&level)) = (
         CHAOS_BLOCK_CONFIG.get(config::CGROUP_ID),
         CHAOS_BLOCK_CONFIG.get(config::HELPER_PID),
+        CHAOS_BLOCK_CONFIG.get(config::CGROUP_LEVEL),
     ) else {
         return 0;
     };
-    // SAFETY: no arguments.
-    if cgroup == 0 || unsafe { bpf_get_current_cgroup_id() } != cgroup {
+    // The target cgroup or one below it: its ancestor at the target's level is the target.
+    // SAFETY: plain helper call.
+    if cgroup == 0 || unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) } != cgroup {
         return 0;
+    }
+    let nr = current_syscall_nr();
+    if !(0..i64::from(SYSCALL_WORDS) * 64).contains(&nr) {
+        return 0;
+    }
+    match CHAOS_BLOCK_SYSCALLS.get((nr / 64) as u32) {
+        Some(word) if word & (1 << (nr % 64)) != 0 => {}
+        _ => return 0,
     }
     add(counter::HITS, 1);
     // SAFETY: the signatures are the kernel's (kernel/bpf/helpers.c, fs/bpf_fs_kfuncs.c);

@@ -7,15 +7,18 @@
 //! whether its other thread kept running; a process outside the target does the same calls.
 use std::{
     fs,
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
 
-use chaos::fault::block::{BlockFault, kfunc_ids};
+use chaos::{
+    fault::block::{BlockFault, kfunc_ids},
+    target::CgroupTarget,
+};
 use chaos_tests::*;
 use serde_json::Value;
+use syscalls::Sysno;
 
 /// The `chaos-proc` test process, next to `chaos`.
 fn proc_bin() -> PathBuf {
@@ -64,7 +67,14 @@ fn run_block(
     count: usize,
 ) -> Option<(Value, Value, chaos::fault::block::BlockCounters, u64)> {
     let cgroup = TestCgroup::new(&format!("block-{call}"));
-    let cgroup_id = fs::metadata(&cgroup.path).expect("cgroup dir").ino();
+    let target = CgroupTarget::from_path(&cgroup.path).expect("cgroup target");
+    // The syscall the call makes: the others stay undelayed even on the same hooks.
+    let syscalls = match call {
+        "open" => [Sysno::openat],
+        "connect" => [Sysno::connect],
+        "send" => [Sysno::sendto],
+        other => panic!("no syscall for {other}"),
+    };
     let ready = scratch(&format!("block-{call}-ready"));
     let go = scratch(&format!("block-{call}-go"));
     let count = count.to_string();
@@ -77,7 +87,7 @@ fn run_block(
     );
     wait_for_file(&ready);
     let mount = scratch(&format!("block-{call}-mnt"));
-    let fault = match BlockFault::start(cgroup_id, delay, &mount) {
+    let fault = match BlockFault::start(&target, &syscalls, delay, &mount) {
         Ok(fault) => fault,
         Err(err) => {
             let mut inside = inside;

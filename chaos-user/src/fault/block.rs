@@ -27,15 +27,19 @@ use aya::{
     maps::{Array, MapData},
     programs::Lsm,
 };
-use chaos_common::block::{Kfunc, XATTR_NAME, config, counter};
+use chaos_common::{
+    KernelConfig,
+    block::{Kfunc, SYSCALL_WORDS, XATTR_NAME, config, counter},
+};
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyEntry,
     ReplyOpen, ReplyXattr, Request, SessionACL,
 };
 use object::{Object as _, ObjectSection as _, SectionFlags};
+use syscalls::Sysno;
 
-use crate::{Error, btf::VMLINUX_BTF, loader::EBPF_OBJECT};
+use crate::{Error, btf, btf::VMLINUX_BTF, loader::EBPF_OBJECT, target::CgroupTarget};
 
 /// The fault's name in errors.
 const FAULT: &str = "latency --mode block";
@@ -49,7 +53,43 @@ pub const PROGRAMS: [(&str, &str); 4] = [
     ("chaos_block_socket_recvmsg", "socket_recvmsg"),
 ];
 
+/// The syscalls block mode can delay: those that reach one of the [`PROGRAMS`]' hooks.
+/// (read and write on a socket reach socket_recvmsg/socket_sendmsg too, but on files they do
+/// not, so they are left out rather than half covered.)
+pub const SYSCALLS: [Sysno; 11] = [
+    Sysno::open,
+    Sysno::openat,
+    Sysno::openat2,
+    Sysno::creat,
+    Sysno::connect,
+    Sysno::sendto,
+    Sysno::sendmsg,
+    Sysno::sendmmsg,
+    Sysno::recvfrom,
+    Sysno::recvmsg,
+    Sysno::recvmmsg,
+];
+
+/// Refuses a syscall block mode cannot delay, naming the ones it can.
+pub fn check_syscalls(syscalls: &[Sysno]) -> Result<(), Error> {
+    match syscalls.iter().find(|s| !SYSCALLS.contains(s)) {
+        None => Ok(()),
+        Some(sysno) => Err(Error::Invalid {
+            field: "syscall",
+            value: sysno.name().to_owned(),
+            expected: format!(
+                "in block mode one of {} (only sleepable LSM hooks can block; use spin or \
+                 pause for other syscalls)",
+                SYSCALLS.map(|s| s.name()).join(", ")
+            ),
+        }),
+    }
+}
+
 const CONFIG_MAP: &str = "CHAOS_BLOCK_CONFIG";
+const SYSCALLS_MAP: &str = "CHAOS_BLOCK_SYSCALLS";
+/// The kernel struct offsets map the programs share with the other LSM programs.
+const KERNEL_CONFIG_MAP: &str = "CHAOS_CONFIG";
 const COUNTERS_MAP: &str = "CHAOS_BLOCK_COUNTERS";
 
 /// BPF_JMP | BPF_CALL.
@@ -272,10 +312,15 @@ pub struct BlockFault {
 }
 
 impl BlockFault {
-    /// Delays the calls [`PROGRAMS`] hook (open, connect, socket send and receive) from
-    /// cgroup `cgroup_id` by `delay`,
-    /// serving the FUSE mount at `mount` (created, must not be in use).
-    pub fn start(cgroup_id: u64, delay: Duration, mount: &Path) -> Result<BlockFault, Error> {
+    /// Delays calls of `syscalls` (a subset of [`SYSCALLS`]) from `target` and the cgroups
+    /// below it by `delay`, serving the FUSE mount at `mount` (created, must not be in use).
+    pub fn start(
+        target: &CgroupTarget,
+        syscalls: &[Sysno],
+        delay: Duration,
+        mount: &Path,
+    ) -> Result<BlockFault, Error> {
+        check_syscalls(syscalls)?;
         let ids = kfunc_ids(Path::new(VMLINUX_BTF))?;
         if !Path::new("/dev/fuse").exists() {
             return Err(Error::Unsupported {
@@ -323,35 +368,54 @@ impl BlockFault {
             mount: mount.to_owned(),
             answered,
         };
-        fault.attach(cgroup_id)?;
+        fault.attach(target, syscalls)?;
         Ok(fault)
     }
 
-    fn attach(&mut self, cgroup_id: u64) -> Result<(), Error> {
+    fn attach(&mut self, target: &CgroupTarget, syscalls: &[Sysno]) -> Result<(), Error> {
         let helper_pid = u64::from(self.helper.id());
-        {
-            let map = self.ebpf.map_mut(CONFIG_MAP).ok_or(Error::Map {
-                map: CONFIG_MAP,
-                source: aya::maps::MapError::InvalidName {
-                    name: CONFIG_MAP.to_owned(),
-                },
-            })?;
-            let mut config_map: Array<&mut MapData, u64> =
-                Array::try_from(map).map_err(|source| Error::Map {
-                    map: CONFIG_MAP,
-                    source,
-                })?;
-            for (slot, value) in [
-                (config::HELPER_PID, helper_pid),
-                (config::CGROUP_ID, cgroup_id),
-            ] {
-                config_map
-                    .set(slot, value, 0)
-                    .map_err(|source| Error::Map {
-                        map: CONFIG_MAP,
-                        source,
-                    })?;
-            }
+        let map_error = |map: &'static str| move |source| Error::Map { map, source };
+        let kernel_config = btf::kernel_config(Path::new(VMLINUX_BTF))?;
+        let mut kernel_config_map: Array<&mut MapData, KernelConfig> = Array::try_from(
+            self.ebpf
+                .map_mut(KERNEL_CONFIG_MAP)
+                .ok_or_else(|| missing_map(KERNEL_CONFIG_MAP))?,
+        )
+        .map_err(map_error(KERNEL_CONFIG_MAP))?;
+        kernel_config_map
+            .set(0, kernel_config, 0)
+            .map_err(map_error(KERNEL_CONFIG_MAP))?;
+        let mut words = [0u64; SYSCALL_WORDS as usize];
+        for sysno in syscalls {
+            let nr = sysno.id() as usize;
+            words[nr / 64] |= 1 << (nr % 64);
+        }
+        let mut syscalls_map: Array<&mut MapData, u64> = Array::try_from(
+            self.ebpf
+                .map_mut(SYSCALLS_MAP)
+                .ok_or_else(|| missing_map(SYSCALLS_MAP))?,
+        )
+        .map_err(map_error(SYSCALLS_MAP))?;
+        for (i, word) in words.into_iter().enumerate() {
+            syscalls_map
+                .set(i as u32, word, 0)
+                .map_err(map_error(SYSCALLS_MAP))?;
+        }
+        let mut config_map: Array<&mut MapData, u64> = Array::try_from(
+            self.ebpf
+                .map_mut(CONFIG_MAP)
+                .ok_or_else(|| missing_map(CONFIG_MAP))?,
+        )
+        .map_err(map_error(CONFIG_MAP))?;
+        // The cgroup id last: it turns the programs on.
+        for (slot, value) in [
+            (config::HELPER_PID, helper_pid),
+            (config::CGROUP_LEVEL, u64::from(target.level)),
+            (config::CGROUP_ID, target.id),
+        ] {
+            config_map
+                .set(slot, value, 0)
+                .map_err(map_error(CONFIG_MAP))?;
         }
         let btf = Btf::from_sys_fs().map_err(|err| Error::Unsupported {
             fault: FAULT.to_owned(),
@@ -389,12 +453,10 @@ impl BlockFault {
 
     /// What the programs counted so far.
     pub fn counters(&self) -> Result<BlockCounters, Error> {
-        let map = self.ebpf.map(COUNTERS_MAP).ok_or(Error::Map {
-            map: COUNTERS_MAP,
-            source: aya::maps::MapError::InvalidName {
-                name: COUNTERS_MAP.to_owned(),
-            },
-        })?;
+        let map = self
+            .ebpf
+            .map(COUNTERS_MAP)
+            .ok_or_else(|| missing_map(COUNTERS_MAP))?;
         let counters: Array<&MapData, u64> = Array::try_from(map).map_err(|source| Error::Map {
             map: COUNTERS_MAP,
             source,
@@ -432,6 +494,15 @@ impl Drop for BlockFault {
         let _ = self.helper.wait();
         drop(self.session.take());
         let _ = fs::remove_dir(&self.mount);
+    }
+}
+
+fn missing_map(map: &'static str) -> Error {
+    Error::Map {
+        map,
+        source: aya::maps::MapError::InvalidName {
+            name: map.to_owned(),
+        },
     }
 }
 
