@@ -198,6 +198,62 @@ fn block_delays_socket_send_without_cpu_and_only_the_calling_thread() {
     check_blocks("send");
 }
 
+/// Ending the fault releases a call that is still waiting at once, not after its delay: a
+/// stopped chaos must not leave targets blocked.
+#[test]
+fn block_stop_releases_a_waiting_call() {
+    if !need_root() || !block_supported() {
+        return;
+    }
+    let delay = Duration::from_secs(20);
+    let cgroup = TestCgroup::new("block-stop");
+    let target = CgroupTarget::from_path(&cgroup.path).expect("cgroup target");
+    let ready = scratch("block-stop-ready");
+    let go = scratch("block-stop-go");
+    let inside = cgroup.spawn(
+        Command::new(proc_bin())
+            .args(["--ready", ready.to_str().unwrap()])
+            .args(["--wait-for", go.to_str().unwrap()])
+            .args(["latency", "--call", "open", "--count", "1"])
+            .stdout(Stdio::piped()),
+    );
+    wait_for_file(&ready);
+    let mount = scratch("block-stop-mnt");
+    let fault = match BlockFault::start(&target, &[Sysno::openat], delay, &mount) {
+        Ok(fault) => fault,
+        Err(err) => {
+            let mut inside = inside;
+            let _ = inside.kill();
+            let _ = inside.wait();
+            return skip(&format!("block mode does not start here: {err}"));
+        }
+    };
+    fs::write(&go, b"").unwrap();
+    // Until the call is waiting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fault.counters().expect("counters").hits == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = std::time::Instant::now();
+    drop(fault);
+    let inside = inside.wait_with_output().expect("inside process");
+    let released_after = stopped.elapsed();
+    assert!(inside.status.success(), "inside: {inside:?}");
+    let result = last_json(&inside.stdout);
+    eprintln!("block stop: {result}, released {released_after:?} after the stop");
+    let waited = Duration::from_nanos(field(&result, "slow_p50_ns"));
+    assert!(
+        waited < delay / 2 && released_after < Duration::from_secs(5),
+        "the call waited {waited:?} of {delay:?}, {released_after:?} after the stop"
+    );
+    assert_nothing_left();
+}
+
 /// `chaos doctor` says whether block mode works, and agrees with what the kernel has.
 #[test]
 fn doctor_reports_block_mode() {

@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        Arc,
+        Arc, Condvar, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -203,6 +203,31 @@ struct DelayFs {
     exe: Arc<Vec<u8>>,
     delay: Duration,
     answered: Arc<AtomicU64>,
+    stop: Arc<Stop>,
+}
+
+/// Set when the fault ends: every answer still waiting goes out at once, so that no target
+/// thread stays blocked after chaos stops (the reply threads would otherwise keep the FUSE
+/// connection open for up to the delay).
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    /// Waits for `delay` or until [`Stop::stop`], whichever comes first.
+    fn wait(&self, delay: Duration) {
+        let stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .wake
+            .wait_timeout_while(stopped, delay, |stopped| !*stopped);
+    }
+
+    fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
 }
 
 impl DelayFs {
@@ -286,8 +311,9 @@ impl Filesystem for DelayFs {
         // callers, whose delays then run side by side.
         let delay = self.delay;
         let answered = Arc::clone(&self.answered);
+        let stop = Arc::clone(&self.stop);
         thread::spawn(move || {
-            thread::sleep(delay);
+            stop.wait(delay);
             answered.fetch_add(1, Ordering::Relaxed);
             if size == 0 {
                 reply.size(1);
@@ -309,6 +335,7 @@ pub struct BlockFault {
     session: Option<BackgroundSession>,
     mount: PathBuf,
     answered: Arc<AtomicU64>,
+    stop: Arc<Stop>,
 }
 
 impl BlockFault {
@@ -337,10 +364,12 @@ impl BlockFault {
         fs::create_dir_all(mount).map_err(io(mount))?;
 
         let answered = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(Stop::default());
         let fs = DelayFs {
             exe: Arc::new(exe),
             delay,
             answered: Arc::clone(&answered),
+            stop: Arc::clone(&stop),
         };
         let mut options = Config::default();
         options.mount_options = vec![
@@ -367,6 +396,7 @@ impl BlockFault {
             session: Some(session),
             mount: mount.to_owned(),
             answered,
+            stop,
         };
         fault.attach(target, syscalls)?;
         Ok(fault)
@@ -489,7 +519,9 @@ impl BlockFault {
 
 impl Drop for BlockFault {
     fn drop(&mut self) {
-        // The helper first, so that its executable no longer keeps the mount busy.
+        // Waiting calls go on now, not at the end of their delay.
+        self.stop.stop();
+        // The helper next, so that its executable no longer keeps the mount busy.
         let _ = self.helper.kill();
         let _ = self.helper.wait();
         drop(self.session.take());
