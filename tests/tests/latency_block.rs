@@ -66,6 +66,18 @@ fn run_block(
     delay: Duration,
     count: usize,
 ) -> Option<(Value, Value, chaos::fault::block::BlockCounters, u64)> {
+    let (mut inside, outside, counters, answered) = run_block_as(call, delay, count, 1, None)?;
+    Some((inside.remove(0), outside, counters, answered))
+}
+
+/// [`run_block`] with `processes` delayed processes side by side, run as `uid` if given.
+fn run_block_as(
+    call: &str,
+    delay: Duration,
+    count: usize,
+    processes: usize,
+    uid: Option<u32>,
+) -> Option<(Vec<Value>, Value, chaos::fault::block::BlockCounters, u64)> {
     let cgroup = TestCgroup::new(&format!("block-{call}"));
     let target = CgroupTarget::from_path(&cgroup.path).expect("cgroup target");
     // The syscall the call makes: the others stay undelayed even on the same hooks.
@@ -78,21 +90,38 @@ fn run_block(
     let ready = scratch(&format!("block-{call}-ready"));
     let go = scratch(&format!("block-{call}-go"));
     let count = count.to_string();
-    let inside = cgroup.spawn(
-        Command::new(proc_bin())
-            .args(["--ready", ready.to_str().unwrap()])
-            .args(["--wait-for", go.to_str().unwrap()])
-            .args(["latency", "--call", call, "--count", &count])
-            .stdout(Stdio::piped()),
-    );
-    wait_for_file(&ready);
+    if uid.is_some() {
+        // The unprivileged processes write their ready files there.
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = ready.parent().expect("scratch dir");
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o1777)).expect("chmod scratch");
+    }
+    let inside: Vec<_> = (0..processes)
+        .map(|i| {
+            let ready = ready.with_extension(i.to_string());
+            let mut command = Command::new(proc_bin());
+            command
+                .args(["--ready", ready.to_str().unwrap()])
+                .args(["--wait-for", go.to_str().unwrap()])
+                .args(["latency", "--call", call, "--count", &count])
+                .stdout(Stdio::piped());
+            if let Some(uid) = uid {
+                use std::os::unix::process::CommandExt as _;
+                command.uid(uid).gid(uid);
+            }
+            let child = cgroup.spawn(&mut command);
+            wait_for_file(&ready);
+            child
+        })
+        .collect();
     let mount = scratch(&format!("block-{call}-mnt"));
     let fault = match BlockFault::start(&target, &syscalls, delay, &mount) {
         Ok(fault) => fault,
         Err(err) => {
-            let mut inside = inside;
-            let _ = inside.kill();
-            let _ = inside.wait();
+            for mut child in inside {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
             skip(&format!("block mode does not start here: {err}"));
             return None;
         }
@@ -103,9 +132,15 @@ fn run_block(
         .spawn()
         .expect("outside process");
     fs::write(&go, b"").unwrap();
-    let inside = inside.wait_with_output().expect("inside process");
+    let inside: Vec<_> = inside
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().expect("inside process");
+            assert!(out.status.success(), "inside: {out:?}");
+            last_json(&out.stdout)
+        })
+        .collect();
     let outside = outside.wait_with_output().expect("outside process");
-    assert!(inside.status.success(), "inside: {inside:?}");
     assert!(outside.status.success(), "outside: {outside:?}");
     let counters = fault.counters().expect("block counters");
     let answered = fault.answered();
@@ -117,12 +152,7 @@ fn run_block(
         "the FUSE mount {} is left behind",
         mount.display()
     );
-    Some((
-        last_json(&inside.stdout),
-        last_json(&outside.stdout),
-        counters,
-        answered,
-    ))
+    Some((inside, last_json(&outside.stdout), counters, answered))
 }
 
 /// The assertions every blocked call shares: the delay within 10%, next to no CPU, the other
@@ -196,6 +226,46 @@ fn block_delays_connect_without_cpu_and_only_the_calling_thread() {
 #[test]
 fn block_delays_socket_send_without_cpu_and_only_the_calling_thread() {
     check_blocks("send");
+}
+
+/// Callers in separate processes wait side by side, each for the delay, not one after the
+/// other; and a target that is not root is delayed too (the xattr read runs with its
+/// credentials: the helper's executable is world-readable and the mount allows others).
+#[test]
+fn block_delays_concurrent_unprivileged_callers_side_by_side() {
+    if !need_root() || !block_supported() {
+        return;
+    }
+    const COUNT: usize = 5;
+    const PROCESSES: usize = 3;
+    let delay = Duration::from_millis(200);
+    let delay_ns = delay.as_nanos() as u64;
+    let Some((inside, _outside, counters, answered)) =
+        run_block_as("open", delay, COUNT, PROCESSES, Some(65534))
+    else {
+        return;
+    };
+    eprintln!("block concurrent: counters {counters:?}, answered {answered}");
+    assert_eq!(
+        counters.failed, 0,
+        "getxattr failed as uid 65534: {counters:?}"
+    );
+    assert!(
+        counters.delayed >= (COUNT * PROCESSES) as u64,
+        "{counters:?}"
+    );
+    for result in &inside {
+        eprintln!("block concurrent: {result}");
+        let p50 = field(result, "slow_p50_ns");
+        assert!(p50 >= delay_ns && p50 <= delay_ns * 11 / 10, "p50 {p50} ns");
+        // Serialised callers would take PROCESSES times as long.
+        let wall = field(result, "wall_ns");
+        assert!(
+            wall < delay_ns * COUNT as u64 * 3 / 2,
+            "{COUNT} calls took {wall} ns"
+        );
+    }
+    assert_nothing_left();
 }
 
 /// Ending the fault releases a call that is still waiting at once, not after its delay: a
