@@ -349,3 +349,81 @@ fn doctor_reports_block_mode() {
         assert!(detail.contains("bpf_task_from_pid"), "{detail}");
     }
 }
+
+/// `chaos inject latency --mode block` end to end: the command runs under the fault, its
+/// calls take the delay with next to no CPU, its other thread runs, and the report counts
+/// every call as matched and delayed.
+#[test]
+fn inject_latency_mode_block_delays_the_command() {
+    if !need_root() || !block_supported() {
+        return;
+    }
+    const COUNT: usize = 10;
+    let delay_ns: u64 = 200_000_000;
+    let ready = scratch("inject-block-ready");
+    let go = scratch("inject-block-go");
+    let proc_path = proc_bin();
+    let count = COUNT.to_string();
+    let mut run = ChaosRun::start(&[
+        "inject",
+        "latency",
+        "--syscall",
+        "openat",
+        "--delay",
+        "200ms",
+        "--mode",
+        "block",
+        "--json",
+        "--",
+        proc_path.to_str().unwrap(),
+        "--ready",
+        ready.to_str().unwrap(),
+        "--wait-for",
+        go.to_str().unwrap(),
+        "latency",
+        "--call",
+        "open",
+        "--count",
+        &count,
+    ]);
+    if let Err(err) = run.wait_injecting() {
+        let outcome = run.finish();
+        return skip(&format!(
+            "chaos inject --mode block did not start: {err}: {outcome:?}"
+        ));
+    }
+    wait_for_file(&ready);
+    let outside = Command::new(&proc_path)
+        .args(["latency", "--call", "open", "--count", &count])
+        .output()
+        .expect("outside process");
+    assert!(outside.status.success(), "outside: {outside:?}");
+    fs::write(&go, b"").unwrap();
+    let outcome = run.finish();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    let inside = last_json(outcome.stderr.as_bytes());
+    let outside = last_json(&outside.stdout);
+    eprintln!("inject block: inside {inside}\ninject block: outside {outside}");
+    let report = outcome.report();
+    assert_eq!(report["faults"][0]["kind"], "latency");
+    assert!(
+        report["faults"][0]["effect"]
+            .as_str()
+            .unwrap()
+            .contains("block"),
+        "{report}"
+    );
+    let (matched, injected) = outcome.counts(0);
+    assert!(matched >= COUNT as u64, "matched {matched}");
+    assert_eq!(matched, injected);
+    let p50 = field(&inside, "slow_p50_ns");
+    assert!(
+        p50 >= delay_ns && p50 <= delay_ns * 11 / 10,
+        "p50 {p50} ns for {delay_ns} ns"
+    );
+    let cpu = field(&inside, "slow_cpu_ns");
+    assert!(cpu < delay_ns * COUNT as u64 / 10, "CPU {cpu} ns");
+    assert!(field(&inside, "fast_ran_during") * 10 >= COUNT as u64 * 8);
+    assert!(field(&outside, "slow_p50_ns") < delay_ns / 10);
+    assert_nothing_left();
+}

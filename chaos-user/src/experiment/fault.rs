@@ -14,11 +14,10 @@ use serde_json::{Map, Value};
 
 use crate::{
     cli::{
-        inject::{FaultRequest, InjectCommand},
+        inject::{FaultRequest, InjectCommand, Running},
         net::NetInjection,
     },
     loader::Injector,
-    pause::Resumer,
 };
 
 /// `chaos inject` arguments as the experiment gave them.
@@ -206,7 +205,7 @@ impl RunningFault {
             FaultRequest::Rules(request) => {
                 let planned = request.fault.rules(&target)?;
                 let mut injector = Injector::start(&planned)?;
-                let resumer = request.fault.started(&mut injector)?;
+                let resumer = request.fault.started(&mut injector, &target)?;
                 Engine::Rules {
                     labels: planned.iter().map(|r| r.label.clone()).collect(),
                     injector,
@@ -295,7 +294,7 @@ enum Engine {
         injector: Injector,
         // Continues processes that pause rules stopped: must outlive the injector, so it is
         // declared (and dropped) after it.
-        _resumer: Option<Resumer>,
+        _resumer: Option<Running>,
     },
     /// A packet fault (programs, and fq qdiscs it installed).
     Net {

@@ -468,8 +468,10 @@ impl BlockFault {
             prog.load(hook, &btf).map_err(|err| Error::Unsupported {
                 fault: FAULT.to_owned(),
                 why: format!(
-                    "the kernel refused the sleepable LSM program {name} on {hook}: {err:?}; \
-                     block mode needs BPF LSM (lsm=...,bpf) and Linux 6.12 kfuncs"
+                    "the kernel refused the sleepable LSM program {name} on {hook} ({}); block \
+                     mode needs BPF LSM programs (lsm=...,bpf and BPF trampolines) and the \
+                     Linux 6.12 kfuncs",
+                    load_error(&err)
                 ),
             })?;
             prog.attach().map_err(|source| Error::Program {
@@ -526,6 +528,33 @@ impl Drop for BlockFault {
         let _ = self.helper.wait();
         drop(self.session.take());
         let _ = fs::remove_dir(&self.mount);
+    }
+}
+
+/// The errno and the verifier's last words of a failed load, on one line.
+fn load_error(err: &aya::programs::ProgramError) -> String {
+    match err {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .rev()
+                .take(3)
+                .collect();
+            match tail.is_empty() {
+                true => io_error.to_string(),
+                false => format!(
+                    "{io_error}; verifier: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ),
+            }
+        }
+        other => other.to_string(),
     }
 }
 
