@@ -535,12 +535,12 @@ fn syscall_latency(facts: &Facts) -> FaultSupport {
                              busy-waits with bpf_loop, at most 100ms, costs CPU), pause \
                              (SIGSTOP by bpf_send_signal, SIGCONT by chaos after the delay; \
                              whole process)";
-    // Block mode (docs/latency-block-mode.md) is reported beside the others; it is not yet
-    // what `chaos inject latency` uses.
+    // Block mode (docs/latency-block-mode.md) has its own programs and kernel needs.
     let mechanism = match &facts.latency_block {
         Ok(_) => format!(
-            "{MECHANISM}; block mode works here (sleepable LSM + FUSE: only the calling thread \
-             sleeps, no CPU; open and connect; not yet selectable with --mode)"
+            "{MECHANISM}; block mode works here (--mode block: sleepable LSM programs and \
+             chaos's FUSE server: only the calling thread sleeps, no CPU; open, connect, send \
+             and receive calls)"
         ),
         Err(fail) => format!("{MECHANISM}; block mode unavailable: {}", fail.message),
     };
