@@ -20,6 +20,12 @@ use chaos_tests::*;
 use serde_json::Value;
 use syscalls::Sysno;
 
+/// Block mode's documented precision (docs/latency-block-mode.md): a delayed call takes the
+/// delay plus the FUSE round trip plus the woken thread's wait for a CPU. With idle CPUs that
+/// is within 10% (measured 2-6% at 200 ms in the VM tier); the tests keep both emulated CPUs
+/// busy with their own spinning threads (one per process), so they allow a quarter.
+const PRECISION_DIV: u64 = 4;
+
 /// The `chaos-proc` test process, next to `chaos`.
 fn proc_bin() -> PathBuf {
     chaos_bin().with_file_name("chaos-proc")
@@ -37,6 +43,17 @@ fn last_json(output: &[u8]) -> Value {
 
 fn field(v: &Value, name: &str) -> u64 {
     v[name].as_u64().unwrap_or_else(|| panic!("{name} in {v}"))
+}
+
+/// Whether process `pid` (a child not yet waited for) has exited.
+fn exited(pid: nix::unistd::Pid) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 /// Whether block mode can run here; prints the SKIP line (or fails in the VM tier on a
@@ -185,7 +202,8 @@ fn check_blocks(call: &str) {
         assert_eq!(counters.hits, COUNT as u64, "{counters:?}");
     }
 
-    // The delay, within 10% (the FUSE round trip costs a few ms under emulation).
+    // The delay: never less; the p50 within the documented precision (the FUSE round trip
+    // and the woken thread's wait for a CPU come on top).
     let min = field(&inside, "slow_min_ns");
     let p50 = field(&inside, "slow_p50_ns");
     assert!(
@@ -193,7 +211,7 @@ fn check_blocks(call: &str) {
         "fastest delayed call {min} ns for {delay_ns} ns"
     );
     assert!(
-        p50 <= delay_ns * 11 / 10,
+        p50 <= delay_ns + delay_ns / PRECISION_DIV,
         "p50 {p50} ns for {delay_ns} ns of delay"
     );
     // The waiting thread sleeps: its CPU time is the request's, not the delay's (measured
@@ -257,7 +275,10 @@ fn block_delays_concurrent_unprivileged_callers_side_by_side() {
     for result in &inside {
         eprintln!("block concurrent: {result}");
         let p50 = field(result, "slow_p50_ns");
-        assert!(p50 >= delay_ns && p50 <= delay_ns * 11 / 10, "p50 {p50} ns");
+        assert!(
+            p50 >= delay_ns && p50 <= delay_ns + delay_ns / PRECISION_DIV,
+            "p50 {p50} ns"
+        );
         // Serialised callers would take PROCESSES times as long.
         let wall = field(result, "wall_ns");
         assert!(
@@ -364,7 +385,7 @@ fn inject_latency_mode_block_delays_the_command() {
     let go = scratch("inject-block-go");
     let proc_path = proc_bin();
     let count = COUNT.to_string();
-    let mut run = ChaosRun::start(&[
+    let run = ChaosRun::start(&[
         "inject",
         "latency",
         "--syscall",
@@ -386,13 +407,23 @@ fn inject_latency_mode_block_delays_the_command() {
         "--count",
         &count,
     ]);
-    if let Err(err) = run.wait_injecting() {
-        let outcome = run.finish();
-        return skip(&format!(
-            "chaos inject --mode block did not start: {err}: {outcome:?}"
-        ));
+    // chaos starts the command only once the fault is in place; when the kernel cannot run
+    // block mode it exits before that instead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        if exited(run.pid()) {
+            let outcome = run.finish();
+            return skip(&format!(
+                "chaos inject --mode block did not start: {}",
+                outcome.stderr.trim()
+            ));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
-    wait_for_file(&ready);
     let outside = Command::new(&proc_path)
         .args(["latency", "--call", "open", "--count", &count])
         .output()
@@ -418,7 +449,7 @@ fn inject_latency_mode_block_delays_the_command() {
     assert_eq!(matched, injected);
     let p50 = field(&inside, "slow_p50_ns");
     assert!(
-        p50 >= delay_ns && p50 <= delay_ns * 11 / 10,
+        p50 >= delay_ns && p50 <= delay_ns + delay_ns / PRECISION_DIV,
         "p50 {p50} ns for {delay_ns} ns"
     );
     let cpu = field(&inside, "slow_cpu_ns");
