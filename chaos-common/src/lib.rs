@@ -5,6 +5,7 @@
 //! the filters) lives here too so that it can be unit-tested on the host.
 #![no_std]
 
+pub mod block;
 pub mod config;
 pub mod filter;
 pub mod packet;

@@ -5,6 +5,7 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod block;
 mod file;
 mod lsm;
 mod maps;

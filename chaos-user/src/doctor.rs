@@ -98,6 +98,8 @@ pub struct Facts {
     pub sys_enter: Outcome,
     /// The cgroup v2 freezer exists.
     pub freezer: Outcome,
+    /// Latency block mode's kfuncs, /dev/fuse and sleepable program (`probe::latency_block`).
+    pub latency_block: Outcome,
     /// Classifier attachment and qdiscs, probed in a throw-away network namespace.
     pub net: NetnsFacts,
 }
@@ -200,6 +202,10 @@ pub fn examine() -> Facts {
         .as_ref()
         .map_err(Clone::clone)
         .and_then(probe::freezer);
+    let latency_block = match &btf {
+        Ok(btf) => probe::latency_block(btf),
+        Err(fail) => Err(fail.clone()),
+    };
 
     let classifier = match object.as_mut() {
         Ok(ebpf) => probe::classifier(ebpf),
@@ -225,6 +231,7 @@ pub fn examine() -> Facts {
         cgroup_skb,
         sys_enter,
         freezer,
+        latency_block,
         net,
     }
 }
@@ -527,13 +534,21 @@ fn syscall_latency(facts: &Facts) -> FaultSupport {
     const MECHANISM: &str = "tp_btf sys_enter program; modes: spin (the calling thread \
                              busy-waits with bpf_loop, at most 100ms, costs CPU), pause \
                              (SIGSTOP by bpf_send_signal, SIGCONT by chaos after the delay; \
-                             whole process); block mode (no CPU, per thread) is not available \
-                             (docs/latency-block-mode.md)";
+                             whole process)";
+    // Block mode (docs/latency-block-mode.md) has its own programs and kernel needs.
+    let mechanism = match &facts.latency_block {
+        Ok(_) => format!(
+            "{MECHANISM}; block mode works here (--mode block: sleepable LSM programs and \
+             chaos's FUSE server: only the calling thread sleeps, no CPU; open, connect, send \
+             and receive calls)"
+        ),
+        Err(fail) => format!("{MECHANISM}; block mode unavailable: {}", fail.message),
+    };
     match &facts.sys_enter {
-        Ok(_) => works(KIND, MECHANISM),
+        Ok(_) => works(KIND, mechanism),
         Err(fail) => broken(
             KIND,
-            MECHANISM,
+            mechanism,
             fail.message.clone(),
             "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) that allows tp_btf programs and has \
              bpf_loop (5.17+)",
@@ -630,6 +645,7 @@ fn checks(facts: &Facts) -> Vec<Check> {
         check("qdisc fq", &facts.net.fq),
         check("qdisc netem", &facts.net.netem),
         check("cgroup v2 freezer", &facts.freezer),
+        check("latency block mode", &facts.latency_block),
     ]
 }
 
@@ -673,6 +689,7 @@ mod tests {
             cgroup_skb: ok("attached"),
             sys_enter: ok("attached"),
             freezer: ok("present"),
+            latency_block: fail(Some(Errno::EPERM), "load lsm.s/file_open: EPERM"),
             net: NetnsFacts {
                 tcx: ok("attached"),
                 clsact: ok("attached"),
@@ -756,6 +773,25 @@ mod tests {
             .find(|c| c.name == "prog tc via TCX")
             .unwrap();
         assert!(!tcx.ok && tcx.detail.contains("6.6+"));
+    }
+
+    #[test]
+    fn latency_reports_block_mode_where_it_loads() {
+        let report = Report::from_facts(&host());
+        let latency = verdict(&report, "syscall-latency");
+        assert!(latency.works);
+        assert!(latency.mechanism.contains("block mode unavailable"));
+        let mut facts = host();
+        facts.latency_block = ok("loaded");
+        let report = Report::from_facts(&facts);
+        let latency = verdict(&report, "syscall-latency");
+        assert!(latency.mechanism.contains("block mode works here"));
+        let check = report
+            .checks
+            .iter()
+            .find(|c| c.name == "latency block mode")
+            .unwrap();
+        assert!(check.ok);
     }
 
     #[test]

@@ -17,11 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cli::{
-        inject::{FaultRequest, InjectCommand},
+        inject::{FaultRequest, InjectCommand, Running},
         net::NetInjection,
     },
     loader::Injector,
-    pause::Resumer,
 };
 
 /// One rule's counters at one moment.
@@ -76,7 +75,7 @@ impl StartedFault {
             FaultRequest::Rules(request) => {
                 let planned = request.fault.rules(&target)?;
                 let mut injector = Injector::start(&planned)?;
-                let resumer = request.fault.started(&mut injector)?;
+                let resumer = request.fault.started(&mut injector, &target)?;
                 (
                     request.fault.describe(),
                     Engine::Rules {
@@ -162,9 +161,10 @@ enum Engine {
         /// What each rule stands for, in rule order.
         labels: Vec<String>,
         injector: Injector,
-        // Continues processes that pause rules stopped: must outlive the injector, so it is
-        // declared (and dropped) after it.
-        _resumer: Option<Resumer>,
+        // What runs beside the programs (the resumer that continues paused processes, block
+        // mode's FUSE server): must outlive the injector, so it is declared (and dropped)
+        // after it.
+        _resumer: Option<Running>,
     },
     /// A packet fault (programs, and fq qdiscs it installed).
     Net {

@@ -20,7 +20,6 @@ use crate::{
     daemon::client::DaemonClient,
     fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
     loader::{Injector, PlannedRule},
-    pause::Resumer,
     report::{FaultReport, Report},
     target::{CgroupTarget, ChildCgroup},
 };
@@ -289,6 +288,10 @@ impl InjectCommand {
 }
 
 /// What `chaos inject` runs: a fault that becomes kernel rules and reports its counters.
+/// Whatever a fault keeps running beside its programs until it ends (see
+/// [`Injectable::started`]); only its drop matters.
+pub(crate) type Running = Box<dyn std::any::Any + Send>;
+
 pub(crate) trait Injectable {
     /// The kernel rules against `target`.
     fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error>;
@@ -301,9 +304,13 @@ pub(crate) trait Injectable {
         rules: &[PlannedRule],
         counters: &[HitCounter],
     ) -> Report;
-    /// What must keep running beside the programs (continuing paused processes); dropped
-    /// after the injector.
-    fn started(&self, _injector: &mut Injector) -> Result<Option<Resumer>, crate::Error> {
+    /// What must keep running beside the programs on `target` (continuing paused processes,
+    /// block mode's FUSE server); dropped after the injector.
+    fn started(
+        &self,
+        _injector: &mut Injector,
+        _target: &CgroupTarget,
+    ) -> Result<Option<Running>, crate::Error> {
         Ok(None)
     }
 }
@@ -531,7 +538,7 @@ fn run_until_stopped(
     // that pause rules stopped, which must happen after the programs are detached.
     let _resumer;
     let mut injector = Injector::start(&rules)?;
-    _resumer = fault.started(&mut injector)?;
+    _resumer = fault.started(&mut injector, target)?;
     eprintln!(
         "chaos: injecting {} into cgroup {} for {}; Ctrl-C to stop",
         fault.describe(),
@@ -565,7 +572,7 @@ fn run_command(
     // Dropped after the injector on every path, as in run_until_stopped.
     let _resumer;
     let mut injector = Some(Injector::start(&rules)?);
-    _resumer = fault.started(injector.as_mut().expect("just set"))?;
+    _resumer = fault.started(injector.as_mut().expect("just set"), target)?;
 
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);

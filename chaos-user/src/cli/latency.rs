@@ -4,10 +4,12 @@ use std::{process::ExitCode, time::Duration};
 use chaos_common::HitCounter;
 use syscalls::Sysno;
 
-use super::inject::{FilterArgs, InjectRequest, Injectable, RunArgs, ScheduleArgs, sum_counters};
+use super::inject::{
+    FilterArgs, InjectRequest, Injectable, RunArgs, Running, ScheduleArgs, sum_counters,
+};
 use super::target::TargetArgs;
 use crate::{
-    fault::{LatencyFault, LatencyMode, parse_any_syscalls},
+    fault::{LatencyFault, LatencyMode, block::BlockFault, parse_any_syscalls},
     loader::{Injector, PlannedRule},
     pause::Resumer,
     report::{FaultReport, Report},
@@ -21,7 +23,11 @@ use crate::{
     microseconds, only that thread waits, but it burns its CPU; at most 100ms (delay + jitter).\n  \
     pause  the process gets SIGSTOP at the call's entry and SIGCONT from chaos after the delay \
     (1ms polling): any delay, no CPU, but every thread of the process stops, the call itself \
-    completes first, and some waiting calls return EINTR.\n\
+    completes first, and some waiting calls return EINTR.\n  \
+    block  the calling thread sleeps in a FUSE request that chaos answers after the delay: any \
+    delay, no CPU, only that thread waits; open, openat, openat2, creat, connect, sendto, \
+    sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg only, no jitter, filters or schedule; \
+    needs BPF LSM and Linux 6.12+ (see `chaos doctor`, docs/latency-block-mode.md).\n\
     Without --mode: spin when the delay fits under its cap, pause otherwise.\n\n\
     Examples:\n  \
     chaos inject latency --syscall fsync --delay 20ms --jitter 5ms -- ./db\n  \
@@ -37,7 +43,8 @@ pub struct LatencyArgs {
     /// Each delay is drawn uniformly from DELAY ± JITTER.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub jitter: Option<Duration>,
-    /// How calls are held back: spin or pause (default: spin up to its 100ms cap, else pause).
+    /// How calls are held back: spin, pause or block (default: spin up to its 100ms cap, else
+    /// pause).
     #[arg(long, value_enum)]
     pub mode: Option<LatencyMode>,
     #[command(flatten)]
@@ -117,7 +124,12 @@ impl Injectable for LatencyFault {
                 .syscalls
                 .iter()
                 .map(|sysno| {
-                    let (matched, injected) = sum_counters(rules, counters, sysno.name());
+                    let (matched, mut injected) = sum_counters(rules, counters, sysno.name());
+                    // Block mode's rules only count: every matching call is delayed by the
+                    // block programs (fault::block), unless this is a dry run.
+                    if self.mode == LatencyMode::Block && !self.dry_run {
+                        injected = matched;
+                    }
                     FaultReport {
                         kind: "latency",
                         syscall: sysno.name().to_owned(),
@@ -133,10 +145,28 @@ impl Injectable for LatencyFault {
         }
     }
 
-    fn started(&self, injector: &mut Injector) -> Result<Option<Resumer>, crate::Error> {
+    fn started(
+        &self,
+        injector: &mut Injector,
+        target: &CgroupTarget,
+    ) -> Result<Option<Running>, crate::Error> {
         Ok(match self.mode {
-            LatencyMode::Pause => Some(Resumer::start(injector.take_paused()?)),
+            LatencyMode::Pause => Some(Box::new(Resumer::start(injector.take_paused()?))),
             LatencyMode::Spin => None,
+            LatencyMode::Block if self.dry_run => None,
+            LatencyMode::Block => {
+                let mount = std::env::temp_dir().join(format!(
+                    "chaos-block-{}-{}",
+                    std::process::id(),
+                    target.id
+                ));
+                Some(Box::new(BlockFault::start(
+                    target,
+                    &self.syscalls,
+                    self.delay,
+                    &mount,
+                )?))
+            }
         })
     }
 }

@@ -271,6 +271,31 @@ pub fn lsm_file_open(ebpf: &mut Ebpf, btf: &Btf) -> Outcome {
     Ok("loaded".into())
 }
 
+/// Whether latency block mode can run: the kfuncs it calls are in the kernel's BTF, /dev/fuse
+/// exists, and its sleepable `file_open` program, with its kfunc calls patched in, loads.
+pub fn latency_block(btf: &Btf) -> Outcome {
+    use crate::fault::block;
+    let ids = block::kfunc_ids(Path::new(crate::btf::VMLINUX_BTF))
+        .map_err(|err| Failure::text(err.to_string()))?;
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Failure::text(
+            "/dev/fuse is missing (CONFIG_FUSE_FS, or `modprobe fuse`)",
+        ));
+    }
+    let (patched, _) = block::patch_kfunc_calls(EBPF_OBJECT, &ids)
+        .map_err(|err| Failure::text(err.to_string()))?;
+    let mut ebpf = EbpfLoader::new()
+        .load(&patched)
+        .map_err(|err| Failure::text(format!("loading the patched eBPF object: {err}")))?;
+    let (name, hook) = block::PROGRAMS[0];
+    let prog: &mut Lsm = program(&mut ebpf, name)?;
+    prog.load(hook, btf)
+        .map_err(|err| program_failure(&format!("load lsm.s/{hook} with kfunc calls"), &err))?;
+    Ok(format!(
+        "kfuncs present, /dev/fuse present, sleepable lsm.s/{hook} with kfunc calls loaded"
+    ))
+}
+
 /// Loads a cgroup sock_addr program and attaches it to the temporary cgroup, then detaches.
 pub fn sock_addr(ebpf: &mut Ebpf, name: &str, cgroup: &TempCgroup) -> Outcome {
     let prog: &mut CgroupSockAddr = program(ebpf, name)?;

@@ -2,7 +2,7 @@
 //! picks, by one of the [`LatencyMode`]s.
 use std::{fmt, str::FromStr, time::Duration};
 
-use chaos_common::{Action, MAX_SPIN_NS, Schedule};
+use chaos_common::{Action, MAX_SPIN_NS, RULE_DRY_RUN, Schedule};
 use syscalls::Sysno;
 
 use super::{FilterSpec, signal::entry_rules};
@@ -17,6 +17,10 @@ pub enum LatencyMode {
     /// The whole process is stopped (SIGSTOP) and continued by chaos after the delay: any
     /// delay, no CPU, but every thread stops and some calls return EINTR.
     Pause,
+    /// The calling thread sleeps in a FUSE request chaos answers after the delay: per
+    /// thread, no CPU, any delay; open, connect, send and receive calls only, Linux 6.12+
+    /// with BPF LSM (docs/latency-block-mode.md).
+    Block,
 }
 
 impl LatencyMode {
@@ -25,6 +29,7 @@ impl LatencyMode {
         match self {
             LatencyMode::Spin => "spin",
             LatencyMode::Pause => "pause",
+            LatencyMode::Block => "block",
         }
     }
 
@@ -52,7 +57,7 @@ impl FromStr for LatencyMode {
         <LatencyMode as clap::ValueEnum>::from_str(s, true).map_err(|_| Error::Invalid {
             field: "mode",
             value: s.to_owned(),
-            expected: "spin or pause".into(),
+            expected: "spin, pause or block".into(),
         })
     }
 }
@@ -114,6 +119,25 @@ impl LatencyFault {
                 ),
             });
         }
+        if self.mode == LatencyMode::Block {
+            super::block::check_syscalls(&self.syscalls)?;
+            if !self.jitter.is_zero() {
+                return Err(Error::Invalid {
+                    field: "jitter",
+                    value: humantime::format_duration(self.jitter).to_string(),
+                    expected: "none in block mode (not supported yet); use spin or pause".into(),
+                });
+            }
+            if self.filter != FilterSpec::default() || self.schedule != Schedule::default() {
+                return Err(Error::Invalid {
+                    field: "filter",
+                    value: "filters or a schedule".into(),
+                    expected: "none in block mode (not supported yet: every call of the \
+                               syscalls is delayed); use spin or pause"
+                        .into(),
+                });
+            }
+        }
         let mut rules = entry_rules(
             &self.syscalls,
             target,
@@ -127,6 +151,12 @@ impl LatencyFault {
             planned.rule.action = match self.mode {
                 LatencyMode::Spin => Action::Spin,
                 LatencyMode::Pause => Action::Pause,
+                // The delay is the block programs' (fault::block); this rule only counts
+                // the matching calls for the report.
+                LatencyMode::Block => {
+                    planned.rule.flags |= RULE_DRY_RUN;
+                    Action::Spin
+                }
             } as u32;
             planned.rule.delay_ns = self.delay.as_nanos().try_into().unwrap_or(u64::MAX);
             planned.rule.jitter_ns = self.jitter.as_nanos().try_into().unwrap_or(u64::MAX);
@@ -174,6 +204,27 @@ mod tests {
             "{err}"
         );
         assert!(fault(5000, LatencyMode::Pause).rules(&target()).is_ok());
+    }
+
+    #[test]
+    fn block_takes_only_hooked_syscalls_and_only_counts_in_the_rules() {
+        let mut f = fault(2000, LatencyMode::Block);
+        let err = f.rules(&target()).unwrap_err().to_string();
+        assert!(
+            err.contains("getppid") && err.contains("openat"),
+            "names the syscall and the valid ones: {err}"
+        );
+        f.syscalls = vec![Sysno::openat, Sysno::connect];
+        let rules = f.rules(&target()).unwrap();
+        assert!(rules.iter().all(|r| r.rule.flags & RULE_DRY_RUN != 0));
+        f.jitter = Duration::from_millis(1);
+        let err = f.rules(&target()).unwrap_err().to_string();
+        assert!(err.contains("jitter"), "{err}");
+        f.jitter = Duration::ZERO;
+        f.schedule.after = 3;
+        let err = f.rules(&target()).unwrap_err().to_string();
+        assert!(err.contains("block mode"), "{err}");
+        assert_eq!("block".parse::<LatencyMode>().unwrap(), LatencyMode::Block);
     }
 
     #[test]

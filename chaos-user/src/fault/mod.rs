@@ -5,6 +5,7 @@ use chaos_common::{Action, RULE_ACTIVE, RULE_DRY_RUN, Rule, Schedule};
 
 use crate::{Error, loader::PlannedRule, target::CgroupTarget};
 
+pub mod block;
 mod errno;
 mod filter;
 mod latency;

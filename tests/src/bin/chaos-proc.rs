@@ -48,7 +48,56 @@ enum Call {
     Latency {
         #[arg(long)]
         count: usize,
+        /// What the slow thread times instead of getppid.
+        #[arg(long, value_enum, default_value = "getppid")]
+        call: SlowCall,
     },
+}
+
+/// The call the `slow` thread times.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SlowCall {
+    Getppid,
+    /// open(2) of /etc/hosts (closed after the timing).
+    Open,
+    /// connect(2) of a fresh UDP socket to 127.0.0.1:9 (made and closed outside the timing).
+    Connect,
+    /// sendto(2) of one UDP datagram to a socket of this process (made outside the timing).
+    Send,
+}
+
+impl SlowCall {
+    /// Makes one call; returns when its timing starts and ends.
+    fn timed(self) -> (Instant, Instant) {
+        match self {
+            SlowCall::Getppid => {
+                let start = Instant::now();
+                nix::unistd::getppid();
+                (start, Instant::now())
+            }
+            SlowCall::Open => {
+                let start = Instant::now();
+                let file = File::open("/etc/hosts").expect("opening /etc/hosts");
+                let end = Instant::now();
+                drop(file);
+                (start, end)
+            }
+            SlowCall::Connect => {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
+                let start = Instant::now();
+                socket.connect("127.0.0.1:9").expect("connect");
+                (start, Instant::now())
+            }
+            SlowCall::Send => {
+                let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
+                let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
+                let to = rx.local_addr().expect("local address");
+                let start = Instant::now();
+                tx.send_to(b"x", to).expect("sendto");
+                (start, Instant::now())
+            }
+        }
+    }
 }
 
 fn main() {
@@ -64,7 +113,7 @@ fn main() {
     let line = match args.call {
         Call::FsyncCount { file, count } => fsync_count(&file, count),
         Call::ThreadSignal { file } => thread_signal(&file),
-        Call::Latency { count } => latency(count),
+        Call::Latency { count, call } => latency(count, call),
     };
     println!("{line}");
 }
@@ -134,7 +183,7 @@ fn ran_during(sorted: &[Instant], window: (Instant, Instant)) -> bool {
     sorted.get(i).is_some_and(|t| *t < to)
 }
 
-fn latency(count: usize) -> String {
+fn latency(count: usize, call: SlowCall) -> String {
     let done = Arc::new(AtomicBool::new(false));
     let fast_done = Arc::clone(&done);
     let fast = thread::Builder::new()
@@ -163,9 +212,7 @@ fn latency(count: usize) -> String {
             let mut windows = Vec::new();
             let cpu_start = thread_cpu_ns();
             for _ in 0..count {
-                let start = Instant::now();
-                nix::unistd::getppid();
-                windows.push((start, Instant::now()));
+                windows.push(call.timed());
             }
             (windows, thread_cpu_ns() - cpu_start)
         })
