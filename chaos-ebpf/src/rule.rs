@@ -203,6 +203,64 @@ extern "C" fn try_level(index: u64, ctx: *mut c_void) -> i64 {
     i64::from(search.found != NOT_FOUND)
 }
 
+/// Whether some rule on `hook` targets the current task's cgroup (or an ancestor of it).
+///
+/// LSM programs run for every task of the machine; they ask this first, so that a task no
+/// rule targets leaves after the index lookups, without the syscall number or the file being
+/// read for it.
+#[inline(always)]
+pub fn targets_current_task(hook: Hook) -> bool {
+    let Some(levels) = CHAOS_HOOK_LEVELS.get(hook as u32) else {
+        return false;
+    };
+    let mut probe = TargetProbe {
+        hook: hook as u32,
+        levels,
+        found: false,
+    };
+    // SAFETY: the callback is a static function, the context points into this frame.
+    unsafe {
+        bpf_loop(
+            levels.len.min(MAX_TARGET_LEVELS),
+            probe_level as *mut c_void,
+            (&raw mut probe).cast(),
+            0,
+        )
+    };
+    probe.found
+}
+
+/// The state of [`targets_current_task`]'s walk over a hook's target depths.
+struct TargetProbe {
+    hook: u32,
+    /// The hook's target depths (a map value).
+    levels: *const HookLevels,
+    found: bool,
+}
+
+/// One step of [`targets_current_task`]: 1 (stop) once the task's ancestor at the `index`th
+/// depth has rules.
+#[inline(never)]
+extern "C" fn probe_level(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer `targets_current_task` gave it, to a
+    // TargetProbe on its stack, whose `levels` points to a map value that outlives the loop.
+    let probe = unsafe { &mut *ctx.cast::<TargetProbe>() };
+    let levels = unsafe { &*probe.levels };
+    let Some(&level) = levels.levels.get(index as usize) else {
+        return 1;
+    };
+    // SAFETY: a plain helper call.
+    let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+    let key = TargetKey {
+        hook: probe.hook,
+        cgroup_level: level,
+        cgroup_id,
+    };
+    // SAFETY: only the presence of the key is read.
+    probe.found = unsafe { CHAOS_TARGETS.get(&key) }.is_some();
+    i64::from(probe.found)
+}
+
 const NOT_FOUND: u32 = u32::MAX;
 
 /// The state of [`apply`]'s walk over one target's rules.

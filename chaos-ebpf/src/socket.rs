@@ -12,6 +12,7 @@ use chaos_common::{
 
 use crate::{
     lsm::{call, decide},
+    rule::targets_current_task,
     rule::{self, Call, SockAddr},
 };
 
@@ -106,25 +107,40 @@ pub fn chaos_setsockopt(_ctx: SockoptContext) -> i32 {
 
 #[lsm(hook = "socket_listen")]
 pub fn chaos_socket_listen(_ctx: LsmContext) -> i32 {
+    if !targets_current_task(Hook::SocketListen) {
+        return 0;
+    }
     decide(call(Hook::SocketListen, 0))
 }
 
 #[lsm(hook = "socket_accept")]
 pub fn chaos_socket_accept(_ctx: LsmContext) -> i32 {
+    if !targets_current_task(Hook::SocketAccept) {
+        return 0;
+    }
     decide(call(Hook::SocketAccept, 0))
 }
 
 #[lsm(hook = "socket_sendmsg")]
 pub fn chaos_socket_sendmsg(_ctx: LsmContext) -> i32 {
+    if !targets_current_task(Hook::SocketSendmsg) {
+        return 0;
+    }
     decide(call(Hook::SocketSendmsg, 0))
 }
 
 #[lsm(hook = "socket_recvmsg")]
 pub fn chaos_socket_recvmsg(_ctx: LsmContext) -> i32 {
+    if !targets_current_task(Hook::SocketRecvmsg) {
+        return 0;
+    }
     decide(call(Hook::SocketRecvmsg, 0))
 }
 
 #[lsm(hook = "socket_shutdown")]
 pub fn chaos_socket_shutdown(_ctx: LsmContext) -> i32 {
+    if !targets_current_task(Hook::SocketShutdown) {
+        return 0;
+    }
     decide(call(Hook::SocketShutdown, 0))
 }
