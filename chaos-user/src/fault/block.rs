@@ -22,15 +22,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::{
-    Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData},
-    programs::Lsm,
-};
-use chaos_common::{
-    KernelConfig,
-    block::{Kfunc, SYSCALL_WORDS, XATTR_NAME, config, counter},
-};
+use aya::{Btf, Ebpf, EbpfLoader, programs::Lsm};
+use chaos_common::block::{Kfunc, SYSCALL_WORDS, XATTR_NAME, config, counter};
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyEntry,
@@ -39,7 +32,15 @@ use fuser::{
 use object::{Object as _, ObjectSection as _, SectionFlags};
 use syscalls::Sysno;
 
-use crate::{Error, btf, btf::VMLINUX_BTF, loader::EBPF_OBJECT, target::CgroupTarget};
+use crate::{
+    Error, btf,
+    btf::VMLINUX_BTF,
+    loader::{
+        EBPF_OBJECT,
+        object::{array_mut, program_error, program_mut, read_array, write_array},
+    },
+    target::CgroupTarget,
+};
 
 /// The fault's name in errors.
 const FAULT: &str = "latency --mode block";
@@ -404,39 +405,15 @@ impl BlockFault {
 
     fn attach(&mut self, target: &CgroupTarget, syscalls: &[Sysno]) -> Result<(), Error> {
         let helper_pid = u64::from(self.helper.id());
-        let map_error = |map: &'static str| move |source| Error::Map { map, source };
         let kernel_config = btf::kernel_config(Path::new(VMLINUX_BTF))?;
-        let mut kernel_config_map: Array<&mut MapData, KernelConfig> = Array::try_from(
-            self.ebpf
-                .map_mut(KERNEL_CONFIG_MAP)
-                .ok_or_else(|| missing_map(KERNEL_CONFIG_MAP))?,
-        )
-        .map_err(map_error(KERNEL_CONFIG_MAP))?;
-        kernel_config_map
-            .set(0, kernel_config, 0)
-            .map_err(map_error(KERNEL_CONFIG_MAP))?;
+        write_array(&mut self.ebpf, KERNEL_CONFIG_MAP, [kernel_config])?;
         let mut words = [0u64; SYSCALL_WORDS as usize];
         for sysno in syscalls {
             let nr = sysno.id() as usize;
             words[nr / 64] |= 1 << (nr % 64);
         }
-        let mut syscalls_map: Array<&mut MapData, u64> = Array::try_from(
-            self.ebpf
-                .map_mut(SYSCALLS_MAP)
-                .ok_or_else(|| missing_map(SYSCALLS_MAP))?,
-        )
-        .map_err(map_error(SYSCALLS_MAP))?;
-        for (i, word) in words.into_iter().enumerate() {
-            syscalls_map
-                .set(i as u32, word, 0)
-                .map_err(map_error(SYSCALLS_MAP))?;
-        }
-        let mut config_map: Array<&mut MapData, u64> = Array::try_from(
-            self.ebpf
-                .map_mut(CONFIG_MAP)
-                .ok_or_else(|| missing_map(CONFIG_MAP))?,
-        )
-        .map_err(map_error(CONFIG_MAP))?;
+        write_array(&mut self.ebpf, SYSCALLS_MAP, words)?;
+        let mut config_map = array_mut::<u64>(&mut self.ebpf, CONFIG_MAP)?;
         // The cgroup id last: it turns the programs on.
         for (slot, value) in [
             (config::HELPER_PID, helper_pid),
@@ -445,26 +422,17 @@ impl BlockFault {
         ] {
             config_map
                 .set(slot, value, 0)
-                .map_err(map_error(CONFIG_MAP))?;
+                .map_err(|source| Error::Map {
+                    map: CONFIG_MAP,
+                    source,
+                })?;
         }
         let btf = Btf::from_sys_fs().map_err(|err| Error::Unsupported {
             fault: FAULT.to_owned(),
             why: format!("cannot read the kernel's BTF ({VMLINUX_BTF}): {err}"),
         })?;
         for (name, hook) in PROGRAMS {
-            let prog: &mut Lsm = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| Error::Unsupported {
-                    fault: FAULT.to_owned(),
-                    why: format!("the eBPF object has no program {name}"),
-                })?
-                .try_into()
-                .map_err(|source| Error::Program {
-                    program: name,
-                    action: "find",
-                    source,
-                })?;
+            let prog: &mut Lsm = program_mut(&mut self.ebpf, name)?;
             prog.load(hook, &btf).map_err(|err| Error::Unsupported {
                 fault: FAULT.to_owned(),
                 why: format!(
@@ -474,37 +442,22 @@ impl BlockFault {
                     load_error(&err)
                 ),
             })?;
-            prog.attach().map_err(|source| Error::Program {
-                program: name,
-                action: "attach",
-                source,
-            })?;
+            prog.attach()
+                .map_err(|source| program_error(name, "attach", source))?;
         }
         Ok(())
     }
 
     /// What the programs counted so far.
     pub fn counters(&self) -> Result<BlockCounters, Error> {
-        let map = self
-            .ebpf
-            .map(COUNTERS_MAP)
-            .ok_or_else(|| missing_map(COUNTERS_MAP))?;
-        let counters: Array<&MapData, u64> = Array::try_from(map).map_err(|source| Error::Map {
-            map: COUNTERS_MAP,
-            source,
-        })?;
-        let get = |slot| {
-            counters.get(&slot, 0).map_err(|source| Error::Map {
-                map: COUNTERS_MAP,
-                source,
-            })
-        };
+        let counters: Vec<u64> = read_array(&self.ebpf, COUNTERS_MAP, counter::LEN as usize)?;
+        let get = |slot: u32| counters[slot as usize];
         Ok(BlockCounters {
-            hits: get(counter::HITS)?,
-            delayed: get(counter::DELAYED)?,
-            no_helper: get(counter::NO_HELPER)?,
-            failed: get(counter::FAILED)?,
-            last_errno: get(counter::LAST_ERRNO)?,
+            hits: get(counter::HITS),
+            delayed: get(counter::DELAYED),
+            no_helper: get(counter::NO_HELPER),
+            failed: get(counter::FAILED),
+            last_errno: get(counter::LAST_ERRNO),
         })
     }
 
@@ -555,15 +508,6 @@ fn load_error(err: &aya::programs::ProgramError) -> String {
             }
         }
         other => other.to_string(),
-    }
-}
-
-fn missing_map(map: &'static str) -> Error {
-    Error::Map {
-        map,
-        source: aya::maps::MapError::InvalidName {
-            name: map.to_owned(),
-        },
     }
 }
 
