@@ -181,20 +181,10 @@ extern "C" fn try_level(index: u64, ctx: *mut c_void) -> i64 {
     // whose `levels` points to a map value that outlives the loop.
     let search = unsafe { &mut *ctx.cast::<Search>() };
     let levels = unsafe { &*search.levels };
-    let Some(&level) = levels.levels.get(index as usize) else {
-        return 1;
-    };
-    // SAFETY: a plain helper call; a level deeper than the task's cgroup gives 0, which no
-    // key holds.
-    let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-    let key = TargetKey {
-        hook: search.call.hook as u32,
-        cgroup_level: level,
-        cgroup_id,
-    };
-    // SAFETY: the value is only read; user space fills the index before attaching.
-    let Some(rules) = (unsafe { CHAOS_TARGETS.get(&key) }) else {
-        return 0;
+    let rules = match rules_at_depth(search.call.hook as u32, levels, index) {
+        Depth::Past => return 1,
+        Depth::NoRules => return 0,
+        Depth::Rules(rules) => rules,
     };
     let len = rules.len.min(MAX_RULES_PER_TARGET);
     search.rules = rules;
@@ -246,19 +236,45 @@ extern "C" fn probe_level(index: u64, ctx: *mut c_void) -> i64 {
     // TargetProbe on its stack, whose `levels` points to a map value that outlives the loop.
     let probe = unsafe { &mut *ctx.cast::<TargetProbe>() };
     let levels = unsafe { &*probe.levels };
+    match rules_at_depth(probe.hook, levels, index) {
+        Depth::Past => 1,
+        Depth::NoRules => 0,
+        Depth::Rules(_) => {
+            probe.found = true;
+            1
+        }
+    }
+}
+
+/// What the index holds for the calling task at one of a hook's target depths.
+enum Depth {
+    /// The index is past the hook's listed depths.
+    Past,
+    /// The task's ancestor at that depth has no rules on the hook.
+    NoRules,
+    /// That ancestor's rules on the hook.
+    Rules(&'static TargetRules),
+}
+
+/// The rules of the calling task's ancestor at the `index`th of `hook`'s target depths.
+#[inline(always)]
+fn rules_at_depth(hook: u32, levels: &HookLevels, index: u64) -> Depth {
     let Some(&level) = levels.levels.get(index as usize) else {
-        return 1;
+        return Depth::Past;
     };
-    // SAFETY: a plain helper call.
+    // SAFETY: a plain helper call; a level deeper than the task's cgroup gives 0, which no
+    // key holds.
     let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
     let key = TargetKey {
-        hook: probe.hook,
+        hook,
         cgroup_level: level,
         cgroup_id,
     };
-    // SAFETY: only the presence of the key is read.
-    probe.found = unsafe { CHAOS_TARGETS.get(&key) }.is_some();
-    i64::from(probe.found)
+    // SAFETY: the value is only read; user space fills the index before attaching.
+    match unsafe { CHAOS_TARGETS.get(&key) } {
+        Some(rules) => Depth::Rules(rules),
+        None => Depth::NoRules,
+    }
 }
 
 const NOT_FOUND: u32 = u32::MAX;
