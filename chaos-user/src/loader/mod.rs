@@ -131,19 +131,11 @@ impl Injector {
                 expected: format!("at most {MAX_RULES} rules at once"),
             });
         }
-        let hooks = rules
-            .iter()
-            .map(|r| {
-                Hook::from_raw(r.rule.hook).ok_or_else(|| Error::Invalid {
-                    field: "rule.hook",
-                    value: r.rule.hook.to_string(),
-                    expected: "a chaos_common::Hook".into(),
-                })
-            })
-            .collect::<Result<BTreeSet<Hook>, Error>>()?;
-        raise_open_file_limit();
         let planned: Vec<Rule> = rules.iter().map(|r| r.rule).collect();
+        // Also checks every rule's hook.
         let index = RuleIndex::plan(&planned)?;
+        let hooks: BTreeSet<Hook> = index.levels.keys().copied().collect();
+        raise_open_file_limit();
         let loading_since = crate::fault::boot_time_ns()?;
         // Owned by the injector from here on, so that an error below drops it, and with it
         // every link made so far.
