@@ -1,26 +1,25 @@
-//! A `chaos inject` fault of any kind, started on a resolved target by a process that keeps it
-//! (an experiment's runner, the daemon) rather than by `chaos inject` in the foreground.
+//! A fault of any kind, started from its [`FaultSpec`] on a resolved target, by whoever keeps
+//! it: `chaos inject` in the foreground, an experiment's runner, the daemon.
 //!
-//! This is the one place that turns a parsed `chaos inject` command into attached programs:
-//! syscall-engine rules (syscall, signal, latency, with the resumer that continues paused
-//! processes) or a packet fault (programs and the fq qdiscs it installed). It reads their
-//! counters and stops them. A [`StartedFault`] can be shared (`Arc`): whichever owner stops
-//! it first detaches it for all, so a fault an experiment started can be listed and removed
-//! by the daemon too.
+//! This is the one place that turns a spec into attached programs: syscall-engine rules
+//! (syscall, signal, latency, with the resumer that continues paused processes) or a packet
+//! fault (programs and the fq qdiscs it installed). It reads their counters and stops them. A
+//! [`StartedFault`] can be shared (`Arc`): whichever owner stops it first detaches it for all,
+//! so a fault an experiment started can be listed and removed by the daemon too.
 use std::{
     sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
-use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cli::{
-        inject::{FaultRequest, InjectCommand, Running},
-        net::NetInjection,
-    },
-    loader::Injector,
+    fault::{Injectable, Running},
+    loader::{Injector, PlannedRule},
+    packet::NetInjection,
+    report::AnyReport,
+    spec::{CheckedFault, Fault, FaultKind, FaultSpec},
+    target::{CgroupTarget, Guards, cgroup2_root},
 };
 
 /// One rule's counters at one moment.
@@ -36,8 +35,8 @@ pub struct RuleCounters {
 
 /// A fault whose programs are attached until [`StartedFault::stop`] or drop.
 pub struct StartedFault {
-    /// The `chaos inject` subcommand: `syscall`, `signal`, `latency`, `net-drop`, ...
-    pub kind: &'static str,
+    /// Its kind.
+    pub kind: FaultKind,
     /// What it does, e.g. `connect -> ECONNREFUSED` or `drop`.
     pub description: String,
     /// The target cgroup directory.
@@ -53,65 +52,70 @@ pub struct StartedFault {
 }
 
 impl StartedFault {
-    /// Resolves the command's target (with its guards) and attaches the fault, all or nothing.
-    /// `owner` says who runs it, for the message refusing a command after `--`, which only
-    /// `chaos inject` itself can start and wait for.
-    pub fn start(command: InjectCommand, owner: &str) -> anyhow::Result<StartedFault> {
-        let kind = command.kind();
-        let request = command.into_request()?;
-        let (target_args, run) = match &request {
-            FaultRequest::Rules(r) => (&r.target, &r.run),
-            FaultRequest::Net(r) => (&r.target, &r.run),
-        };
-        if !target_args.command.is_empty() {
-            bail!(
-                "{owner} needs a target (--cgroup, --pid, --container, --unit or --pod), not a \
-                 command after `--`: only `chaos inject --standalone` starts and waits for one"
-            );
+    /// Checks the spec, resolves its target (with the blast-radius guards unless the spec
+    /// says `i_know_what_i_am_doing`) and attaches the fault, all or nothing.
+    pub fn start(spec: &FaultSpec) -> anyhow::Result<StartedFault> {
+        let checked = spec.check()?;
+        let root = cgroup2_root()?;
+        let target = checked.target.resolve(&root)?;
+        if !checked.unguarded {
+            Guards::current(&root)?.check(&target, &checked.target.to_string())?;
         }
-        let (duration, dry_run) = (run.duration, run.dry_run);
-        let target = target_args.resolve()?;
-        let (description, engine) = match request {
-            FaultRequest::Rules(request) => {
-                let planned = request.fault.rules(&target)?;
+        StartedFault::start_on(checked, &target)
+    }
+
+    /// Attaches a checked fault to `target`, resolved by the caller (`chaos inject` with a
+    /// command after `--` makes a cgroup for it).
+    pub fn start_on(checked: CheckedFault, target: &CgroupTarget) -> anyhow::Result<StartedFault> {
+        let (description, engine) = match checked.fault {
+            Fault::Rules(fault) => {
+                let planned = fault.rules(target)?;
                 let mut injector = Injector::start(&planned)?;
-                let resumer = request.fault.started(&mut injector, &target)?;
+                let resumer = fault.started(&mut injector, target)?;
                 (
-                    request.fault.describe(),
+                    fault.describe(),
                     Engine::Rules {
-                        labels: planned.iter().map(|r| r.label.clone()).collect(),
+                        target: target.clone(),
+                        planned,
                         injector,
+                        fault,
                         _resumer: resumer,
                     },
                 )
             }
-            FaultRequest::Net(request) => {
-                if request.devices.netns.is_some() {
-                    bail!(
-                        "--netns is not available to {owner}: it would move the whole process \
-                         into another network namespace; give the devices of the target's \
-                         namespace with --device instead, or run `chaos inject --standalone`"
-                    );
-                }
-                let injection =
-                    NetInjection::start(&request.fault, &request.devices.device, &target)?;
-                (
-                    request.fault.describe(),
-                    Engine::Net {
-                        kind: request.fault.effect.kind(),
-                        injection,
-                    },
-                )
+            Fault::Net { fault, devices } => {
+                let injection = NetInjection::start(&fault, &devices, target)?;
+                (fault.describe(), Engine::Net { injection })
             }
         };
         Ok(StartedFault {
-            kind,
+            kind: checked.kind,
             description,
             target: target.path.display().to_string(),
-            dry_run,
-            duration,
+            dry_run: checked.dry_run,
+            duration: checked.duration,
             engine: Mutex::new(Some(engine)),
             last: Mutex::new(None),
+        })
+    }
+
+    /// The full report now (per syscall; packets with their bytes); `None` once stopped.
+    pub fn report(&self) -> anyhow::Result<Option<AnyReport>> {
+        let engine = self.engine();
+        Ok(match engine.as_ref() {
+            None => None,
+            Some(Engine::Rules {
+                target,
+                planned,
+                injector,
+                fault,
+                ..
+            }) => Some(AnyReport::Rules(fault.report(
+                target,
+                planned,
+                &injector.counters()?,
+            ))),
+            Some(Engine::Net { injection }) => injection.report()?.map(AnyReport::Net),
         })
     }
 
@@ -158,54 +162,54 @@ impl StartedFault {
 enum Engine {
     /// Rules of the syscall engine.
     Rules {
-        /// What each rule stands for, in rule order.
-        labels: Vec<String>,
+        target: CgroupTarget,
+        /// The rules, whose labels say what each stands for.
+        planned: Vec<PlannedRule>,
         injector: Injector,
+        fault: Box<dyn Injectable + Send + Sync>,
         // What runs beside the programs (the resumer that continues paused processes, block
         // mode's FUSE server): must outlive the injector, so it is declared (and dropped)
         // after it.
         _resumer: Option<Running>,
     },
     /// A packet fault (programs, and fq qdiscs it installed).
-    Net {
-        kind: &'static str,
-        injection: NetInjection,
-    },
+    Net { injection: NetInjection },
 }
 
 impl Engine {
-    /// The counters now, as matched (calls, packets seen) and injected (affected).
+    /// The counters now, as matched (calls, packets seen) and injected (affected): one entry
+    /// per syscall (the rules of its hooks added up) or per packet fault. Built from the same
+    /// report `chaos inject` prints.
     fn counters(&self) -> Option<Vec<RuleCounters>> {
         match self {
             Engine::Rules {
-                labels, injector, ..
+                target,
+                planned,
+                injector,
+                fault,
+                ..
             } => {
-                let counters = injector.counters().ok()?;
-                // A syscall with several hooks (unlinkat) has one rule per hook: one entry.
-                let mut merged: Vec<RuleCounters> = Vec::new();
-                for (label, c) in labels.iter().zip(counters) {
-                    match merged.iter_mut().find(|m| &m.rule == label) {
-                        Some(m) => {
-                            m.matched += c.matched;
-                            m.injected += c.injected;
-                        }
-                        None => merged.push(RuleCounters {
-                            rule: label.clone(),
-                            matched: c.matched,
-                            injected: c.injected,
-                        }),
-                    }
-                }
-                Some(merged)
+                let report = fault.report(target, planned, &injector.counters().ok()?);
+                Some(
+                    report
+                        .faults
+                        .into_iter()
+                        .map(|f| RuleCounters {
+                            rule: f.syscall,
+                            matched: f.matched,
+                            injected: f.injected,
+                        })
+                        .collect(),
+                )
             }
-            Engine::Net { kind, injection } => {
+            Engine::Net { injection } => {
                 let report = injection.report().ok()??;
                 Some(
                     report
                         .faults
                         .iter()
                         .map(|f| RuleCounters {
-                            rule: (*kind).to_owned(),
+                            rule: f.kind.to_owned(),
                             matched: f.seen,
                             injected: f.affected,
                         })

@@ -15,6 +15,7 @@ pub mod mountinfo;
 pub mod packet;
 pub mod pause;
 pub mod report;
+pub mod spec;
 pub mod target;
 
 pub use error::Error;

@@ -56,3 +56,66 @@ impl fmt::Display for Report {
         Ok(())
     }
 }
+
+/// What a packet fault did, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetFaultReport {
+    /// The fault kind: `net-drop`, `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`.
+    pub kind: &'static str,
+    /// The fault in words.
+    pub fault: String,
+    /// The target cgroup directory.
+    pub target: String,
+    /// Whether it only counted.
+    pub dry_run: bool,
+    /// Packets of the target that matched the filters.
+    pub seen: u64,
+    /// Packets dropped, delayed, paced, copied or corrupted (would have been, in a dry run).
+    pub affected: u64,
+    /// Bytes of the affected packets.
+    pub bytes: u64,
+}
+
+/// The outcome of one packet fault.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetReport {
+    /// One entry per fault.
+    pub faults: Vec<NetFaultReport>,
+}
+
+impl fmt::Display for NetReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:>9} {:>9} {:>12}  fault; target",
+            "kind", "seen", "affected", "bytes"
+        )?;
+        for fault in &self.faults {
+            writeln!(
+                f,
+                "{:<10} {:>9} {:>9} {:>12}  {}; {}",
+                fault.kind, fault.seen, fault.affected, fault.bytes, fault.fault, fault.target
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The report of a fault of either engine, as `chaos inject` prints it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum AnyReport {
+    /// Syscall, signal and latency faults: per syscall.
+    Rules(Report),
+    /// Packet faults.
+    Net(NetReport),
+}
+
+impl fmt::Display for AnyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnyReport::Rules(r) => r.fmt(f),
+            AnyReport::Net(r) => r.fmt(f),
+        }
+    }
+}

@@ -1,4 +1,5 @@
 //! `chaos inject`: apply a fault to a target now, in the foreground, and report what it did.
+//! Each kind's options map into a [`FaultSpec`]; one runner starts it through the engine.
 use std::{
     io::{self, IsTerminal as _},
     os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
@@ -12,16 +13,22 @@ use std::{
 };
 
 use anyhow::Context as _;
-use chaos_common::{HitCounter, Schedule};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-pub use super::target::TargetArgs;
+use super::{
+    args::{FilterArgs, RunArgs, ScheduleArgs, option_error},
+    latency::LatencyArgs,
+    net::{NetCorruptArgs, NetDelayArgs, NetDropArgs, NetDuplicateArgs, NetRateArgs},
+    signal::SignalArgs,
+    target::TargetArgs,
+};
 use crate::{
     daemon::client::DaemonClient,
-    fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
-    loader::{Injector, PlannedRule},
-    report::{FaultReport, Report},
-    target::{CgroupTarget, ChildCgroup},
+    engine::StartedFault,
+    packet::enter_netns,
+    report::AnyReport,
+    spec::{FaultSpec, NameOrNumber, Names, SyscallSpec, TargetSpec},
+    target::ChildCgroup,
 };
 
 /// The fault kinds `chaos inject` offers.
@@ -30,28 +37,19 @@ pub enum InjectCommand {
     /// Fail syscalls with an errno, like strace's `-e inject=SYSCALL:error=ERRNO`.
     Syscall(Box<SyscallArgs>),
     /// Send a signal at a chosen call of any syscall, like strace's `-e inject=SYSCALL:signal=SIG`.
-    Signal(super::signal::SignalArgs),
+    Signal(SignalArgs),
     /// Delay syscalls, like strace's `-e inject=SYSCALL:delay_enter=DELAY`.
-    Latency(super::latency::LatencyArgs),
+    Latency(LatencyArgs),
     /// Drop packets of the target's sockets.
-    NetDrop(super::net::NetDropArgs),
+    NetDrop(NetDropArgs),
     /// Delay packets the target sends (needs the fq qdisc).
-    NetDelay(super::net::NetDelayArgs),
+    NetDelay(NetDelayArgs),
     /// Cap the rate at which the target sends (needs the fq qdisc).
-    NetRate(super::net::NetRateArgs),
+    NetRate(NetRateArgs),
     /// Send a copy of some of the packets the target sends.
-    NetDuplicate(super::net::NetDuplicateArgs),
+    NetDuplicate(NetDuplicateArgs),
     /// Flip bits in the payload of some of the packets the target sends.
-    NetCorrupt(super::net::NetCorruptArgs),
-}
-
-/// `chaos inject`'s arguments on their own, as a daemon receives them (`POST /faults`).
-#[derive(Debug, clap::Parser)]
-#[command(name = "chaos inject", no_binary_name = true)]
-pub struct InjectArgs {
-    /// The fault.
-    #[command(subcommand)]
-    pub command: InjectCommand,
+    NetCorrupt(NetCorruptArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -63,11 +61,11 @@ pub struct SyscallArgs {
     /// Syscalls to fail, by name as in `man 2`, or classes like strace's: %file, %net,
     /// %read, %write (comma separated).
     // Spelled out so that clap takes one value that expands to a list, not many values.
-    #[arg(long, required = true, value_parser = parse_syscalls, value_name = "NAME[,NAME...]")]
-    pub syscall: ::std::vec::Vec<Syscall>,
+    #[arg(long, required = true, value_name = "NAME[,NAME...]")]
+    pub syscall: String,
     /// The errno to fail them with: a name (EIO, ECONNREFUSED...) or a number in 1..=4095.
     #[arg(long)]
-    pub errno: Errno,
+    pub errno: String,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -79,330 +77,106 @@ pub struct SyscallArgs {
 }
 
 impl SyscallArgs {
-    /// The fault these options describe.
-    pub fn fault(&self) -> SyscallFault {
-        SyscallFault {
-            syscalls: self.syscall.clone(),
-            errno: self.errno,
+    /// The spec these options describe.
+    pub fn spec(&self) -> FaultSpec {
+        FaultSpec::Syscall(SyscallSpec {
+            syscalls: Names(vec![self.syscall.clone()]),
+            errno: NameOrNumber(self.errno.clone()),
+            mechanism: None,
             filter: self.filter.spec(),
-            schedule: self.schedule.schedule(),
+            schedule: self.schedule.spec(),
+            target: self.target.spec(),
+            duration: self.run.duration(),
             dry_run: self.run.dry_run,
-            deadline: Some(self.run.duration),
-        }
-    }
-}
-
-fn parse_syscalls(s: &str) -> Result<Vec<Syscall>, crate::Error> {
-    Syscall::parse_list(s)
-}
-
-/// Which calls of the syscalls match.
-#[derive(Debug, Default, clap::Args)]
-pub struct FilterArgs {
-    /// Only files at or below this directory (file syscalls). For a container's files use
-    /// /proc/PID/root/DIR.
-    #[arg(long, value_name = "DIR")]
-    pub path: Option<std::path::PathBuf>,
-    /// Only descriptors of these kinds: file, dir, socket, pipe, char, block, symlink (file
-    /// syscalls; comma separated).
-    #[arg(long, value_delimiter = ',', value_name = "KIND[,KIND...]")]
-    pub fd_kind: Vec<FdKind>,
-    /// Only this port: the peer's for connect, the local one for bind.
-    #[arg(long, value_name = "PORT")]
-    pub port: Option<u16>,
-    /// Only addresses in this block: the peer's for connect, the local one for bind
-    /// (10.0.0.0/8, fd00::/8, 127.0.0.1).
-    #[arg(long, value_name = "ADDR[/LEN]")]
-    pub cidr: Option<Cidr>,
-    /// Only threads of this name (as in /proc/PID/task/TID/comm).
-    #[arg(long, value_parser = parse_comm, value_name = "NAME")]
-    pub comm: Option<String>,
-}
-
-impl FilterArgs {
-    /// The filters as a fault takes them.
-    pub fn spec(&self) -> FilterSpec {
-        FilterSpec {
-            path: self.path.clone(),
-            fd_kinds: self.fd_kind.clone(),
-            port: self.port,
-            cidr: self.cidr,
-            comm: self.comm.clone(),
-        }
-    }
-}
-
-/// Which matching calls fail.
-#[derive(Debug, clap::Args)]
-pub struct ScheduleArgs {
-    /// Fail each eligible call with this probability, in (0, 1].
-    #[arg(long, value_parser = parse_probability, value_name = "P")]
-    pub probability: Option<f64>,
-    /// Let the first N matching calls through.
-    #[arg(long, value_name = "N")]
-    pub after: Option<u64>,
-    /// Fail every Nth eligible call (1 = each).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub every: Option<u64>,
-    /// Stop failing calls after N.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_hits: Option<u64>,
-}
-
-impl ScheduleArgs {
-    pub(crate) fn schedule(&self) -> Schedule {
-        Schedule {
-            after: self.after.unwrap_or(0),
-            every: self.every.unwrap_or(1),
-            max_hits: self.max_hits.unwrap_or(u64::MAX),
-            probability: Schedule::probability_from_f64(self.probability.unwrap_or(1.0)),
-            _pad: 0,
-        }
-    }
-}
-
-/// Parses a probability in (0, 1], for every option that takes one.
-pub(crate) fn parse_probability(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
-        _ => Err(format!("`{s}` is not a probability in (0, 1], e.g. 0.25")),
-    }
-}
-
-/// How long and how to report.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Remove the faults after this long (e.g. 30s, 5m); a command keeps running. Every
-    /// fault ends then even if chaos is killed or frozen: the kernel programs stop
-    /// injecting at that deadline by themselves.
-    #[arg(
-        long,
-        value_parser = humantime::parse_duration,
-        value_name = "DURATION",
-        default_value = "10m"
-    )]
-    pub duration: Duration,
-    /// Count what would be failed, fail nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print the report as JSON on stdout (a command's own stdout then goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// Run the fault in this process even when a chaos daemon is running (which otherwise
-    /// takes the fault and this command returns at once).
-    #[arg(long)]
-    pub standalone: bool,
-}
-
-/// Runs `chaos inject`.
-pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
-    // A running daemon takes faults on a target and owns them from then on.
-    // A command after `--` runs under this process, which starts and waits for it.
-    let (run, target) = cmd.run_and_target();
-    if !run.standalone && target.command.is_empty() {
-        let daemon = DaemonClient::new(None);
-        if daemon.answers() {
-            return hand_to_daemon(&daemon, run.json);
-        }
-    }
-    match cmd {
-        InjectCommand::Syscall(args) => syscall(*args).run(),
-        InjectCommand::Signal(args) => super::signal::run(args),
-        InjectCommand::Latency(args) => super::latency::run(args),
-        InjectCommand::NetDrop(args) => super::net::drop(args),
-        InjectCommand::NetDelay(args) => super::net::delay(args),
-        InjectCommand::NetRate(args) => super::net::rate(args),
-        InjectCommand::NetDuplicate(args) => super::net::duplicate(args),
-        InjectCommand::NetCorrupt(args) => super::net::corrupt(args),
-    }
-}
-
-/// A parsed `chaos inject` command of any kind.
-pub enum FaultRequest {
-    /// A fault made of rules for the syscall engine (syscall, signal, latency).
-    Rules(InjectRequest),
-    /// A packet fault.
-    Net(super::net::NetRequest),
-}
-
-/// A parsed `chaos inject` command: the fault, how long and how to report, and whom.
-pub struct InjectRequest {
-    /// The fault.
-    pub(crate) fault: Box<dyn Injectable>,
-    /// Duration, dry run, output.
-    pub run: RunArgs,
-    /// Whom it hits.
-    pub target: TargetArgs,
-}
-
-impl InjectRequest {
-    /// Runs it in the foreground until it ends (see [`RunArgs`]).
-    pub fn run(self) -> anyhow::Result<ExitCode> {
-        inject(&*self.fault, &self.run, &self.target)
-    }
-}
-
-impl InjectCommand {
-    /// The fault kind: the subcommand's name (`syscall`, `net-drop`, ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            InjectCommand::Syscall(_) => "syscall",
-            InjectCommand::Signal(_) => "signal",
-            InjectCommand::Latency(_) => "latency",
-            InjectCommand::NetDrop(_) => "net-drop",
-            InjectCommand::NetDelay(_) => "net-delay",
-            InjectCommand::NetRate(_) => "net-rate",
-            InjectCommand::NetDuplicate(_) => "net-duplicate",
-            InjectCommand::NetCorrupt(_) => "net-corrupt",
-        }
-    }
-
-    /// Its run options and target, whatever the kind.
-    fn run_and_target(&self) -> (&RunArgs, &TargetArgs) {
-        match self {
-            InjectCommand::Syscall(a) => (&a.run, &a.target),
-            InjectCommand::Signal(a) => (&a.run, &a.target),
-            InjectCommand::Latency(a) => (&a.run, &a.target),
-            InjectCommand::NetDrop(a) => (&a.run, &a.target),
-            InjectCommand::NetDelay(a) => (&a.run, &a.target),
-            InjectCommand::NetRate(a) => (&a.run, &a.target),
-            InjectCommand::NetDuplicate(a) => (&a.run, &a.target),
-            InjectCommand::NetCorrupt(a) => (&a.run, &a.target),
-        }
-    }
-
-    /// The request behind the command, for those that run faults themselves (experiments).
-    pub fn into_request(self) -> anyhow::Result<FaultRequest> {
-        use FaultRequest::{Net, Rules};
-        Ok(match self {
-            InjectCommand::Syscall(args) => Rules(syscall(*args)),
-            InjectCommand::Signal(args) => Rules(super::signal::request(args)),
-            InjectCommand::Latency(args) => Rules(super::latency::request(args)),
-            InjectCommand::NetDrop(args) => Net(args.into_request()?),
-            InjectCommand::NetDelay(args) => Net(args.into_request()?),
-            InjectCommand::NetRate(args) => Net(args.into_request()?),
-            InjectCommand::NetDuplicate(args) => Net(args.into_request()?),
-            InjectCommand::NetCorrupt(args) => Net(args.into_request()?),
+            i_know_what_i_am_doing: self.target.i_know_what_i_am_doing,
         })
     }
 }
 
-/// What `chaos inject` runs: a fault that becomes kernel rules and reports its counters.
-/// Whatever a fault keeps running beside its programs until it ends (see
-/// [`Injectable::started`]); only its drop matters.
-pub(crate) type Running = Box<dyn std::any::Any + Send>;
-
-pub(crate) trait Injectable {
-    /// The kernel rules against `target`.
-    fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error>;
-    /// One line saying what is injected, for the start message.
-    fn describe(&self) -> String;
-    /// The report from the counters of `rules` (same order).
-    fn report(
-        &self,
-        target: &CgroupTarget,
-        rules: &[PlannedRule],
-        counters: &[HitCounter],
-    ) -> Report;
-    /// What must keep running beside the programs on `target` (continuing paused processes,
-    /// block mode's FUSE server); dropped after the injector.
-    fn started(
-        &self,
-        _injector: &mut Injector,
-        _target: &CgroupTarget,
-    ) -> Result<Option<Running>, crate::Error> {
-        Ok(None)
-    }
-}
-
-impl Injectable for SyscallFault {
-    fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error> {
-        SyscallFault::rules(self, target)
+impl InjectCommand {
+    /// The fault these options describe, as a spec (the target as given; an empty cgroup for
+    /// a command after `--`).
+    pub fn spec(&self) -> FaultSpec {
+        match self {
+            InjectCommand::Syscall(a) => a.spec(),
+            InjectCommand::Signal(a) => a.spec(),
+            InjectCommand::Latency(a) => a.spec(),
+            InjectCommand::NetDrop(a) => a.spec(),
+            InjectCommand::NetDelay(a) => a.spec(),
+            InjectCommand::NetRate(a) => a.spec(),
+            InjectCommand::NetDuplicate(a) => a.spec(),
+            InjectCommand::NetCorrupt(a) => a.spec(),
+        }
     }
 
-    fn describe(&self) -> String {
-        let names: Vec<&str> = self.syscalls.iter().map(|s| s.name()).collect();
-        format!(
-            "{} -> {}{}",
-            names.join(","),
-            self.errno,
-            if self.dry_run { " (dry run)" } else { "" }
-        )
-    }
-
-    fn report(
-        &self,
-        target: &CgroupTarget,
-        rules: &[PlannedRule],
-        counters: &[HitCounter],
-    ) -> Report {
-        Report {
-            faults: self
-                .syscalls
-                .iter()
-                .map(|syscall| {
-                    let (matched, injected) = sum_counters(rules, counters, syscall.name());
-                    FaultReport {
-                        kind: "syscall",
-                        syscall: syscall.name().to_owned(),
-                        errno: self.errno.to_string(),
-                        effect: None,
-                        target: target.path.display().to_string(),
-                        dry_run: self.dry_run,
-                        matched,
-                        injected,
-                    }
-                })
-                .collect(),
+    /// Its run options, target and network namespace, whatever the kind.
+    fn run_target_netns(&self) -> (&RunArgs, &TargetArgs, Option<&str>) {
+        match self {
+            InjectCommand::Syscall(a) => (&a.run, &a.target, None),
+            InjectCommand::Signal(a) => (&a.run, &a.target, None),
+            InjectCommand::Latency(a) => (&a.run, &a.target, None),
+            InjectCommand::NetDrop(a) => (&a.run, &a.target, None),
+            InjectCommand::NetDelay(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
+            InjectCommand::NetRate(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
+            InjectCommand::NetDuplicate(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
+            InjectCommand::NetCorrupt(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
         }
     }
 }
 
-/// The counters of the rules labelled `label` added up: a syscall with several hooks
-/// (unlinkat) has one rule per hook.
-pub(crate) fn sum_counters(
-    rules: &[PlannedRule],
-    counters: &[HitCounter],
-    label: &str,
-) -> (u64, u64) {
-    rules
-        .iter()
-        .zip(counters)
-        .filter(|(rule, _)| rule.label == label)
-        .fold((0, 0), |(m, i), (_, c)| (m + c.matched, i + c.injected))
-}
-
-fn syscall(args: SyscallArgs) -> InjectRequest {
-    let fault = args.fault();
-    InjectRequest {
-        fault: Box::new(fault),
-        run: args.run,
-        target: args.target,
+/// Runs `chaos inject`.
+pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
+    let (run, target, netns) = cmd.run_target_netns();
+    let spec = cmd.spec();
+    if run.print_spec {
+        println!("{}", serde_json::to_string_pretty(&spec)?);
+        return Ok(ExitCode::SUCCESS);
     }
-}
-
-/// Runs `fault` against the target of `target` until it ends (see [`RunArgs`]).
-pub(crate) fn inject(
-    fault: &dyn Injectable,
-    run: &RunArgs,
-    target: &TargetArgs,
-) -> anyhow::Result<ExitCode> {
-    let stop = StopSignals::install()?;
+    target.require()?;
+    // Everything is checked before anything changes: a command's cgroup is made after.
+    let mut checked_spec = spec.clone();
     if !target.command.is_empty() {
-        let cgroup = ChildCgroup::create(&format!("run-{}", std::process::id()))?;
-        return run_command(fault, run, &target.command, &cgroup, &stop);
+        checked_spec.set_target(TargetSpec::Cgroup("/command".into()));
     }
-    let target = target.resolve()?;
-    run_until_stopped(fault, run, &target, &stop)
+    checked_spec
+        .check()
+        .map_err(|e| option_error(&checked_spec, e))?;
+    // A running daemon takes faults on a target and owns them from then on.
+    // A command after `--` runs under this process, which starts and waits for it.
+    if !run.standalone && target.command.is_empty() && netns.is_none() {
+        let daemon = DaemonClient::new(None);
+        if daemon.answers() {
+            return hand_to_daemon(&daemon, &spec, run.json);
+        }
+    }
+    let stop = StopSignals::install()?;
+    if target.command.is_empty() {
+        // Resolve the target (paths, /proc) before moving into another network namespace.
+        let checked = spec.check().map_err(|e| option_error(&spec, e))?;
+        let root = crate::target::cgroup2_root()?;
+        let cgroup = checked.target.resolve(&root)?;
+        if !checked.unguarded {
+            crate::target::Guards::current(&root)?.check(&cgroup, &checked.target.to_string())?;
+        }
+        if let Some(netns) = netns {
+            enter_netns(netns)?;
+        }
+        let fault = StartedFault::start_on(checked, &cgroup)?;
+        run_until_stopped(&fault, run, &stop)
+    } else {
+        let cgroup = ChildCgroup::create(&format!("run-{}", std::process::id()))?;
+        if let Some(netns) = netns {
+            enter_netns(netns)?;
+        }
+        let checked = checked_spec.check().map_err(|e| option_error(&spec, e))?;
+        let fault = StartedFault::start_on(checked, cgroup.target())?;
+        run_command(fault, run, &target.command, &cgroup, &stop)
+    }
 }
 
-/// Gives this command line's fault to the running daemon, which owns it from then on.
-fn hand_to_daemon(daemon: &DaemonClient, json: bool) -> anyhow::Result<ExitCode> {
-    let args: Vec<String> = std::env::args()
-        .skip_while(|a| a != "inject")
-        .skip(1)
-        .collect();
-    let fault = daemon.create(args)?;
+/// Gives the fault to the running daemon, which owns it from then on.
+fn hand_to_daemon(daemon: &DaemonClient, spec: &FaultSpec, json: bool) -> anyhow::Result<ExitCode> {
+    let fault = daemon.create(spec)?;
     if json {
         println!("{}", serde_json::to_string(&fault)?);
     }
@@ -450,15 +224,6 @@ impl StopSignals {
     }
 }
 
-fn report(
-    fault: &dyn Injectable,
-    target: &CgroupTarget,
-    rules: &[PlannedRule],
-    injector: &Injector,
-) -> anyhow::Result<Report> {
-    Ok(fault.report(target, rules, &injector.counters()?))
-}
-
 /// The counters while a fault runs: one line rewritten in place about once a second on a
 /// terminal, a plain line per change otherwise (none with `--json` off a terminal).
 struct LiveLine {
@@ -479,7 +244,7 @@ impl LiveLine {
         }
     }
 
-    fn show(&mut self, started: Instant, report: &Report) {
+    fn show(&mut self, started: Instant, report: &AnyReport) {
         if !self.enabled
             || self
                 .last_shown
@@ -487,17 +252,24 @@ impl LiveLine {
         {
             return;
         }
-        let line = report
-            .faults
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} matched {} injected {}",
-                    f.syscall, f.matched, f.injected
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
+        let line = match report {
+            AnyReport::Rules(r) => r
+                .faults
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} matched {} injected {}",
+                        f.syscall, f.matched, f.injected
+                    )
+                })
+                .collect::<Vec<_>>(),
+            AnyReport::Net(r) => r
+                .faults
+                .iter()
+                .map(|f| format!("{} seen {} affected {}", f.kind, f.seen, f.affected))
+                .collect(),
+        }
+        .join("; ");
         if line == self.last {
             return;
         }
@@ -518,7 +290,7 @@ impl LiveLine {
     }
 }
 
-fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+fn print_report(report: &AnyReport, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(report)?);
     } else {
@@ -527,53 +299,54 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_until_stopped(
-    fault: &dyn Injectable,
-    run: &RunArgs,
-    target: &CgroupTarget,
-    stop: &StopSignals,
-) -> anyhow::Result<ExitCode> {
-    let rules = fault.rules(target)?;
-    // Declared first so that it is dropped last, on every path: it continues the processes
-    // that pause rules stopped, which must happen after the programs are detached.
-    let _resumer;
-    let mut injector = Injector::start(&rules)?;
-    _resumer = fault.started(&mut injector, target)?;
+fn report(fault: &StartedFault) -> anyhow::Result<AnyReport> {
+    fault
+        .report()?
+        .context("the fault ended before its report was read")
+}
+
+fn announce(fault: &StartedFault, run: &RunArgs) {
     eprintln!(
-        "chaos: injecting {} into cgroup {} for {}; Ctrl-C to stop",
-        fault.describe(),
-        target.path.display(),
+        "chaos: injecting {} {} into cgroup {} for {}; Ctrl-C to stop",
+        fault.kind,
+        fault.description,
+        fault.target,
         humantime::format_duration(run.duration)
     );
+}
+
+/// The one foreground runner: until Ctrl-C or the duration, with a live line.
+fn run_until_stopped(
+    fault: &StartedFault,
+    run: &RunArgs,
+    stop: &StopSignals,
+) -> anyhow::Result<ExitCode> {
+    announce(fault, run);
     let started = Instant::now();
     let mut live = LiveLine::new(run.json);
     while !stop.stopped() && started.elapsed() < run.duration {
         // Short naps: a stop signal ends the fault within about 10 ms (the disarm time in
         // BENCHMARKS.md was 100 ms with 100 ms naps). The live line throttles itself.
         thread::sleep(Duration::from_millis(10));
-        live.show(started, &report(fault, target, &rules, &injector)?);
+        live.show(started, &report(fault)?);
     }
     live.finish();
-    let report = report(fault, target, &rules, &injector)?;
-    drop(injector);
+    let report = report(fault)?;
+    fault.stop();
     print_report(&report, run.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `argv` in `cgroup` (which the fault is on), waits for it and exits with its status;
+/// the fault is removed when its duration passes, the command keeps running.
 fn run_command(
-    fault: &dyn Injectable,
+    fault: StartedFault,
     run: &RunArgs,
     argv: &[String],
     cgroup: &ChildCgroup,
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
-    let target = cgroup.target();
-    let rules = fault.rules(target)?;
-    // Dropped after the injector on every path, as in run_until_stopped.
-    let _resumer;
-    let mut injector = Some(Injector::start(&rules)?);
-    _resumer = fault.started(injector.as_mut().expect("just set"), target)?;
-
+    announce(&fault, run);
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
     if run.json {
@@ -598,21 +371,19 @@ fn run_command(
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-        if let (d, Some(inj)) = (run.duration, injector.as_ref())
-            && started.elapsed() >= d
-        {
-            final_report = Some(report(fault, target, &rules, inj)?);
-            injector = None;
+        let d = run.duration;
+        if final_report.is_none() && started.elapsed() >= d {
+            final_report = Some(report(&fault)?);
+            fault.stop();
             eprintln!("chaos: {d:?} passed, faults removed; waiting for the command");
         }
         thread::sleep(Duration::from_millis(20));
     };
-    let report = match (final_report, injector.as_ref()) {
-        (Some(report), _) => report,
-        (None, Some(inj)) => report(fault, target, &rules, inj)?,
-        (None, None) => unreachable!("the injector is only dropped after the report is taken"),
+    let report = match final_report {
+        Some(report) => report,
+        None => report(&fault)?,
     };
-    drop(injector);
+    fault.stop();
     print_report(&report, run.json)?;
     let code = match (status.code(), status.signal()) {
         (Some(code), _) => code,

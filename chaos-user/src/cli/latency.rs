@@ -1,19 +1,11 @@
 //! `chaos inject latency`: delay chosen calls of any syscall.
-use std::{process::ExitCode, time::Duration};
-
-use chaos_common::HitCounter;
-use syscalls::Sysno;
-
-use super::inject::{
-    FilterArgs, InjectRequest, Injectable, RunArgs, Running, ScheduleArgs, sum_counters,
+use super::{
+    args::{FilterArgs, RunArgs, ScheduleArgs},
+    target::TargetArgs,
 };
-use super::target::TargetArgs;
 use crate::{
-    fault::{LatencyFault, LatencyMode, block::BlockFault, parse_any_syscalls},
-    loader::{Injector, PlannedRule},
-    pause::Resumer,
-    report::{FaultReport, Report},
-    target::CgroupTarget,
+    fault::LatencyMode,
+    spec::{FaultSpec, LatencySpec, Names},
 };
 
 /// Options of `chaos inject latency`.
@@ -35,14 +27,14 @@ use crate::{
 pub struct LatencyArgs {
     /// Syscalls to delay: any Linux x86_64 syscall by name as in `man 2`, or classes %file,
     /// %net, %read, %write (comma separated).
-    #[arg(long, required = true, value_parser = parse_syscalls, value_name = "NAME[,NAME...]")]
-    pub syscall: ::std::vec::Vec<Sysno>,
+    #[arg(long, required = true, value_name = "NAME[,NAME...]")]
+    pub syscall: String,
     /// How long each delayed call waits (e.g. 50ms, 200us, 2s).
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub delay: Duration,
+    #[arg(long, value_name = "DURATION")]
+    pub delay: String,
     /// Each delay is drawn uniformly from DELAY ± JITTER.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub jitter: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub jitter: Option<String>,
     /// How calls are held back: spin, pause or block (default: spin up to its 100ms cap, else
     /// pause).
     #[arg(long, value_enum)]
@@ -57,116 +49,20 @@ pub struct LatencyArgs {
     pub target: TargetArgs,
 }
 
-fn parse_syscalls(s: &str) -> Result<Vec<Sysno>, crate::Error> {
-    parse_any_syscalls(s)
-}
-
-/// Runs `chaos inject latency`.
-pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
-    request(args).run()
-}
-
-/// The fault, run options and target of `chaos inject latency`.
-pub(crate) fn request(args: LatencyArgs) -> InjectRequest {
-    let jitter = args.jitter.unwrap_or_default();
-    let fault = LatencyFault {
-        syscalls: args.syscall.clone(),
-        delay: args.delay,
-        jitter,
-        mode: args
-            .mode
-            .unwrap_or_else(|| LatencyMode::automatic(args.delay, jitter)),
-        filter: args.filter.spec(),
-        schedule: args.schedule.schedule(),
-        dry_run: args.run.dry_run,
-        deadline: Some(args.run.duration),
-    };
-    InjectRequest {
-        fault: Box::new(fault),
-        run: args.run,
-        target: args.target,
-    }
-}
-
-impl LatencyFault {
-    fn effect(&self) -> String {
-        let mut out = humantime::format_duration(self.delay).to_string();
-        if !self.jitter.is_zero() {
-            out += &format!("±{}", humantime::format_duration(self.jitter));
-        }
-        format!("{out} {}", self.mode)
-    }
-}
-
-impl Injectable for LatencyFault {
-    fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error> {
-        LatencyFault::rules(self, target)
-    }
-
-    fn describe(&self) -> String {
-        let names: Vec<&str> = self.syscalls.iter().map(|s| s.name()).collect();
-        format!(
-            "{} -> {}{}",
-            names.join(","),
-            self.effect(),
-            if self.dry_run { " (dry run)" } else { "" }
-        )
-    }
-
-    fn report(
-        &self,
-        target: &CgroupTarget,
-        rules: &[PlannedRule],
-        counters: &[HitCounter],
-    ) -> Report {
-        Report {
-            faults: self
-                .syscalls
-                .iter()
-                .map(|sysno| {
-                    let (matched, mut injected) = sum_counters(rules, counters, sysno.name());
-                    // Block mode's rules only count: every matching call is delayed by the
-                    // block programs (fault::block), unless this is a dry run.
-                    if self.mode == LatencyMode::Block && !self.dry_run {
-                        injected = matched;
-                    }
-                    FaultReport {
-                        kind: "latency",
-                        syscall: sysno.name().to_owned(),
-                        errno: String::new(),
-                        effect: Some(self.effect()),
-                        target: target.path.display().to_string(),
-                        dry_run: self.dry_run,
-                        matched,
-                        injected,
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    fn started(
-        &self,
-        injector: &mut Injector,
-        target: &CgroupTarget,
-    ) -> Result<Option<Running>, crate::Error> {
-        Ok(match self.mode {
-            LatencyMode::Pause => Some(Box::new(Resumer::start(injector.take_paused()?))),
-            LatencyMode::Spin => None,
-            LatencyMode::Block if self.dry_run => None,
-            LatencyMode::Block => {
-                let mount = std::env::temp_dir().join(format!(
-                    "chaos-block-{}-{}",
-                    std::process::id(),
-                    target.id
-                ));
-                Some(Box::new(BlockFault::start(
-                    target,
-                    &self.syscalls,
-                    self.delay,
-                    &mount,
-                )?))
-            }
+impl LatencyArgs {
+    /// The spec these options describe (target set by the caller).
+    pub fn spec(&self) -> FaultSpec {
+        FaultSpec::Latency(LatencySpec {
+            syscalls: Names(vec![self.syscall.clone()]),
+            delay: self.delay.clone(),
+            jitter: self.jitter.clone(),
+            mode: self.mode.map(|m| m.name().to_owned()),
+            filter: self.filter.spec(),
+            schedule: self.schedule.spec(),
+            target: self.target.spec(),
+            duration: self.run.duration(),
+            dry_run: self.run.dry_run,
+            i_know_what_i_am_doing: self.target.i_know_what_i_am_doing,
         })
     }
 }

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod args;
 pub mod daemon;
 pub mod doctor;
 pub mod inject;
@@ -39,6 +40,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Check an experiment file without running anything.
     Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of a fault spec (what `POST /faults` and an experiment's
+    /// `chaos` provider take; committed as docs/fault-spec.schema.json).
+    Schema,
     /// Run the daemon: own every fault's kernel programs, serve the API on a Unix socket.
     Daemon(daemon::DaemonArgs),
     /// Show a running daemon's faults and their live counters.
@@ -59,6 +63,10 @@ pub fn main() -> ExitCode {
         Command::QuickstartClient(args) => quickstart::client(args),
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Schema => {
+            print!("{}", crate::spec::schema_text());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Daemon(args) => daemon::run(args),
         Command::Status(args) => status::run(args),
         Command::Stop(args) => stop::run(args),

@@ -1,23 +1,12 @@
 //! `chaos inject net-drop|net-delay|net-rate|net-duplicate|net-corrupt`: packet faults on the
-//! sockets of a target.
-use std::{
-    fmt,
-    io::{self, IsTerminal as _},
-    os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
-    process::{Command, ExitCode, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
-
-use anyhow::Context as _;
-use serde::Serialize;
-
-use super::inject::{RunArgs, StopSignals, TargetArgs, parse_probability};
+//! sockets of a target, as options that map into a [`FaultSpec`].
+use super::{args::RunArgs, target::TargetArgs};
 use crate::{
-    packet::{
-        Cidr, Direction, FqQdiscs, NetEffect, NetFault, PacketInjector, Protocol, Rate, devices_up,
+    packet::{Direction, Protocol},
+    spec::{
+        DirectionSpec, FaultSpec, NetCorruptSpec, NetDelaySpec, NetDropSpec, NetDuplicateSpec,
+        NetRateSpec, PacketFilterSpec, ProtocolSpec, ScheduleSpec,
     },
-    target::{CgroupTarget, ChildCgroup},
 };
 
 /// Which of the target's packets a fault applies to.
@@ -35,9 +24,9 @@ pub struct PacketFilterArgs {
     pub port: Option<u16>,
     /// Only packets to or from this peer network (IPv4 or IPv6), e.g. 10.0.0.0/8.
     #[arg(long, value_name = "ADDR/PREFIX")]
-    pub cidr: Option<Cidr>,
+    pub cidr: Option<String>,
     /// Affect each matching packet with this probability, in (0, 1].
-    #[arg(long, value_parser = parse_probability, value_name = "P")]
+    #[arg(long, value_name = "P")]
     pub probability: Option<f64>,
 }
 
@@ -51,38 +40,6 @@ pub struct DeviceArgs {
     /// /proc/PID/ns/net (a container's); default: chaos's own.
     #[arg(long, value_name = "NAME|PATH")]
     pub netns: Option<String>,
-}
-
-impl DeviceArgs {
-    /// Moves chaos (its main thread, which does all the device work and starts `tc`) into
-    /// the namespace. The cgroup programs do not care: they follow the sockets.
-    fn enter_netns(&self) -> anyhow::Result<()> {
-        let Some(netns) = &self.netns else {
-            return Ok(());
-        };
-        let path = if netns.contains('/') {
-            std::path::PathBuf::from(netns)
-        } else {
-            std::path::Path::new("/run/netns").join(netns)
-        };
-        let file = std::fs::File::open(&path).map_err(|err| crate::Error::Invalid {
-            field: "--netns",
-            value: netns.clone(),
-            expected: format!(
-                "a network namespace: a name under /run/netns (`ip netns list`) or a path like \
-                 /proc/PID/ns/net ({}: {err})",
-                path.display()
-            ),
-        })?;
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|errno| {
-            crate::Error::Invalid {
-                field: "--netns",
-                value: netns.clone(),
-                expected: format!("a network namespace chaos may enter (setns: {errno})"),
-            }
-        })?;
-        Ok(())
-    }
 }
 
 /// Options of `chaos inject net-drop`.
@@ -108,11 +65,11 @@ pub struct NetDropArgs {
     default) and restores the default when it ends.")]
 pub struct NetDelayArgs {
     /// How long to hold each packet, e.g. 100ms.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub delay: Duration,
+    #[arg(long, value_name = "DURATION")]
+    pub delay: String,
     /// Vary the delay uniformly within delay ± jitter, e.g. 20ms.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub jitter: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub jitter: Option<String>,
     #[command(flatten)]
     pub devices: DeviceArgs,
     #[command(flatten)]
@@ -132,7 +89,7 @@ pub struct NetDelayArgs {
 pub struct NetRateArgs {
     /// The cap on what the target sends, in tc units: 1mbit, 500kbit, 2mbps (bytes/s).
     #[arg(long)]
-    pub rate: Rate,
+    pub rate: String,
     #[command(flatten)]
     pub devices: DeviceArgs,
     #[command(flatten)]
@@ -141,26 +98,6 @@ pub struct NetRateArgs {
     pub run: RunArgs,
     #[command(flatten)]
     pub target: TargetArgs,
-}
-
-fn fault(effect: NetEffect, filter: &PacketFilterArgs, run: &RunArgs) -> anyhow::Result<NetFault> {
-    let default_direction = if effect.egress_only() {
-        Direction::Egress
-    } else {
-        Direction::Both
-    };
-    let fault = NetFault {
-        effect,
-        direction: filter.direction.unwrap_or(default_direction),
-        protocol: filter.protocol,
-        port: filter.port,
-        peer: filter.cidr,
-        probability: filter.probability.unwrap_or(1.0),
-        dry_run: run.dry_run,
-        deadline: Some(run.duration),
-    };
-    fault.validate()?;
-    Ok(fault)
 }
 
 /// Options of `chaos inject net-duplicate`.
@@ -203,394 +140,106 @@ pub struct NetCorruptArgs {
     pub target: TargetArgs,
 }
 
-/// A parsed `chaos inject net-*` command, for those that run it themselves (experiments).
-pub struct NetRequest {
-    /// The fault.
-    pub fault: NetFault,
-    /// Where its qdiscs and tc programs go.
-    pub devices: DeviceArgs,
-    /// Duration, dry run, output.
-    pub run: RunArgs,
-    /// Whom it hits.
-    pub target: TargetArgs,
-}
-
-impl NetRequest {
-    fn run(self) -> anyhow::Result<ExitCode> {
-        inject(&self.fault, &self.devices, &self.run, &self.target)
+impl PacketFilterArgs {
+    fn spec(&self) -> PacketFilterSpec {
+        PacketFilterSpec {
+            direction: self.direction.map(|d| match d {
+                Direction::Egress => DirectionSpec::Egress,
+                Direction::Ingress => DirectionSpec::Ingress,
+                Direction::Both => DirectionSpec::Both,
+            }),
+            protocol: self.protocol.map(|p| match p {
+                Protocol::Tcp => ProtocolSpec::Tcp,
+                Protocol::Udp => ProtocolSpec::Udp,
+                Protocol::Icmp => ProtocolSpec::Icmp,
+            }),
+            port: self.port,
+            cidr: self.cidr.clone(),
+        }
     }
-}
 
-impl NetCorruptArgs {
-    /// The request behind the options.
-    pub fn into_request(self) -> anyhow::Result<NetRequest> {
-        let effect = NetEffect::Corrupt {
-            fix_checksum: self.fix_checksum,
-        };
-        Ok(NetRequest {
-            fault: fault(effect, &self.filter, &self.run)?,
-            devices: self.devices,
-            run: self.run,
-            target: self.target,
-        })
-    }
-}
-
-impl NetDuplicateArgs {
-    /// The request behind the options.
-    pub fn into_request(self) -> anyhow::Result<NetRequest> {
-        Ok(NetRequest {
-            fault: fault(NetEffect::Duplicate, &self.filter, &self.run)?,
-            devices: self.devices,
-            run: self.run,
-            target: self.target,
-        })
+    fn schedule(&self) -> ScheduleSpec {
+        ScheduleSpec {
+            probability: self.probability,
+            ..ScheduleSpec::default()
+        }
     }
 }
 
 impl NetDropArgs {
-    /// The request behind the options.
-    pub fn into_request(self) -> anyhow::Result<NetRequest> {
-        Ok(NetRequest {
-            fault: fault(NetEffect::Drop, &self.filter, &self.run)?,
-            devices: DeviceArgs {
-                device: Vec::new(),
-                netns: None,
-            },
-            run: self.run,
-            target: self.target,
+    /// The spec these options describe.
+    pub fn spec(&self) -> FaultSpec {
+        FaultSpec::NetDrop(NetDropSpec {
+            filter: self.filter.spec(),
+            schedule: self.filter.schedule(),
+            target: self.target.spec(),
+            duration: self.run.duration(),
+            dry_run: self.run.dry_run,
+            i_know_what_i_am_doing: self.target.i_know_what_i_am_doing,
         })
     }
 }
 
 impl NetDelayArgs {
-    /// The request behind the options.
-    pub fn into_request(self) -> anyhow::Result<NetRequest> {
-        let effect = NetEffect::Delay {
-            delay: self.delay,
-            jitter: self.jitter.unwrap_or_default(),
-        };
-        Ok(NetRequest {
-            fault: fault(effect, &self.filter, &self.run)?,
-            devices: self.devices,
-            run: self.run,
-            target: self.target,
+    /// The spec these options describe.
+    pub fn spec(&self) -> FaultSpec {
+        FaultSpec::NetDelay(NetDelaySpec {
+            delay: self.delay.clone(),
+            jitter: self.jitter.clone(),
+            devices: self.devices.device.clone(),
+            filter: self.filter.spec(),
+            schedule: self.filter.schedule(),
+            target: self.target.spec(),
+            duration: self.run.duration(),
+            dry_run: self.run.dry_run,
+            i_know_what_i_am_doing: self.target.i_know_what_i_am_doing,
         })
     }
 }
 
 impl NetRateArgs {
-    /// The request behind the options.
-    pub fn into_request(self) -> anyhow::Result<NetRequest> {
-        Ok(NetRequest {
-            fault: fault(NetEffect::Rate(self.rate), &self.filter, &self.run)?,
-            devices: self.devices,
-            run: self.run,
-            target: self.target,
+    /// The spec these options describe.
+    pub fn spec(&self) -> FaultSpec {
+        FaultSpec::NetRate(NetRateSpec {
+            rate: self.rate.clone(),
+            devices: self.devices.device.clone(),
+            filter: self.filter.spec(),
+            schedule: self.filter.schedule(),
+            target: self.target.spec(),
+            duration: self.run.duration(),
+            dry_run: self.run.dry_run,
+            i_know_what_i_am_doing: self.target.i_know_what_i_am_doing,
         })
     }
 }
 
-/// Runs `chaos inject net-corrupt`.
-pub fn corrupt(args: NetCorruptArgs) -> anyhow::Result<ExitCode> {
-    args.into_request()?.run()
-}
-
-/// Runs `chaos inject net-duplicate`.
-pub fn duplicate(args: NetDuplicateArgs) -> anyhow::Result<ExitCode> {
-    args.into_request()?.run()
-}
-
-/// Runs `chaos inject net-drop`.
-pub fn drop(args: NetDropArgs) -> anyhow::Result<ExitCode> {
-    args.into_request()?.run()
-}
-
-/// Runs `chaos inject net-delay`.
-pub fn delay(args: NetDelayArgs) -> anyhow::Result<ExitCode> {
-    args.into_request()?.run()
-}
-
-/// Runs `chaos inject net-rate`.
-pub fn rate(args: NetRateArgs) -> anyhow::Result<ExitCode> {
-    args.into_request()?.run()
-}
-
-/// What a packet fault did, for the report.
-#[derive(Clone, Debug, Serialize)]
-pub struct NetFaultReport {
-    /// The fault kind: `net-drop`, `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`.
-    pub kind: &'static str,
-    /// The fault in words.
-    pub fault: String,
-    /// The target cgroup directory.
-    pub target: String,
-    /// Whether it only counted.
-    pub dry_run: bool,
-    /// Packets of the target that matched the filters.
-    pub seen: u64,
-    /// Packets dropped, delayed, paced, copied or corrupted (would have been, in a dry run).
-    pub affected: u64,
-    /// Bytes of the affected packets.
-    pub bytes: u64,
-}
-
-/// The outcome of one `chaos inject net-*` run.
-#[derive(Clone, Debug, Serialize)]
-pub struct NetReport {
-    /// One entry per fault.
-    pub faults: Vec<NetFaultReport>,
-}
-
-impl fmt::Display for NetReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{:<10} {:>9} {:>9} {:>12}  fault; target",
-            "kind", "seen", "affected", "bytes"
-        )?;
-        for fault in &self.faults {
-            writeln!(
-                f,
-                "{:<10} {:>9} {:>9} {:>12}  {}; {}",
-                fault.kind, fault.seen, fault.affected, fault.bytes, fault.fault, fault.target
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// The injection in progress: the fq qdiscs (if any) and the attached programs. Dropping it
-/// ends the fault.
-pub(crate) struct NetInjection {
-    fault: NetFault,
-    target: CgroupTarget,
-    injector: Option<PacketInjector>,
-    fq: Option<FqQdiscs>,
-}
-
-impl NetInjection {
-    /// Installs fq where the fault needs it and attaches the programs; all or nothing.
-    pub(crate) fn start(
-        fault: &NetFault,
-        devices: &[String],
-        target: &CgroupTarget,
-    ) -> anyhow::Result<NetInjection> {
-        let devices = if !(fault.effect.needs_fq() || fault.effect.on_devices()) {
-            Vec::new()
-        } else if devices.is_empty() {
-            devices_up()?
-        } else {
-            devices.to_vec()
-        };
-        // fq first: stamped packets on a device without it would just leave undelayed.
-        let fq = if fault.effect.needs_fq() {
-            let qdiscs = FqQdiscs::install(&devices, horizon(fault))?;
-            if !qdiscs.devices().is_empty() {
-                eprintln!(
-                    "chaos: fq is the root qdisc of {} until chaos ends",
-                    qdiscs.devices().join(", ")
-                );
-            }
-            Some(qdiscs)
-        } else {
-            None
-        };
-        let tc_devices: &[String] = if fault.effect.on_devices() {
-            &devices
-        } else {
-            &[]
-        };
-        let injector = PacketInjector::start(
-            &[(fault.rule(target), target.path.clone())],
-            tc_devices,
-            fault.deadline,
-        )?;
-        Ok(NetInjection {
-            fault: fault.clone(),
-            target: target.clone(),
-            injector: Some(injector),
-            fq,
+impl NetDuplicateArgs {
+    /// The spec these options describe.
+    pub fn spec(&self) -> FaultSpec {
+        FaultSpec::NetDuplicate(NetDuplicateSpec {
+            devices: self.devices.device.clone(),
+            filter: self.filter.spec(),
+            schedule: self.filter.schedule(),
+            target: self.target.spec(),
+            duration: self.run.duration(),
+            dry_run: self.run.dry_run,
+            i_know_what_i_am_doing: self.target.i_know_what_i_am_doing,
         })
     }
-
-    /// The counters so far; `None` once the fault has ended.
-    pub(crate) fn report(&self) -> anyhow::Result<Option<NetReport>> {
-        let Some(injector) = &self.injector else {
-            return Ok(None);
-        };
-        let counters = injector.counters()?;
-        Ok(Some(NetReport {
-            faults: counters
-                .iter()
-                .map(|c| NetFaultReport {
-                    kind: self.fault.effect.kind(),
-                    fault: self.fault.describe(),
-                    target: self.target.path.display().to_string(),
-                    dry_run: self.fault.dry_run,
-                    seen: c.seen,
-                    affected: c.affected,
-                    bytes: c.bytes,
-                })
-                .collect(),
-        }))
-    }
-
-    /// Detaches the programs, lets the packets fq still holds leave, then restores the
-    /// qdiscs (deleting a qdisc drops what it holds).
-    pub(crate) fn end(&mut self) {
-        // Programs first, explicitly: nothing may stamp packets while fq drains.
-        std::mem::drop(self.injector.take());
-        if let Some(fq) = self.fq.take() {
-            thread::sleep(horizon(&self.fault).min(Duration::from_secs(10)));
-            std::mem::drop(fq);
-        }
-    }
 }
 
-impl Drop for NetInjection {
-    fn drop(&mut self) {
-        self.end();
+impl NetCorruptArgs {
+    /// The spec these options describe.
+    pub fn spec(&self) -> FaultSpec {
+        FaultSpec::NetCorrupt(NetCorruptSpec {
+            fix_checksum: self.fix_checksum,
+            devices: self.devices.device.clone(),
+            filter: self.filter.spec(),
+            schedule: self.filter.schedule(),
+            target: self.target.spec(),
+            duration: self.run.duration(),
+            dry_run: self.run.dry_run,
+            i_know_what_i_am_doing: self.target.i_know_what_i_am_doing,
+        })
     }
-}
-
-/// How far ahead the fault stamps packets at most.
-fn horizon(fault: &NetFault) -> Duration {
-    match fault.effect {
-        NetEffect::Delay { delay, jitter } => delay + jitter,
-        _ => Duration::from_millis(200),
-    }
-}
-
-fn print_report(report: &NetReport, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(report)?);
-    } else {
-        eprint!("{report}");
-    }
-    Ok(())
-}
-
-fn inject(
-    fault: &NetFault,
-    device_args: &DeviceArgs,
-    run: &RunArgs,
-    target_args: &TargetArgs,
-) -> anyhow::Result<ExitCode> {
-    let stop = StopSignals::install()?;
-    // Resolve the target (paths, /proc) before moving, then move.
-    let devices = &device_args.device[..];
-    if !target_args.command.is_empty() {
-        let cgroup = ChildCgroup::create(&format!("run-{}", std::process::id()))?;
-        device_args.enter_netns()?;
-        return run_command(fault, devices, run, &target_args.command, &cgroup, &stop);
-    }
-    let target = target_args.resolve()?;
-    device_args.enter_netns()?;
-    let mut injection = NetInjection::start(fault, devices, &target)?;
-    eprintln!(
-        "chaos: injecting {} {} into cgroup {}; Ctrl-C to stop",
-        fault.effect.kind(),
-        fault.describe(),
-        target.path.display()
-    );
-    let started = Instant::now();
-    let live = io::stderr().is_terminal() || !run.json;
-    let mut last = None;
-    while !stop.stopped() && started.elapsed() < run.duration {
-        thread::sleep(Duration::from_millis(100));
-        if live && started.elapsed() > Duration::from_millis(900) {
-            show_progress(&injection, started, &mut last)?;
-        }
-    }
-    let report = injection.report()?.expect("injecting");
-    injection.end();
-    print_report(&report, run.json)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn show_progress(
-    injection: &NetInjection,
-    started: Instant,
-    last: &mut Option<(u64, u64)>,
-) -> anyhow::Result<()> {
-    if let Some(report) = injection.report()? {
-        let now: Vec<String> = report
-            .faults
-            .iter()
-            .map(|f| format!("{} seen {} affected {}", f.kind, f.seen, f.affected))
-            .collect();
-        let key = report.faults.first().map(|f| (f.seen, f.affected));
-        if key != *last {
-            eprintln!(
-                "chaos: [{:>6.1}s] {}",
-                started.elapsed().as_secs_f64(),
-                now.join("; ")
-            );
-            *last = key;
-        }
-    }
-    Ok(())
-}
-
-fn run_command(
-    fault: &NetFault,
-    devices: &[String],
-    run: &RunArgs,
-    argv: &[String],
-    cgroup: &ChildCgroup,
-    stop: &StopSignals,
-) -> anyhow::Result<ExitCode> {
-    let target = cgroup.target();
-    let mut injection = NetInjection::start(fault, devices, target)?;
-    eprintln!(
-        "chaos: injecting {} {} into cgroup {}",
-        fault.effect.kind(),
-        fault.describe(),
-        target.path.display()
-    );
-    let mut command = Command::new(&argv[0]);
-    command.args(&argv[1..]);
-    if run.json {
-        // Keep stdout for the report alone.
-        command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
-    }
-    let procs = cgroup.enter_on_exec(&mut command)?;
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("running {}", argv[0]))?;
-    std::mem::drop(procs);
-
-    let started = Instant::now();
-    let mut report = None;
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for the command")? {
-            break status;
-        }
-        if stop.take_term() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let d = run.duration;
-        if report.is_none() && started.elapsed() >= d {
-            report = injection.report()?;
-            injection.end();
-            eprintln!("chaos: {d:?} passed, faults removed; waiting for the command");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let report = match report {
-        Some(report) => report,
-        None => injection.report()?.expect("injecting"),
-    };
-    injection.end();
-    print_report(&report, run.json)?;
-    let code = match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => 128 + sig,
-        (None, None) => 1,
-    };
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -28,7 +28,7 @@ pub struct QuickstartArgs {
     #[arg(long, default_value = "ECONNREFUSED")]
     pub errno: Errno,
     /// The share of the target's connects that fail, in (0, 1].
-    #[arg(long, default_value = "0.3", value_parser = super::inject::parse_probability)]
+    #[arg(long, default_value = "0.3", value_parser = super::args::parse_probability)]
     pub probability: f64,
     /// Connects per client.
     #[arg(long, default_value_t = 30)]

@@ -1,17 +1,9 @@
 //! `chaos inject signal`: signal a target at chosen calls of any syscall.
-use std::process::ExitCode;
-
-use chaos_common::HitCounter;
-use syscalls::Sysno;
-
-use super::inject::{FilterArgs, InjectRequest, Injectable, RunArgs, ScheduleArgs, sum_counters};
-use super::target::TargetArgs;
-use crate::{
-    fault::{SignalFault, SignalNumber, parse_any_syscalls},
-    loader::PlannedRule,
-    report::{FaultReport, Report},
-    target::CgroupTarget,
+use super::{
+    args::{FilterArgs, RunArgs, ScheduleArgs},
+    target::TargetArgs,
 };
+use crate::spec::{FaultSpec, NameOrNumber, Names, SignalSpec};
 
 /// Options of `chaos inject signal`.
 #[derive(Debug, clap::Args)]
@@ -27,11 +19,11 @@ use crate::{
 pub struct SignalArgs {
     /// Syscalls whose entry is watched: any Linux x86_64 syscall by name as in `man 2`, or
     /// classes %file, %net, %read, %write (comma separated).
-    #[arg(long, required = true, value_parser = parse_syscalls, value_name = "NAME[,NAME...]")]
-    pub syscall: ::std::vec::Vec<Sysno>,
+    #[arg(long, required = true, value_name = "NAME[,NAME...]")]
+    pub syscall: String,
     /// The signal: a name (SIGKILL, KILL, SIGABRT, ...) or a number in 1..=64.
     #[arg(long, default_value = "SIGKILL")]
-    pub signal: SignalNumber,
+    pub signal: String,
     /// Signal only the calling thread (bpf_send_signal_thread), not the whole process.
     #[arg(long)]
     pub thread: bool,
@@ -45,82 +37,19 @@ pub struct SignalArgs {
     pub target: TargetArgs,
 }
 
-fn parse_syscalls(s: &str) -> Result<Vec<Sysno>, crate::Error> {
-    parse_any_syscalls(s)
-}
-
-/// Runs `chaos inject signal`.
-pub fn run(args: SignalArgs) -> anyhow::Result<ExitCode> {
-    request(args).run()
-}
-
-/// The fault, run options and target of `chaos inject signal`.
-pub(crate) fn request(args: SignalArgs) -> InjectRequest {
-    let fault = SignalFault {
-        syscalls: args.syscall.clone(),
-        signal: args.signal,
-        thread: args.thread,
-        filter: args.filter.spec(),
-        schedule: args.schedule.schedule(),
-        dry_run: args.run.dry_run,
-        deadline: Some(args.run.duration),
-    };
-    InjectRequest {
-        fault: Box::new(fault),
-        run: args.run,
-        target: args.target,
-    }
-}
-
-impl SignalFault {
-    fn effect(&self) -> String {
-        format!(
-            "{}{}",
-            self.signal,
-            if self.thread { " (thread)" } else { "" }
-        )
-    }
-}
-
-impl Injectable for SignalFault {
-    fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error> {
-        SignalFault::rules(self, target)
-    }
-
-    fn describe(&self) -> String {
-        let names: Vec<&str> = self.syscalls.iter().map(|s| s.name()).collect();
-        format!(
-            "{} -> {}{}",
-            names.join(","),
-            self.effect(),
-            if self.dry_run { " (dry run)" } else { "" }
-        )
-    }
-
-    fn report(
-        &self,
-        target: &CgroupTarget,
-        rules: &[PlannedRule],
-        counters: &[HitCounter],
-    ) -> Report {
-        Report {
-            faults: self
-                .syscalls
-                .iter()
-                .map(|sysno| {
-                    let (matched, injected) = sum_counters(rules, counters, sysno.name());
-                    FaultReport {
-                        kind: "signal",
-                        syscall: sysno.name().to_owned(),
-                        errno: String::new(),
-                        effect: Some(self.effect()),
-                        target: target.path.display().to_string(),
-                        dry_run: self.dry_run,
-                        matched,
-                        injected,
-                    }
-                })
-                .collect(),
-        }
+impl SignalArgs {
+    /// The spec these options describe (target set by the caller).
+    pub fn spec(&self) -> FaultSpec {
+        FaultSpec::Signal(SignalSpec {
+            syscalls: Names(vec![self.syscall.clone()]),
+            signal: Some(NameOrNumber(self.signal.clone())),
+            thread: self.thread,
+            filter: self.filter.spec(),
+            schedule: self.schedule.spec(),
+            target: self.target.spec(),
+            duration: self.run.duration(),
+            dry_run: self.run.dry_run,
+            i_know_what_i_am_doing: self.target.i_know_what_i_am_doing,
+        })
     }
 }

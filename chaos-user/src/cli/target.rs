@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::target::{CgroupTarget, Guards, Target, cgroup2_root};
+use crate::spec::TargetSpec;
 
 /// Whom the fault hits: one of the target options, or a command after `--`.
 #[derive(Debug, Default, clap::Args)]
@@ -46,36 +46,37 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     /// The target named by the options, if any (none with a command after `--`).
-    pub fn target(&self) -> Option<Target> {
+    pub fn target(&self) -> Option<TargetSpec> {
         if let Some(path) = &self.cgroup {
-            Some(Target::Cgroup(path.clone()))
+            Some(TargetSpec::Cgroup(path.clone()))
         } else if let Some(pid) = self.pid {
-            Some(Target::Pid(pid))
+            Some(TargetSpec::Pid(pid))
         } else if let Some(id) = &self.container {
-            Some(Target::Container(id.clone()))
+            Some(TargetSpec::Container(id.clone()))
         } else if let Some(name) = &self.unit {
-            Some(Target::Unit(name.clone()))
+            Some(TargetSpec::Unit(name.clone()))
         } else {
-            self.pod.clone().map(Target::Pod)
+            self.pod.clone().map(TargetSpec::Pod)
         }
     }
 
-    /// Resolves the target option to its cgroup and checks it against the blast-radius
-    /// guards (unless `--i-know-what-i-am-doing`). For a command after `--`, which gets a
-    /// cgroup of its own, use [`crate::target::ChildCgroup`] instead.
-    pub fn resolve(&self) -> anyhow::Result<CgroupTarget> {
-        let Some(target) = self.target() else {
+    /// The spec's `target`: the one named, or an empty cgroup that the runner replaces with
+    /// the command's own cgroup (and [`FaultSpec::check`](crate::spec::FaultSpec::check)
+    /// refuses if it does not).
+    pub fn spec(&self) -> TargetSpec {
+        self.target()
+            .unwrap_or_else(|| TargetSpec::Cgroup(PathBuf::new()))
+    }
+
+    /// Refuses options that name no target and no command.
+    pub fn require(&self) -> anyhow::Result<()> {
+        if self.target().is_none() && self.command.is_empty() {
             bail!(
                 "no target: give --cgroup PATH, --pid PID, --container ID, --unit NAME.service, \
                  --pod UID, or a command after `--` \
                  (chaos inject syscall --syscall connect --errno ECONNREFUSED -- curl ...)"
             );
-        };
-        let root = cgroup2_root()?;
-        let cgroup = target.resolve(&root)?;
-        if !self.i_know_what_i_am_doing {
-            Guards::current(&root)?.check(&cgroup, &target.to_string())?;
         }
-        Ok(cgroup)
+        Ok(())
     }
 }

@@ -12,22 +12,17 @@ pub const DEFAULT_SOCKET: &str = "/run/chaos/chaos.sock";
 /// The environment variable clients read the socket path from.
 pub const SOCKET_ENV: &str = "CHAOS_SOCKET";
 
-/// `POST /faults`: a fault described exactly as on the command line after `chaos inject`,
-/// e.g. `["syscall", "--syscall", "connect", "--errno", "ECONNREFUSED", "--cgroup", "/x"]`,
-/// so that every fault kind `chaos inject` knows is one the daemon knows.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CreateFault {
-    /// The arguments after `chaos inject`.
-    pub args: Vec<String>,
-}
+/// `POST /faults` takes a [`crate::spec::FaultSpec`] as JSON (its schema: `GET /schema`,
+/// `docs/fault-spec.schema.json`) and answers with the new fault's [`FaultStatus`].
+pub use crate::spec::FaultSpec as CreateFault;
 
 /// One active fault and its live counters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FaultStatus {
     /// The daemon's id for it, for `GET`/`DELETE /faults/{id}` and `chaos stop ID`.
     pub id: u64,
-    /// The fault kind: the `chaos inject` subcommand (`syscall`, `signal`, `latency`,
-    /// `net-drop`, `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`).
+    /// The fault kind, as the spec's `kind` (`syscall`, `signal`, `latency`, `net-drop`,
+    /// `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`).
     pub kind: String,
     /// What it does, e.g. `connect -> ECONNREFUSED` or `drop`.
     pub description: String,

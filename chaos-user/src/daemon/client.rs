@@ -40,9 +40,19 @@ impl DaemonClient {
         std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
     }
 
-    /// Creates a fault from `chaos inject` arguments.
-    pub fn create(&self, args: Vec<String>) -> anyhow::Result<FaultStatus> {
-        self.call(Method::POST, "/faults", Some(&CreateFault { args }))
+    /// Creates a fault from its spec.
+    pub fn create(&self, spec: &CreateFault) -> anyhow::Result<FaultStatus> {
+        self.call(Method::POST, "/faults", Some(spec))
+    }
+
+    /// Creates a fault from a JSON body as any client sends it (checked by the daemon).
+    pub fn create_json(&self, body: &serde_json::Value) -> anyhow::Result<FaultStatus> {
+        self.call(Method::POST, "/faults", Some(body))
+    }
+
+    /// The JSON Schema of the fault spec the daemon takes.
+    pub fn schema(&self) -> anyhow::Result<serde_json::Value> {
+        self.call::<(), _>(Method::GET, "/schema", None)
     }
 
     /// Every active fault with its counters.

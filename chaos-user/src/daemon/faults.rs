@@ -3,14 +3,14 @@
 //! it, if one did.
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
-use clap::Parser as _;
+use serde_json::Value;
 
 use super::api::FaultStatus;
-use crate::{cli::inject::InjectArgs, engine::StartedFault};
+use crate::{engine::StartedFault, spec::FaultSpec};
 
 /// Why a fault could not be created.
 pub enum Refusal {
-    /// The arguments do not parse (the CLI's message).
+    /// The spec is not valid (the field as a JSON path and what is wrong).
     Invalid(String),
     /// The target could not be resolved or guarded it, or the kernel refused the programs.
     NotStarted(String),
@@ -25,13 +25,12 @@ pub struct ActiveFault {
 }
 
 impl ActiveFault {
-    /// Parses `chaos inject` arguments with the CLI's own parser, resolves the target (with
-    /// its guards) and attaches the fault (blocking: loads and attaches kernel programs).
-    pub fn start(args: &[String], created_by: u32) -> Result<ActiveFault, Refusal> {
-        let request =
-            InjectArgs::try_parse_from(args).map_err(|e| Refusal::Invalid(e.to_string()))?;
-        let fault = StartedFault::start(request.command, "a fault the daemon runs")
-            .map_err(|e| Refusal::NotStarted(format!("{e:#}")))?;
+    /// Reads and checks a fault spec (JSON), resolves the target (with its guards) and
+    /// attaches the fault (blocking: loads and attaches kernel programs).
+    pub fn start(body: Value, created_by: u32) -> Result<ActiveFault, Refusal> {
+        let spec = FaultSpec::parse(body).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let fault =
+            StartedFault::start(&spec).map_err(|e| Refusal::NotStarted(format!("{e:#}")))?;
         Ok(ActiveFault::started(Arc::new(fault), created_by, None))
     }
 
@@ -79,7 +78,7 @@ impl ActiveFault {
         let counters = self.fault.counters().unwrap_or_default();
         FaultStatus {
             id,
-            kind: self.fault.kind.to_owned(),
+            kind: self.fault.kind.name().to_owned(),
             description: self.description(),
             target: self.fault.target.clone(),
             dry_run: self.fault.dry_run,

@@ -6,10 +6,11 @@
 //! since nothing is pinned. The kernel programs also stop injecting at each fault's deadline
 //! by themselves, so a frozen daemon cannot make a fault outlive it either.
 //!
-//! API (JSON bodies, see [`api`]): `POST /faults` with [`api::CreateFault`], `GET /faults`,
+//! API (JSON bodies, see [`api`]): `POST /faults` with a [`crate::spec::FaultSpec`] (its JSON
+//! Schema at `GET /schema`), `GET /faults`,
 //! `GET /faults/{id}`, `DELETE /faults/{id}`, `DELETE /faults` (all); `POST /experiments`
 //! with [`api::StartExperiment`], `GET /experiments`, `GET /experiments/{id}`,
-//! `DELETE /experiments/{id}` (abort). Faults of every `chaos inject` kind start through
+//! `DELETE /experiments/{id}` (abort). Faults of every kind start through
 //! [`crate::engine`], as experiments' faults do; an experiment's faults are registered here
 //! too, so they are listed, counted in the metrics and removed by `DELETE /faults`.
 use std::{
@@ -48,7 +49,7 @@ mod faults;
 mod metrics;
 
 use access::{AccessPolicy, Peer};
-use api::{ApiError, CreateFault, ExperimentStatus, FaultStatus, Removed, StartExperiment};
+use api::{ApiError, ExperimentStatus, FaultStatus, Removed, StartExperiment};
 use experiments::{Experiments, PlannedExperiment};
 use faults::{ActiveFault, ActiveFaults, Refusal};
 
@@ -195,6 +196,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let api = Router::new()
         .route("/faults", get(list).post(create).delete(remove_all))
         .route("/faults/{id}", get(show).delete(remove))
+        .route("/schema", get(schema))
         .route("/experiments", get(list_experiments).post(start_experiment))
         .route(
             "/experiments/{id}",
@@ -307,17 +309,17 @@ async fn authorize(
 async fn create(
     State(daemon): State<Arc<Daemon>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    Json(body): Json<CreateFault>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<FaultStatus>), Failure> {
     let full = || Failure(StatusCode::TOO_MANY_REQUESTS, daemon.full());
     if daemon.faults().len() >= daemon.max_faults {
         return Err(full());
     }
-    let args = body.args.clone();
-    // Parsing resolves the target (filesystem) and starting loads and attaches programs:
+    let spec = body.clone();
+    // Resolving the target reads the filesystem and starting loads and attaches programs:
     // blocking work, off the async threads.
     let started = tokio::task::spawn_blocking(move || {
-        ActiveFault::start(&args, peer.uid).map_err(|refusal| match refusal {
+        ActiveFault::start(spec, peer.uid).map_err(|refusal| match refusal {
             Refusal::Invalid(msg) => Failure(StatusCode::BAD_REQUEST, msg),
             Refusal::NotStarted(msg) => Failure(StatusCode::UNPROCESSABLE_ENTITY, msg),
         })
@@ -327,7 +329,7 @@ async fn create(
     let fault = match started {
         Ok(fault) => fault,
         Err(failure) => {
-            warn!(uid = peer.uid, pid = ?peer.pid, args = ?body.args, error = %failure.1, "fault refused");
+            warn!(uid = peer.uid, pid = ?peer.pid, spec = %body, error = %failure.1, "fault refused");
             return Err(failure);
         }
     };
@@ -342,6 +344,11 @@ async fn create(
     let status = faults.get(id).expect("just inserted").status(id);
     info!(id, uid = peer.uid, pid = ?peer.pid, %target, fault = %description, "fault created");
     Ok((StatusCode::CREATED, Json(status)))
+}
+
+/// `GET /schema`: the JSON Schema of the fault spec `POST /faults` takes.
+async fn schema() -> Json<serde_json::Value> {
+    Json(crate::spec::schema())
 }
 
 async fn list(State(daemon): State<Arc<Daemon>>) -> Json<Vec<FaultStatus>> {

@@ -1,149 +1,87 @@
 //! The native `chaos` provider: a fault of this project, started by an action and removed
 //! when its `duration` ends or the experiment ends.
 //!
-//! The provider's `func` and `arguments` become `chaos inject` arguments (`func: syscall`,
-//! `arguments: {syscall: connect, errno: ECONNREFUSED}` -> `syscall --syscall connect --errno
-//! ECONNREFUSED`) parsed by the same clap structs as the command line, so every fault kind
-//! and option of `chaos inject` works here as it does there. Starting and stopping a fault is
-//! [`crate::engine`]'s, shared with the daemon.
+//! The provider's `func` is the fault kind and its `arguments` are the fields of a
+//! [`FaultSpec`] (`func: syscall`, `arguments: {syscalls: connect, errno: ECONNREFUSED,
+//! target: {cgroup: /x}}`), the same JSON `POST /faults` takes and `chaos schema` describes.
+//! A `target` beside `arguments` is accepted too (files written before the spec). Starting and
+//! stopping a fault is [`crate::engine`]'s, shared with the daemon and `chaos inject`.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use clap::Parser as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{cli::inject::InjectCommand, engine::StartedFault};
+pub use crate::spec::FaultSpec;
+use crate::{
+    engine::StartedFault,
+    spec::{FaultKind, SpecError},
+};
 
-/// `chaos inject` arguments as the experiment gave them.
-#[derive(Debug, clap::Parser)]
-#[command(name = "chaos inject", no_binary_name = true)]
-struct FaultCommand {
-    #[command(subcommand)]
-    inject: InjectCommand,
-}
-
-/// A checked `chaos` provider: the `chaos inject` arguments it stands for.
-#[derive(Clone, Debug)]
-pub struct FaultSpec {
-    /// The fault kind (`chaos inject` subcommand).
-    pub func: String,
-    /// The arguments after the subcommand.
-    pub argv: Vec<String>,
-}
-
-impl FaultSpec {
-    /// Checks a provider mapping. Errors are `(key, value, expected)`, key relative to the
-    /// provider.
-    pub fn from_provider(p: &Map<String, Value>) -> Result<FaultSpec, (String, String, String)> {
-        let func = match p.get("func") {
-            Some(Value::String(f)) => f.clone(),
-            other => {
-                return Err((
-                    "func".into(),
-                    other.map(Value::to_string).unwrap_or_default(),
-                    format!(
-                        "the fault kind, a `chaos inject` subcommand: {}",
-                        fault_kinds()
-                    ),
-                ));
-            }
+/// Reads a `chaos` provider mapping into a checked spec. Errors are `(key, value, expected)`,
+/// key relative to the provider (`arguments.schedule.probability`).
+pub fn from_provider(p: &Map<String, Value>) -> Result<FaultSpec, (String, String, String)> {
+    let func = match p.get("func") {
+        Some(Value::String(f)) if FaultKind::from_name(f).is_some() => f.clone(),
+        other => {
+            return Err((
+                "func".into(),
+                other.map(Value::to_string).unwrap_or_default(),
+                format!("the fault kind: one of {}", FaultKind::names()),
+            ));
+        }
+    };
+    let mut arguments = match p.get("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(args)) => args.clone(),
+        Some(other) => {
+            return Err((
+                "arguments".into(),
+                other.to_string(),
+                "a mapping: the fields of the fault spec (`chaos schema`)".into(),
+            ));
+        }
+    };
+    match (arguments.get("kind"), p.get("target")) {
+        (Some(kind), _) if kind.as_str() != Some(func.as_str()) => {
+            return Err((
+                "arguments.kind".into(),
+                kind.to_string(),
+                format!("the provider's func ({func}), or left out"),
+            ));
+        }
+        (_, Some(target)) if arguments.contains_key("target") => {
+            return Err((
+                "target".into(),
+                target.to_string(),
+                "one target: in arguments or beside them, not both".into(),
+            ));
+        }
+        (_, Some(target)) => {
+            arguments.insert("target".into(), target.clone());
+        }
+        _ => {}
+    }
+    arguments.insert("kind".into(), Value::String(func));
+    let value = Value::Object(arguments);
+    let at = |e: SpecError| {
+        let key = match e.path.as_str() {
+            "" => "arguments".to_owned(),
+            path => format!("arguments.{path}"),
         };
-        let mut argv = Vec::new();
-        for (section, required) in [("arguments", false), ("target", true)] {
-            match p.get(section) {
-                Some(Value::Object(args)) => {
-                    for (key, value) in args {
-                        if section == "target" && key == "command" {
-                            return Err((
-                                format!("target.{key}"),
-                                value.to_string(),
-                                "cgroup: PATH or pid: N; an experiment targets running processes"
-                                    .into(),
-                            ));
-                        }
-                        push_option(&mut argv, key, value);
-                    }
-                }
-                None if !required => {}
-                None => {
-                    return Err((
-                        section.into(),
-                        String::new(),
-                        "missing: whom the fault hits, e.g. target: {cgroup: /system.slice/web.service} or {pid: 1234}".into(),
-                    ));
-                }
-                Some(other) => {
-                    return Err((
-                        section.into(),
-                        other.to_string(),
-                        "a mapping of option names to values".into(),
-                    ));
-                }
-            }
-        }
-        let spec = FaultSpec { func, argv };
-        spec.parse(false)
-            .map_err(|err| (String::new(), spec.command_line(), err))?;
-        Ok(spec)
-    }
-
-    /// `chaos inject ...` as a user would type it, for messages and the journal.
-    pub fn command_line(&self) -> String {
-        format!("chaos inject {} {}", self.func, self.argv.join(" "))
-    }
-
-    fn parse(&self, dry_run: bool) -> Result<InjectCommand, String> {
-        let mut args = vec![self.func.clone()];
-        args.extend(self.argv.iter().cloned());
-        if dry_run {
-            args.push("--dry-run".into());
-        }
-        FaultCommand::try_parse_from(&args)
-            .map(|c| c.inject)
-            .map_err(|err| {
-                let text = err.render().to_string();
-                let first = text.split("\n\nUsage").next().unwrap_or(&text);
-                let first = first
-                    .split("\n\nFor more information")
-                    .next()
-                    .unwrap_or(first);
-                first
-                    .trim()
-                    .trim_start_matches("error: ")
-                    .replace('\n', " ")
-            })
-    }
-}
-
-fn fault_kinds() -> String {
-    use clap::CommandFactory as _;
-    FaultCommand::command()
-        .get_subcommands()
-        .map(|c| c.get_name().to_owned())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `key: value` as `--key value`: `true` is a bare flag, `false` and null leave it out, lists
-/// are comma-separated.
-fn push_option(argv: &mut Vec<String>, key: &str, value: &Value) {
-    let flag = format!("--{}", key.replace('_', "-"));
-    match value {
-        Value::Bool(true) => argv.push(flag),
-        Value::Bool(false) | Value::Null => {}
-        Value::String(s) => argv.extend([flag, s.clone()]),
-        Value::Array(items) => {
-            let joined: Vec<String> = items
-                .iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                .collect();
-            argv.extend([flag, joined.join(",")]);
-        }
-        other => argv.extend([flag, other.to_string()]),
-    }
+        let shown = e
+            .path
+            .split('.')
+            .try_fold(&value, |v, k| v.get(k.split('[').next().unwrap_or(k)))
+            .map(Value::to_string)
+            .unwrap_or_default();
+        (key, shown, e.message)
+    };
+    let spec = FaultSpec::from_value(value.clone()).map_err(at)?;
+    spec.check().map_err(at)?;
+    Ok(spec)
 }
 
 pub use crate::engine::RuleCounters;
@@ -176,16 +114,15 @@ pub struct RunningFault {
 impl RunningFault {
     /// Starts the fault now. On error nothing stays attached.
     pub fn start(activity: &str, spec: &FaultSpec, dry_run: bool) -> anyhow::Result<RunningFault> {
-        let command = spec.parse(dry_run).map_err(anyhow::Error::msg)?;
-        // Every `chaos inject` fault kind, through the code the daemon runs them with too.
-        let fault = StartedFault::start(command, "a fault in an experiment")?;
+        let mut spec = spec.clone();
+        if dry_run {
+            spec.set_dry_run(true);
+        }
+        // Every fault kind, through the code the daemon and `chaos inject` run them with too.
+        let fault = StartedFault::start(&spec)?;
         Ok(RunningFault {
             activity: activity.to_owned(),
-            command_line: if dry_run {
-                format!("{} --dry-run", spec.command_line())
-            } else {
-                spec.command_line()
-            },
+            command_line: spec.command_line(),
             target: fault.target.clone(),
             fault: Arc::new(fault),
             started: Instant::now(),
@@ -254,38 +191,52 @@ mod tests {
     }
 
     #[test]
-    fn arguments_become_cli_options() {
-        let spec = FaultSpec::from_provider(&provider(json!({
+    fn arguments_are_the_spec_fields() {
+        let spec = from_provider(&provider(json!({
             "type": "chaos", "func": "syscall",
-            "arguments": {"syscall": ["connect"], "errno": "ECONNREFUSED", "probability": 0.5, "max_hits": 3, "dry_run": false, "duration": "10s"},
-            "target": {"cgroup": "/chaos/web"}
+            "arguments": {"syscalls": ["connect"], "errno": "ECONNREFUSED",
+                          "schedule": {"probability": 0.5, "max_hits": 3}, "duration": "10s",
+                          "target": {"cgroup": "/chaos/web"}}
         })))
         .unwrap();
         assert_eq!(
             spec.command_line(),
-            "chaos inject syscall --syscall connect --errno ECONNREFUSED --probability 0.5 --max-hits 3 --duration 10s --cgroup /chaos/web"
+            "chaos inject syscall --syscall connect --errno ECONNREFUSED --probability 0.5 --max-hits 3 --target-cgroup /chaos/web --duration 10s"
+                .replace("--target-cgroup", "--cgroup")
         );
+        // A target beside the arguments, as files written before the spec have it.
+        let beside = from_provider(&provider(json!({
+            "func": "syscall", "arguments": {"syscalls": "connect", "errno": "ECONNREFUSED"},
+            "target": {"pid": 1}
+        })))
+        .unwrap();
+        assert_eq!(beside.target(), &crate::spec::TargetSpec::Pid(1));
     }
 
     #[test]
-    fn bad_options_are_refused_with_clap_message() {
-        let (key, value, expected) = FaultSpec::from_provider(&provider(json!({
-            "func": "syscall", "arguments": {"syscall": "connect", "errno": "EWHAT"}, "target": {"pid": 1}
+    fn bad_arguments_are_named_by_their_path() {
+        let (key, value, expected) = from_provider(&provider(json!({
+            "func": "syscall", "arguments": {"syscalls": "connect", "errno": "EWHAT", "target": {"pid": 1}}
         })))
         .unwrap_err();
-        assert_eq!(key, "");
-        assert!(value.contains("--errno EWHAT"), "{value}");
-        assert!(
-            expected.contains("EWHAT") && expected.contains("errno"),
-            "{expected}"
-        );
-        let (_, _, expected) = FaultSpec::from_provider(&provider(json!({
-            "func": "nosuch", "target": {"pid": 1}
+        assert_eq!(key, "arguments.errno");
+        assert_eq!(value, "\"EWHAT\"");
+        assert!(expected.contains("EWHAT"), "{expected}");
+        let (key, _, expected) = from_provider(&provider(json!({
+            "func": "syscall", "arguments": {"syscalls": "connect", "errno": "EIO",
+            "schedule": {"probability": 1.5}, "target": {"pid": 1}}
         })))
         .unwrap_err();
-        assert!(expected.contains("nosuch"), "{expected}");
-        let (key, _, _) =
-            FaultSpec::from_provider(&provider(json!({"func": "syscall"}))).unwrap_err();
-        assert_eq!(key, "target");
+        assert_eq!(key, "arguments.schedule.probability");
+        assert_eq!(expected, "1.5 is not in (0, 1]");
+        let (key, _, expected) =
+            from_provider(&provider(json!({"func": "nosuch", "target": {"pid": 1}}))).unwrap_err();
+        assert_eq!(key, "func");
+        assert!(expected.contains("net-drop"), "{expected}");
+        let (key, _, _) = from_provider(&provider(
+            json!({"func": "syscall", "arguments": {"syscalls": "connect", "errno": "EIO"}}),
+        ))
+        .unwrap_err();
+        assert_eq!(key, "arguments.target");
     }
 }

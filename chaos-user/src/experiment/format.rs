@@ -57,7 +57,7 @@ pub struct HttpSpec {
 pub struct ProcessSpec {
     /// The program.
     pub path: String,
-    /// Its arguments (a string is split on whitespace, as Chaos Toolkit does).
+    /// Its arguments (a string is split as POSIX shell words, as Chaos Toolkit's `shlex.split`).
     pub arguments: Vec<String>,
     /// Kill it after this long.
     pub timeout: Option<Duration>,
@@ -626,7 +626,19 @@ impl Validator<'_> {
                 let program = self.string(p, path, "path", true);
                 let arguments = match p.get("arguments") {
                     None | Some(Value::Null) => Vec::new(),
-                    Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+                    // POSIX shell words, as Chaos Toolkit's `shlex.split`: quotes group and
+                    // are removed (`"{\"a\": 3}"` is the one word `{a: 3}`).
+                    Some(Value::String(s)) => match shlex::split(s) {
+                        Some(words) => words,
+                        None => {
+                            self.problem(
+                                &field(path, "arguments"),
+                                &Value::String(s.clone()),
+                                "shell words with balanced quotes (split as POSIX shell words, as Chaos Toolkit does)",
+                            );
+                            Vec::new()
+                        }
+                    },
                     Some(Value::Array(items)) => items.iter().map(show).collect(),
                     Some(other) => {
                         self.problem(
@@ -669,7 +681,7 @@ impl Validator<'_> {
             }
             "chaos" => {
                 self.unknown_keys(path, p, &["type", "func", "arguments", "target"]);
-                match FaultSpec::from_provider(p) {
+                match super::fault::from_provider(p) {
                     Ok(spec) => Some(Provider::Chaos(spec)),
                     Err((key, value, expected)) => {
                         let at = if key.is_empty() {
@@ -892,6 +904,22 @@ runtime:
 ";
 
     #[test]
+    fn process_arguments_split_as_shell_words() {
+        // Chaos Toolkit splits a string with shlex.split: quotes group and are removed.
+        let doc = serde_json::json!({"title": "t", "description": "d", "method": [{
+            "type": "action", "name": "echo", "provider": {"type": "process", "path": "echo",
+            "arguments": r#"{"a": 3} 'b c' d\ e"#}}]})
+        .to_string();
+        let doc = doc.as_str();
+        let e = load(doc).unwrap();
+        let Provider::Process(p) = &e.method[0].provider else {
+            panic!()
+        };
+        // `echo` then prints `{a: 3} b c d e`, as under Chaos Toolkit.
+        assert_eq!(p.arguments, ["{a:", "3}", "b c", "d e"]);
+    }
+
+    #[test]
     fn a_full_experiment_loads_with_substitution() {
         let e = load(FULL).unwrap();
         assert_eq!(e.title, "web survives refused backend connections");
@@ -906,7 +934,7 @@ runtime:
             panic!()
         };
         assert!(
-            f.command_line().ends_with("--cgroup /chaos/web"),
+            f.command_line().contains("--cgroup /chaos/web"),
             "{}",
             f.command_line()
         );
@@ -936,8 +964,7 @@ runtime:
         assert_eq!(lines.len(), 4, "{text}");
         assert!(lines.contains(&"e.yaml:4:1: titel: `titel`: unknown key; allowed here: version, title, description, tags, contributions, configuration, secrets, steady-state-hypothesis, method, rollbacks, runtime, controls, extensions"), "{text}");
         assert!(
-            lines.iter().any(|l| l.starts_with("e.yaml:19:7: method[0].provider: `chaos inject syscall --syscall connect --errno ECONNREFUZED")
-                && l.contains("invalid errno `ECONNREFUZED`")),
+            lines.iter().any(|l| l.starts_with("e.yaml:21:44: method[0].provider.arguments.errno: `\"ECONNREFUZED\"`: `ECONNREFUZED` is not valid")),
             "{text}"
         );
         assert!(lines.iter().any(|l| l.starts_with("e.yaml:28:22: method[2].provider.type: `shell`: one of http, process, python, chaos")), "{text}");

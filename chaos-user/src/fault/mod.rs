@@ -8,12 +8,14 @@ use crate::{Error, loader::PlannedRule, target::CgroupTarget};
 pub mod block;
 mod errno;
 mod filter;
+mod injectable;
 mod latency;
 mod signal;
 mod syscall;
 
 pub use errno::Errno;
 pub use filter::{Cidr, FdKind, FilterSpec, parse_comm};
+pub use injectable::{Injectable, Running, sum_counters};
 pub use latency::{LatencyFault, LatencyMode};
 pub use signal::{SignalFault, SignalNumber, parse_any_syscalls};
 pub use syscall::{Mechanism, Syscall, knows_address, knows_file, mechanism};

@@ -15,9 +15,11 @@ use chaos_common::packet::{
 use crate::{Error, target::CgroupTarget};
 
 mod fq;
+mod injection;
 mod injector;
 
 pub use fq::{FqQdiscs, devices_up};
+pub use injection::{NetInjection, enter_netns};
 pub use injector::PacketInjector;
 
 /// Which way packets travel, seen from the target.
