@@ -20,7 +20,7 @@ use chaos::daemon::{
     client::DaemonClient,
 };
 use chaos_tests::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A `chaos daemon` child with its socket under the scratch dir; killed on drop.
 struct DaemonRun {
@@ -132,18 +132,14 @@ impl Drop for DaemonRun {
     }
 }
 
-fn socket_fault(cgroup: &TestCgroup, errno: &str) -> Vec<String> {
-    [
-        "syscall",
-        "--syscall",
-        "socket",
-        "--errno",
-        errno,
-        "--cgroup",
-        cgroup.path.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
+/// A fault spec (what `POST /faults` takes): fail socket() in `cgroup` with `errno`.
+fn socket_fault(cgroup: &TestCgroup, errno: &str) -> Value {
+    json!({
+        "kind": "syscall",
+        "syscalls": ["socket"],
+        "errno": errno,
+        "target": {"cgroup": cgroup.path},
+    })
 }
 
 fn sockets_in(cgroup: &TestCgroup, n: u32) -> WorkloadResult {
@@ -173,11 +169,18 @@ fn api_round_trip_counts_metrics_and_stop() {
     let b = TestCgroup::new("daemon-b");
 
     // One fault through the API, one through `chaos inject`, which finds the daemon.
-    let first = client.create(socket_fault(&a, "EMFILE")).unwrap();
-    let mut inject = vec!["inject".to_owned()];
-    inject.extend(socket_fault(&b, "ENFILE"));
-    inject.push("--json".into());
-    let out = daemon.chaos(&inject.iter().map(String::as_str).collect::<Vec<_>>());
+    let first = client.create_json(&socket_fault(&a, "EMFILE")).unwrap();
+    let out = daemon.chaos(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "socket",
+        "--errno",
+        "ENFILE",
+        "--cgroup",
+        b.path.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(out.status.success(), "{out:?}");
     let second: FaultStatus = serde_json::from_slice(&out.stdout).unwrap();
     assert_ne!(first.id, second.id);
@@ -232,7 +235,7 @@ fn api_round_trip_counts_metrics_and_stop() {
 
     // Stop all from the CLI, with a few more faults to remove.
     for errno in ["EIO", "EACCES", "EPERM", "ENOMEM"] {
-        client.create(socket_fault(&a, errno)).unwrap();
+        client.create_json(&socket_fault(&a, errno)).unwrap();
     }
     let active = client.list().unwrap().len();
     assert_eq!(active, 5);
@@ -259,8 +262,8 @@ fn fault_ends_at_its_duration() {
     let mut args = socket_fault(&cgroup, "EMFILE");
     // Long enough for the fault to be seen working under the VM tier's emulation, where
     // loading alone takes seconds.
-    args.extend(["--duration".into(), "8s".into()]);
-    let fault = client.create(args).unwrap();
+    args["duration"] = json!("8s");
+    let fault = client.create_json(&args).unwrap();
     assert_eq!(sockets_in(&cgroup, 1).failed_with("EMFILE"), 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !client.list().unwrap().is_empty() {
@@ -280,12 +283,38 @@ fn bad_request_names_the_field_and_changes_nothing() {
     let client = daemon.client();
     let cgroup = TestCgroup::new("daemon-bad");
     let err = client
-        .create(socket_fault(&cgroup, "ENOTANERRNO"))
+        .create_json(&socket_fault(&cgroup, "ENOTANERRNO"))
         .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("400") && msg.contains("ENOTANERRNO"), "{msg}");
-    client.create(socket_fault(&cgroup, "EMFILE")).unwrap();
-    let err = client.create(socket_fault(&cgroup, "EIO")).unwrap_err();
+    assert!(
+        msg.contains("400") && msg.contains("errno: `ENOTANERRNO` is not valid"),
+        "{msg}"
+    );
+    // Unknown fields are refused by their JSON path, not ignored.
+    let mut typo = socket_fault(&cgroup, "EMFILE");
+    typo["schedule"] = json!({"probabilty": 0.5});
+    let msg = format!("{:#}", client.create_json(&typo).unwrap_err());
+    assert!(
+        msg.contains("400") && msg.contains("schedule.probabilty: unknown field"),
+        "{msg}"
+    );
+    // The schema clients validate against is served, and is the committed one.
+    let schema = client.schema().unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/fault-spec.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(schema, committed);
+    client
+        .create_json(&socket_fault(&cgroup, "EMFILE"))
+        .unwrap();
+    let err = client
+        .create_json(&socket_fault(&cgroup, "EIO"))
+        .unwrap_err();
     assert!(format!("{err:#}").contains("--max-faults"), "{err:#}");
     assert_eq!(client.list().unwrap().len(), 1);
 }
@@ -324,7 +353,7 @@ fn unauthorized_peer_is_refused() {
     let cgroup = TestCgroup::new("daemon-auth");
     daemon
         .client()
-        .create(socket_fault(&cgroup, "EMFILE"))
+        .create_json(&socket_fault(&cgroup, "EMFILE"))
         .unwrap();
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -349,7 +378,7 @@ fn sigkilled_daemon_leaves_nothing() {
     let cgroup = TestCgroup::new("daemon-sigkill");
     daemon
         .client()
-        .create(socket_fault(&cgroup, "EMFILE"))
+        .create_json(&socket_fault(&cgroup, "EMFILE"))
         .unwrap();
     assert_eq!(sockets_in(&cgroup, 3).failed_with("EMFILE"), 3);
     daemon.child.kill().unwrap(); // SIGKILL
@@ -380,7 +409,7 @@ fn sigterm_removes_everything_then_exits() {
     let cgroup = TestCgroup::new("daemon-sigterm");
     daemon
         .client()
-        .create(socket_fault(&cgroup, "EMFILE"))
+        .create_json(&socket_fault(&cgroup, "EMFILE"))
         .unwrap();
     assert_eq!(sockets_in(&cgroup, 1).failed_with("EMFILE"), 1);
     nix::sys::signal::kill(
@@ -446,8 +475,8 @@ fn deadline_ends_the_fault_while_the_daemon_is_frozen() {
     let daemon = DaemonRun::start("frozen", false, &[]);
     let cgroup = TestCgroup::new("daemon-frozen");
     let mut args = socket_fault(&cgroup, "EMFILE");
-    args.extend(["--duration".into(), "3s".into()]);
-    let fault = daemon.client().create(args).unwrap();
+    args["duration"] = json!("3s");
+    let fault = daemon.client().create_json(&args).unwrap();
     // The kernel's deadline counts from the attach, a little before the answer.
     let created = Instant::now();
     let frozen = Frozen::freeze(daemon.child.id());
@@ -531,18 +560,12 @@ fn net_drop_through_the_daemon_counts_what_the_target_lost() {
     let daemon = DaemonRun::start("net", true, &[]);
     let client = daemon.client();
     let cidr = format!("{}/32", pair.addr_b);
-    let args = [
-        "net-drop",
-        "--protocol",
-        "udp",
-        "--cidr",
-        &cidr,
-        "--cgroup",
-        cgroup.path.to_str().unwrap(),
-    ];
-    let fault = client
-        .create(args.iter().map(|a| a.to_string()).collect())
-        .unwrap();
+    let spec = json!({
+        "kind": "net-drop",
+        "filter": {"protocol": "udp", "cidr": cidr},
+        "target": {"cgroup": cgroup.path},
+    });
+    let fault = client.create_json(&spec).unwrap();
     assert_eq!(fault.kind, "net-drop");
 
     const N: u64 = 200;

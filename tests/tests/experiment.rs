@@ -97,8 +97,11 @@ method:
     provider:
       type: chaos
       func: syscall
-      arguments: {{syscall: connect, errno: ECONNREFUSED, duration: {duration}}}
-      target: {{cgroup: "${{cgroup}}"}}
+      arguments:
+        syscalls: [connect]
+        errno: ECONNREFUSED
+        duration: {duration}
+        target: {{cgroup: "${{cgroup}}"}}
   - ref: health
   - type: probe
     name: outsider-connects
@@ -231,7 +234,7 @@ fn experiment_deviates_when_the_fault_breaks_the_hypothesis() {
         return;
     }
     let service = Service::start("exp-deviate");
-    let (status, stderr, journal) = run_to_end(&service, "deviate", &experiment("null", 0.0));
+    let (status, stderr, journal) = run_to_end(&service, "deviate", &experiment("10m", 0.0));
     assert_eq!(status.code(), Some(1), "{stderr}\n{journal:#}");
     assert_eq!(journal["status"], "deviated");
     assert_eq!(journal["deviated"], true);
@@ -262,7 +265,7 @@ fn dry_run_counts_what_the_fault_would_fail_and_fails_nothing() {
     }
     let service = Service::start("exp-dry");
     let (status, stderr, journal) =
-        run_to_end_with(&service, "dry", &experiment("null", 0.0), &["--dry-run"]);
+        run_to_end_with(&service, "dry", &experiment("10m", 0.0), &["--dry-run"]);
     assert_eq!(status.code(), Some(0), "{stderr}\n{journal:#}");
     assert_eq!(journal["status"], "completed");
     assert_eq!(activity(&journal, "health")["output"]["status"], 200);
@@ -288,7 +291,7 @@ fn interrupted_experiment_removes_its_fault_even_on_a_second_ctrl_c() {
     }
     let service = Service::start("exp-interrupt");
     let file = scratch("interrupt.yaml");
-    fs::write(&file, experiment("null", 60.0)).unwrap();
+    fs::write(&file, experiment("10m", 60.0)).unwrap();
     let journal_path: PathBuf = scratch("interrupt-journal.json");
     let mut child = chaos_run(&service, &file, &journal_path).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
@@ -337,14 +340,25 @@ fn invalid_experiment_injects_nothing_and_says_where() {
     let service = Service::start("exp-invalid");
     let yaml = experiment("1s", 0.0).replace("errno: ECONNREFUSED", "errno: ECONNREFUZED");
     let file = scratch("invalid.yaml");
-    fs::write(&file, yaml).unwrap();
+    fs::write(&file, &yaml).unwrap();
     let journal = scratch("invalid-journal.json");
     let out = chaos_run(&service, &file, &journal).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let at = format!("{}:25:7: method[0].provider:", file.display());
+    // Located at the value, named by its path through the spec's fields.
+    let (line, text) = yaml
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("ECONNREFUZED"))
+        .unwrap();
+    let at = format!(
+        "{}:{}:{}: method[0].provider.arguments.errno:",
+        file.display(),
+        line + 1,
+        text.find("ECONNREFUZED").unwrap() + 1
+    );
     assert!(
-        stderr.contains(&at) && stderr.contains("invalid errno `ECONNREFUZED`"),
+        stderr.contains(&at) && stderr.contains("`ECONNREFUZED` is not valid"),
         "{stderr}"
     );
     assert!(!journal.exists(), "an invalid experiment must not run");
@@ -360,10 +374,10 @@ fn network_faults_run_in_experiments_too() {
     let service = Service::start("exp-net");
     let backend_port = service.backend.rsplit(':').next().unwrap().to_owned();
     // Every packet between the service and its backend is dropped: its connects time out.
-    let yaml = experiment("null", 0.0).replace(
-        "      func: syscall\n      arguments: {syscall: connect, errno: ECONNREFUSED, duration: null}",
+    let yaml = experiment("10m", 0.0).replace(
+        "      func: syscall\n      arguments:\n        syscalls: [connect]\n        errno: ECONNREFUSED\n        duration: 10m\n",
         &format!(
-            "      func: net-drop\n      arguments: {{protocol: tcp, port: {backend_port}, direction: both}}"
+            "      func: net-drop\n      arguments:\n        filter: {{protocol: tcp, port: {backend_port}, direction: both}}\n"
         ),
     );
     assert!(yaml.contains("net-drop"), "{yaml}");
