@@ -245,9 +245,10 @@ fn experiment_deviates_when_the_fault_breaks_the_hypothesis() {
     assert_eq!(after["probes"][0]["tolerance_met"], false);
     assert_outsider_untouched(&journal);
     let (matched, injected) = final_counts(&journal, 0);
-    // The method's probe and both steady-state probes after it were refused.
+    // The method's probe and the first steady-state probe after it were refused (as in Chaos
+    // Toolkit, the first probe out of tolerance ends the check).
     assert!(
-        injected >= 3 && injected == matched,
+        injected >= 2 && injected == matched,
         "counters: {:#}",
         journal["faults"]
     );
