@@ -14,6 +14,7 @@ pub mod loader;
 pub mod mountinfo;
 pub mod packet;
 pub mod pause;
+pub mod journal_report;
 pub mod report;
 pub mod target;
 
