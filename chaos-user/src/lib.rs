@@ -10,11 +10,11 @@ pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod fault;
+pub mod journal_report;
 pub mod loader;
 pub mod mountinfo;
 pub mod packet;
 pub mod pause;
-pub mod journal_report;
 pub mod report;
 pub mod target;
 

@@ -5,9 +5,11 @@ use crate::journal_report;
 
 /// Options of `chaos report`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "The page has no script and loads nothing: open it anywhere, attach it \
+#[command(
+    after_help = "The page has no script and loads nothing: open it anywhere, attach it \
     to a ticket.\n\nExample:\n  chaos run examples/connect-refused.yaml --journal journal.json\n  \
-    chaos report journal.json -o report.html")]
+    chaos report journal.json -o report.html"
+)]
 pub struct ReportArgs {
     /// The journal `chaos run` wrote.
     pub journal: PathBuf,

@@ -101,7 +101,10 @@ fn write_journal(path: &std::path::Path, journal: &impl serde::Serialize) -> any
     Ok(())
 }
 
-fn write_report(path: Option<&std::path::Path>, journal: &impl serde::Serialize) -> anyhow::Result<()> {
+fn write_report(
+    path: Option<&std::path::Path>,
+    journal: &impl serde::Serialize,
+) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
     let journal = journal_report::Journal::from_value(serde_json::to_value(journal)?)?;
     std::fs::write(path, journal_report::render(&journal))

@@ -65,7 +65,11 @@ pub fn render(journal: &Journal) -> String {
     }
 
     page.push_str("<h2>Steady state</h2>\n");
-    steady_state(&mut page, "Before the method", &journal.steady_states.before);
+    steady_state(
+        &mut page,
+        "Before the method",
+        &journal.steady_states.before,
+    );
     for (i, during) in journal.steady_states.during.iter().enumerate() {
         steady_state(
             &mut page,
@@ -97,10 +101,9 @@ fn verdict_text(journal: &Journal) -> &'static str {
 }
 
 fn faults(page: &mut String, journal: &Journal, span: f64) {
-    let _ = write!(
-        page,
+    page.push_str(
         "<table><tr><th></th><th>action</th><th>fault</th><th>target</th><th>active</th>\
-         <th>matched</th><th>injected</th><th>peak injected/s</th><th>samples</th></tr>\n"
+         <th>matched</th><th>injected</th><th>peak injected/s</th><th>samples</th></tr>\n",
     );
     let injected = journal.rates(true);
     let bars = journal.timeline();
@@ -137,7 +140,7 @@ fn faults(page: &mut String, journal: &Journal, span: f64) {
 }
 
 fn steady_state(page: &mut String, heading: &str, state: &Option<SteadyState>) {
-    let _ = write!(page, "<h3>{}</h3>\n", esc(heading));
+    let _ = writeln!(page, "<h3>{}</h3>", esc(heading));
     let Some(state) = state else {
         page.push_str("<p class=\"note\">Not checked.</p>\n");
         return;

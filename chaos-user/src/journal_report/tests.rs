@@ -5,9 +5,7 @@ use super::*;
 /// A journal as `chaos run` writes it: a probe before and after, one action starting two
 /// faults' worth of activities, a rollback.
 pub(crate) fn sample_journal() -> Journal {
-    let sample = |at: f64, matched: u64, injected: u64| {
-        json!({"at": at, "counters": [{"rule": "connect", "matched": matched, "injected": injected}]})
-    };
+    let sample = |at: f64, matched: u64, injected: u64| json!({"at": at, "counters": [{"rule": "connect", "matched": matched, "injected": injected}]});
     let run = |name: &str, kind: &str, start: &str, end: &str| {
         json!({"activity": {"name": name, "type": kind, "tolerance": 200}, "status": "succeeded",
                "start": start, "end": end, "duration": 0.1, "output": {"status": 200},
@@ -93,9 +91,18 @@ fn rates_are_the_counters_differences_over_time() {
     let journal = sample_journal();
     let injected = &journal.rates(true)[0].points;
     // 5 injected in the 0.5 s since the action started at 0.2 s, then 10 per 0.5 s, then 5.
-    let expected = [(0.7, 10.0), (1.2, 20.0), (1.7, 20.0), (2.2, 10.0), (2.7, 0.0)];
+    let expected = [
+        (0.7, 10.0),
+        (1.2, 20.0),
+        (1.7, 20.0),
+        (2.2, 10.0),
+        (2.7, 0.0),
+    ];
     for ((at, rate), (want_at, want)) in injected.iter().zip(expected) {
-        assert!((at - want_at).abs() < 1e-9 && (rate - want).abs() < 1e-6, "{injected:?}");
+        assert!(
+            (at - want_at).abs() < 1e-9 && (rate - want).abs() < 1e-6,
+            "{injected:?}"
+        );
     }
     let matched = &journal.rates(false)[0].points;
     assert!((matched[1].1 - 40.0).abs() < 1e-6, "{matched:?}");
