@@ -175,6 +175,8 @@ fn chromium_renders_the_report_without_console_messages() {
     // What Chromium parsed: three SVG charts with their series, nothing lost to a parse error.
     let dom = headless(&["--dump-dom"]);
     let dom = String::from_utf8_lossy(&dom.stdout);
+    // Chromium's profile is tens of megabytes.
+    let _ = std::fs::remove_dir_all(&profile);
     assert_eq!(dom.matches("<svg").count(), 3, "{dom}");
     assert!(dom.contains("<polyline"), "{dom}");
 }
