@@ -58,7 +58,8 @@ pub fn rows_of_status(faults: &[FaultStatus]) -> Vec<FaultRow> {
         .iter()
         .map(|f| FaultRow {
             kind: f.kind.clone(),
-            what: format!("#{} {}{}", f.id, f.description, dry(f.dry_run)),
+            // The daemon's description already says `(dry run)`.
+            what: format!("#{} {}", f.id, f.description),
             matched: f.matched,
             injected: f.injected,
             left: Some(Duration::from_secs_f64(f.remaining_secs.max(0.0))),

@@ -207,3 +207,89 @@ fn through_a_pipe_a_fault_gets_at_most_a_line_a_second() {
     drop(load);
     assert_nothing_left();
 }
+
+#[test]
+fn status_watch_shows_the_daemons_faults_in_place() {
+    if !need_root() || host_only("tmux") {
+        return;
+    }
+    if !tmux_installed() {
+        return skip("tmux is not installed (scripts/setup installs it)");
+    }
+    let load = SteadyLoad::start("live-status");
+    let socket = scratch("live.sock");
+    let mut daemon = Command::new(chaos_bin())
+        .args(["daemon", "--socket", socket.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chaos daemon");
+    let client = chaos::daemon::client::DaemonClient::new(Some(&socket));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !client.answers() {
+        assert!(Instant::now() < deadline, "the daemon never answered");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let handed = Command::new(chaos_bin())
+        .args([
+            "inject",
+            "syscall",
+            "--syscall",
+            "socket",
+            "--errno",
+            "EMFILE",
+        ])
+        .args(["--cgroup", load.cgroup(), "--duration", "60s"])
+        .env("CHAOS_SOCKET", &socket)
+        .output()
+        .expect("chaos inject");
+    assert!(handed.status.success(), "{handed:?}");
+
+    let tmux = Tmux {
+        socket: format!("chaos-test-status-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} status --watch --socket {}; echo EXIT=$?; sleep 60",
+        chaos_bin().display(),
+        socket.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "live",
+        "-x",
+        "150",
+        "-y",
+        "40",
+        &command,
+    ]);
+    let mut counts = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        thread::sleep(Duration::from_millis(500));
+        let screen = tmux.screen();
+        // The header and the daemon's one fault.
+        assert!(screen.len() <= 2, "{screen:#?}");
+        if let Some(row) = screen.iter().find(|l| l.starts_with("syscall ")) {
+            assert!(row.contains("#1 socket -> EMFILE"), "{row}");
+            counts.push(injected_in(row));
+        }
+    }
+    counts.dedup();
+    assert!(
+        counts.len() >= 3,
+        "the counters did not change in place: {counts:?}"
+    );
+    tmux.run(&["send-keys", "-t", "live", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tmux.screen().iter().any(|l| l == "EXIT=0") {
+        assert!(Instant::now() < deadline, "{:#?}", tmux.screen());
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Watching removed nothing: the daemon still runs the fault.
+    assert_eq!(client.list().expect("listing").len(), 1);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    drop(load);
+    assert_nothing_left();
+}
