@@ -382,6 +382,11 @@ impl RawKeys {
         if !stdin.is_terminal() {
             return None;
         }
+        // In the background (`chaos inject ... &`), changing the terminal would stop chaos
+        // with SIGTTOU, and the keys are the foreground job's anyway.
+        if nix::unistd::tcgetpgrp(stdin.as_fd()).ok() != Some(nix::unistd::getpgrp()) {
+            return None;
+        }
         let saved = tcgetattr(stdin.as_fd()).ok()?;
         let mut raw = saved.clone();
         raw.local_flags
