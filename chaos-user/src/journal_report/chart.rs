@@ -6,7 +6,7 @@ use plotters::{
     prelude::*,
 };
 
-use super::{Bar, BarKind, Series};
+use super::{Bar, BarKind, Series, rows as timeline_rows};
 
 const WIDTH: u32 = 960;
 const FONT: &str = "sans-serif";
@@ -50,7 +50,8 @@ pub fn timeline_chart(bars: &[Bar], span: f64) -> String {
 
 fn draw_timeline(bars: &[Bar], span: f64) -> Result<String, String> {
     let mut svg = String::new();
-    let rows = bars.len().max(1);
+    let labels = timeline_rows(bars);
+    let rows = labels.len().max(1);
     let height = 60 + 26 * rows as u32;
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
@@ -61,11 +62,12 @@ fn draw_timeline(bars: &[Bar], span: f64) -> Result<String, String> {
             .y_label_area_size(260)
             .build_cartesian_2d(0f64..span, (0..rows).into_segmented())
             .map_err(|e| e.to_string())?;
+        // The first row on top: rows count from the bottom.
         let label = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => (rows - 1)
                 .checked_sub(*i)
-                .and_then(|row| bars.get(row))
-                .map(|b| shorten(&b.label, 38))
+                .and_then(|row| labels.get(row))
+                .map(|l| shorten(l, 38))
                 .unwrap_or_default(),
             SegmentValue::Last => String::new(),
         };
@@ -78,9 +80,9 @@ fn draw_timeline(bars: &[Bar], span: f64) -> Result<String, String> {
             .label_style((FONT, 13))
             .draw()
             .map_err(|e| e.to_string())?;
-        // The first bar on top: rows count from the bottom.
         chart
-            .draw_series(bars.iter().enumerate().map(|(i, b)| {
+            .draw_series(bars.iter().map(|b| {
+                let i = labels.iter().position(|l| *l == b.label).unwrap_or(0);
                 let row = rows - 1 - i;
                 // A bar too short to see (a probe of a few ms) still gets a visible sliver.
                 let end = b.end.max(b.start + span / 400.0);

@@ -230,6 +230,10 @@ impl Journal {
             }
         };
         probes("before", &self.steady_states.before, &mut bars);
+        // Continuous checks share one row per probe (see `rows`).
+        for during in &self.steady_states.during {
+            probes("during", &Some(during.clone()), &mut bars);
+        }
         for run in &self.run {
             let Some((start, end)) = self.span(run) else {
                 continue;
@@ -311,6 +315,18 @@ impl Journal {
 
 fn parse_time(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// The timeline's rows: each distinct label once, in the order it first ran. Bars with the
+/// same label (a probe checked again and again during the method) share a row.
+pub fn rows(bars: &[Bar]) -> Vec<&str> {
+    let mut rows: Vec<&str> = Vec::new();
+    for b in bars {
+        if !rows.contains(&b.label.as_str()) {
+            rows.push(&b.label);
+        }
+    }
+    rows
 }
 
 /// One bar of the timeline: something that ran from `start` to `end` seconds.

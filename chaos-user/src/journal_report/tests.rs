@@ -156,3 +156,37 @@ fn a_journal_without_faults_or_timestamps_still_renders() {
     assert!(page.contains("No fault ran."));
     assert!(page.contains("FAILED"));
 }
+
+#[test]
+fn checks_during_the_method_share_a_row_per_probe() {
+    let mut journal = sample_journal();
+    let check = |at: &str, met: bool| SteadyState {
+        steady_state_met: met,
+        probes: vec![ActivityRun {
+            activity: json!({"name": "api-up", "type": "probe"}),
+            status: "succeeded".into(),
+            start: format!("2026-11-30T10:00:{at}Z"),
+            end: format!("2026-11-30T10:00:{at}Z"),
+            tolerance_met: Some(met),
+            ..ActivityRun::default()
+        }],
+    };
+    journal.steady_states.during = vec![
+        check("01.000", true),
+        check("01.500", false),
+        check("02.000", true),
+    ];
+    let bars = journal.timeline();
+    let during: Vec<&Bar> = bars
+        .iter()
+        .filter(|b| b.label == "during: api-up")
+        .collect();
+    assert_eq!(during.len(), 3);
+    assert_eq!(during[1].kind, BarKind::ProbeNotMet);
+    let rows = rows(&bars);
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    assert_eq!(rows[1], "during: api-up");
+    // One rectangle per bar (after the background), in 8 rows.
+    let svg = timeline_chart(&bars, journal.span_secs());
+    assert_eq!(svg.matches("<rect").count(), 1 + bars.len(), "{svg}");
+}
