@@ -1,7 +1,7 @@
 //! `chaos inject`: apply a fault to a target now, in the foreground, and report what it did.
 //! Each kind's options map into a [`FaultSpec`]; one runner starts it through the engine.
 use std::{
-    io::{self, IsTerminal as _},
+    io,
     os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
     process::{Command, ExitCode, Stdio},
     sync::{
@@ -25,6 +25,7 @@ use super::{
 use crate::{
     daemon::client::DaemonClient,
     engine::StartedFault,
+    live_view::{FaultRow, Keys, LiveView, rows_of_report},
     packet::enter_netns,
     report::AnyReport,
     spec::{FaultSpec, NameOrNumber, Names, SyscallSpec, TargetSpec},
@@ -224,69 +225,21 @@ impl StopSignals {
     }
 }
 
-/// The counters while a fault runs: one line rewritten in place about once a second on a
-/// terminal, a plain line per change otherwise (none with `--json` off a terminal).
-struct LiveLine {
-    terminal: bool,
-    enabled: bool,
-    last_shown: Option<Instant>,
-    last: String,
-}
-
-impl LiveLine {
-    fn new(json: bool) -> LiveLine {
-        let terminal = io::stderr().is_terminal();
-        LiveLine {
-            terminal,
-            enabled: terminal || !json,
-            last_shown: None,
-            last: String::new(),
-        }
-    }
-
-    fn show(&mut self, started: Instant, report: &AnyReport) {
-        if !self.enabled
-            || self
-                .last_shown
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        let line = match report {
-            AnyReport::Rules(r) => r
-                .faults
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{} matched {} injected {}",
-                        f.syscall, f.matched, f.injected
-                    )
-                })
-                .collect::<Vec<_>>(),
-            AnyReport::Net(r) => r
-                .faults
-                .iter()
-                .map(|f| format!("{} seen {} affected {}", f.kind, f.seen, f.affected))
-                .collect(),
-        }
-        .join("; ");
-        if line == self.last {
-            return;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        if self.terminal {
-            eprint!("\r\x1b[Kchaos: [{elapsed:>6.1}s] {line}");
-        } else {
-            eprintln!("chaos: [{elapsed:>6.1}s] {line}");
-        }
-        self.last_shown = Some(Instant::now());
-        self.last = line;
-    }
-
-    fn finish(&self) {
-        if self.terminal && self.last_shown.is_some() {
-            eprintln!();
-        }
+/// The rows the live view shows for a report of either engine.
+fn live_rows(report: &AnyReport, left: Duration) -> Vec<FaultRow> {
+    match report {
+        AnyReport::Rules(r) => rows_of_report(r, Some(left)),
+        AnyReport::Net(r) => r
+            .faults
+            .iter()
+            .map(|f| FaultRow {
+                kind: f.kind.to_owned(),
+                what: f.fault.clone(),
+                matched: f.seen,
+                injected: f.affected,
+                left: Some(left),
+            })
+            .collect(),
     }
 }
 
@@ -323,12 +276,13 @@ fn run_until_stopped(
 ) -> anyhow::Result<ExitCode> {
     announce(fault, run);
     let started = Instant::now();
-    let mut live = LiveLine::new(run.json);
-    while !stop.stopped() && started.elapsed() < run.duration {
+    let mut live = LiveView::new(run.json, Keys::Read);
+    while !stop.stopped() && started.elapsed() < run.duration && !live.quit_requested() {
         // Short naps: a stop signal ends the fault within about 10 ms (the disarm time in
-        // BENCHMARKS.md was 100 ms with 100 ms naps). The live line throttles itself.
+        // BENCHMARKS.md was 100 ms with 100 ms naps). The live view throttles itself.
         thread::sleep(Duration::from_millis(10));
-        live.show(started, &report(fault)?);
+        let left = run.duration.saturating_sub(started.elapsed());
+        live.update(&live_rows(&report(fault)?, left));
     }
     live.finish();
     let report = report(fault)?;

@@ -10,6 +10,7 @@ pub mod inject;
 pub mod latency;
 pub mod net;
 pub mod quickstart;
+pub mod report;
 pub mod run;
 pub mod signal;
 pub mod status;
@@ -38,6 +39,8 @@ pub enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Run an experiment (Chaos Toolkit format): steady state, faults, rollbacks, journal.
     Run(run::RunArgs),
+    /// Turn an experiment's journal into one HTML page: timeline, fault rates, probes.
+    Report(report::ReportArgs),
     /// Check an experiment file without running anything.
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of a fault spec (what `POST /faults` and an experiment's
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Quickstart(args) => quickstart::run(args),
         Command::QuickstartClient(args) => quickstart::client(args),
         Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema => {
             print!("{}", crate::spec::schema_text());
