@@ -34,7 +34,7 @@ impl FilterArgs {
     pub fn spec(&self) -> SyscallFilterSpec {
         SyscallFilterSpec {
             path: self.path.clone(),
-            fd_kinds: self.fd_kind.clone().map(|k| crate::spec::Names(vec![k])),
+            fd_kinds: self.fd_kind.as_deref().map(crate::spec::Names::split),
             port: self.port,
             cidr: self.cidr.clone(),
             comm: self.comm.clone(),

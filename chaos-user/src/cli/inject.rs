@@ -81,7 +81,7 @@ impl SyscallArgs {
     /// The spec these options describe.
     pub fn spec(&self) -> FaultSpec {
         FaultSpec::Syscall(SyscallSpec {
-            syscalls: Names(vec![self.syscall.clone()]),
+            syscalls: Names::split(&self.syscall),
             errno: NameOrNumber(self.errno.clone()),
             mechanism: None,
             filter: self.filter.spec(),

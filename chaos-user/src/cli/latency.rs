@@ -53,7 +53,7 @@ impl LatencyArgs {
     /// The spec these options describe (target set by the caller).
     pub fn spec(&self) -> FaultSpec {
         FaultSpec::Latency(LatencySpec {
-            syscalls: Names(vec![self.syscall.clone()]),
+            syscalls: Names::split(&self.syscall),
             delay: self.delay.clone(),
             jitter: self.jitter.clone(),
             mode: self.mode.map(|m| m.name().to_owned()),

@@ -41,7 +41,7 @@ impl SignalArgs {
     /// The spec these options describe (target set by the caller).
     pub fn spec(&self) -> FaultSpec {
         FaultSpec::Signal(SignalSpec {
-            syscalls: Names(vec![self.syscall.clone()]),
+            syscalls: Names::split(&self.syscall),
             signal: Some(NameOrNumber(self.signal.clone())),
             thread: self.thread,
             filter: self.filter.spec(),

@@ -46,6 +46,17 @@ impl From<&TargetSpec> for Target {
 pub struct Names(pub Vec<String>);
 
 impl Names {
+    /// The names of one comma-separated string, as a list (`"read, write"` is read, write).
+    pub fn split(s: &str) -> Names {
+        Names(
+            s.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
     /// The names, the comma-separated strings split.
     pub fn items(&self) -> Vec<String> {
         self.0
