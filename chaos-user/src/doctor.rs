@@ -154,6 +154,14 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
+/// The kernel's active LSMs, from securityfs where it is mounted, else through a temporary
+/// mount (the machine is left as it was).
+pub fn active_lsm_list() -> Result<ActiveLsms, Failure> {
+    let mounts = probe::mounts().unwrap_or_default();
+    let securityfs = mountinfo::mount_point_of(&mounts, "securityfs");
+    probe::active_lsms(securityfs.as_deref())
+}
+
 /// Probes the running kernel. Needs the privileges [`require_privileges`] checks; without them
 /// the probes still run but report the refusals.
 pub fn examine() -> Facts {

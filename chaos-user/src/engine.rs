@@ -20,7 +20,7 @@ use crate::{
         inject::{FaultRequest, InjectCommand, Running},
         net::NetInjection,
     },
-    loader::Injector,
+    loader::{HookMechanism, Injector},
 };
 
 /// One rule's counters at one moment.
@@ -47,6 +47,8 @@ pub struct StartedFault {
     /// Its `--duration`: the kernel programs of syscall-engine faults stop injecting then by
     /// themselves; the owner removes it then.
     pub duration: Duration,
+    /// How its programs reach the kernel's security hooks, for faults that use them.
+    pub mechanism: Option<HookMechanism>,
     engine: Mutex<Option<Engine>>,
     /// The counters read when it was stopped.
     last: Mutex<Option<Vec<RuleCounters>>>,
@@ -71,10 +73,12 @@ impl StartedFault {
         }
         let (duration, dry_run) = (run.duration, run.dry_run);
         let target = target_args.resolve()?;
+        let mut mechanism = None;
         let (description, engine) = match request {
             FaultRequest::Rules(request) => {
                 let planned = request.fault.rules(&target)?;
-                let mut injector = Injector::start(&planned)?;
+                let mut injector = Injector::start_with(&planned, request.fault.mechanism())?;
+                mechanism = injector.mechanism();
                 let resumer = request.fault.started(&mut injector, &target)?;
                 (
                     request.fault.describe(),
@@ -110,6 +114,7 @@ impl StartedFault {
             target: target.path.display().to_string(),
             dry_run,
             duration,
+            mechanism,
             engine: Mutex::new(Some(engine)),
             last: Mutex::new(None),
         })

@@ -122,6 +122,7 @@ fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::R
         initrd: &initrd,
         timeout: Duration::from_secs(1800),
         prefix: &format!("[vm {kernel}] "),
+        lsm: vm::qemu::DEFAULT_LSM,
     })?;
     let json = outcome
         .lines

@@ -19,7 +19,7 @@ pub use super::target::TargetArgs;
 use crate::{
     daemon::client::DaemonClient,
     fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
-    loader::{Injector, PlannedRule},
+    loader::{HookMechanism, Injector, PlannedRule},
     report::{FaultReport, Report},
     target::{CgroupTarget, ChildCgroup},
 };
@@ -76,6 +76,11 @@ pub struct SyscallArgs {
     pub run: RunArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// How to reach the kernel's security hooks: lsm (BPF LSM programs, where `bpf` is an
+    /// active LSM) or fmod-ret (fmod_ret programs on the security_* functions, everywhere
+    /// else). Default: lsm where BPF LSM is active, else fmod-ret.
+    #[arg(long, value_name = "lsm|fmod-ret")]
+    pub mechanism: Option<HookMechanism>,
 }
 
 impl SyscallArgs {
@@ -88,6 +93,7 @@ impl SyscallArgs {
             schedule: self.schedule.schedule(),
             dry_run: self.run.dry_run,
             deadline: Some(self.run.duration),
+            mechanism: self.mechanism,
         }
     }
 }
@@ -313,11 +319,19 @@ pub(crate) trait Injectable {
     ) -> Result<Option<Running>, crate::Error> {
         Ok(None)
     }
+    /// The mechanism the user forced for the security hooks' programs, if any.
+    fn mechanism(&self) -> Option<HookMechanism> {
+        None
+    }
 }
 
 impl Injectable for SyscallFault {
     fn rules(&self, target: &CgroupTarget) -> Result<Vec<PlannedRule>, crate::Error> {
         SyscallFault::rules(self, target)
+    }
+
+    fn mechanism(&self) -> Option<HookMechanism> {
+        self.mechanism
     }
 
     fn describe(&self) -> String {
@@ -351,6 +365,7 @@ impl Injectable for SyscallFault {
                         dry_run: self.dry_run,
                         matched,
                         injected,
+                        mechanism: None,
                     }
                 })
                 .collect(),
@@ -456,7 +471,19 @@ fn report(
     rules: &[PlannedRule],
     injector: &Injector,
 ) -> anyhow::Result<Report> {
-    Ok(fault.report(target, rules, &injector.counters()?))
+    let mut report = fault.report(target, rules, &injector.counters()?);
+    for f in &mut report.faults {
+        f.mechanism = injector.mechanism();
+    }
+    Ok(report)
+}
+
+/// How the security hooks' programs run, for the start message ("" when none are used).
+fn mechanism_note(injector: &Injector) -> String {
+    match injector.mechanism_choice() {
+        Some(choice) => format!(" through {}: {}", choice.mechanism, choice.why),
+        None => String::new(),
+    }
 }
 
 /// The counters while a fault runs: one line rewritten in place about once a second on a
@@ -537,13 +564,14 @@ fn run_until_stopped(
     // Declared first so that it is dropped last, on every path: it continues the processes
     // that pause rules stopped, which must happen after the programs are detached.
     let _resumer;
-    let mut injector = Injector::start(&rules)?;
+    let mut injector = Injector::start_with(&rules, fault.mechanism())?;
     _resumer = fault.started(&mut injector, target)?;
     eprintln!(
-        "chaos: injecting {} into cgroup {} for {}; Ctrl-C to stop",
+        "chaos: injecting {} into cgroup {} for {}{}; Ctrl-C to stop",
         fault.describe(),
         target.path.display(),
-        humantime::format_duration(run.duration)
+        humantime::format_duration(run.duration),
+        mechanism_note(&injector)
     );
     let started = Instant::now();
     let mut live = LiveLine::new(run.json);
@@ -571,7 +599,12 @@ fn run_command(
     let rules = fault.rules(target)?;
     // Dropped after the injector on every path, as in run_until_stopped.
     let _resumer;
-    let mut injector = Some(Injector::start(&rules)?);
+    let mut injector = Some(Injector::start_with(&rules, fault.mechanism())?);
+    if let Some(injector) = &injector
+        && injector.mechanism().is_some()
+    {
+        eprintln!("chaos:{}", mechanism_note(injector));
+    }
     _resumer = fault.started(injector.as_mut().expect("just set"), target)?;
 
     let mut command = Command::new(&argv[0]);

@@ -139,6 +139,7 @@ impl Injectable for LatencyFault {
                         dry_run: self.dry_run,
                         matched,
                         injected,
+                        mechanism: None,
                     }
                 })
                 .collect(),

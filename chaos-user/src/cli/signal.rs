@@ -118,6 +118,7 @@ impl Injectable for SignalFault {
                         dry_run: self.dry_run,
                         matched,
                         injected,
+                        mechanism: None,
                     }
                 })
                 .collect(),
