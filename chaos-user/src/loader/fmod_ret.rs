@@ -82,6 +82,32 @@ impl FmodRetObject {
         function: &str,
         btf: &Btf,
     ) -> Result<FmodRetLink, Error> {
+        let prog = self.load(name, function, btf)?;
+        // SAFETY: zeroed bpf_attr is valid; only the raw_tracepoint member is set.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // No tracepoint name: the program's own attach target (its BTF id) is used.
+        attr.raw_tracepoint.name = 0;
+        attr.raw_tracepoint.prog_fd = prog.as_fd().as_raw_fd() as u32;
+        let link = sys_bpf(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut attr).map_err(|err| {
+            Error::Unsupported {
+                fault: format!("fmod_ret on {function}"),
+                why: format!("the kernel refused to attach it: {err}"),
+            }
+        })?;
+        Ok(FmodRetLink {
+            _link: link,
+            _prog: prog,
+        })
+    }
+
+    /// Loads program `name` as fmod_ret on the kernel function `function` (the verifier
+    /// checks it and its target here), without attaching it.
+    pub(crate) fn load(
+        &self,
+        name: &'static str,
+        function: &str,
+        btf: &Btf,
+    ) -> Result<OwnedFd, Error> {
         let refuse = |why: String| Error::Unsupported {
             fault: format!("fmod_ret on {function}"),
             why,
@@ -100,10 +126,10 @@ impl FmodRetObject {
                      missing in this build"
                 ))
             })?;
-        let prog = load(name, insns, &program.license, btf_id, &mut []).or_else(|first| {
+        load_raw(name, insns, &program.license, btf_id, &mut []).or_else(|first| {
             // Again with the verifier's log, only to say why.
             let mut log = vec![0u8; 1 << 20];
-            match load(name, insns, &program.license, btf_id, &mut log) {
+            match load_raw(name, insns, &program.license, btf_id, &mut log) {
                 Ok(prog) => Ok(prog),
                 Err(_) => Err(refuse(format!(
                     "the kernel refused the fmod_ret program ({first}); this needs BTF and BPF \
@@ -111,17 +137,6 @@ impl FmodRetObject {
                     log_tail(&log)
                 ))),
             }
-        })?;
-        // SAFETY: zeroed bpf_attr is valid; only the raw_tracepoint member is set.
-        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        // No tracepoint name: the program's own attach target (its BTF id) is used.
-        attr.raw_tracepoint.name = 0;
-        attr.raw_tracepoint.prog_fd = prog.as_fd().as_raw_fd() as u32;
-        let link = sys_bpf(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut attr)
-            .map_err(|err| refuse(format!("the kernel refused to attach it: {err}")))?;
-        Ok(FmodRetLink {
-            _link: link,
-            _prog: prog,
         })
     }
 }
@@ -140,7 +155,7 @@ fn map_fd(map: &Map) -> Option<RawFd> {
     Some(data.fd().as_fd().as_raw_fd())
 }
 
-fn load(
+fn load_raw(
     name: &str,
     insns: &[bpf_insn],
     license: &CString,

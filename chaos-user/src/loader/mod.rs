@@ -5,7 +5,7 @@
 //! when the injector is dropped or the process dies for any reason, SIGKILL included.
 use std::{collections::BTreeSet, fs::File, path::PathBuf};
 
-mod fmod_ret;
+pub(crate) mod fmod_ret;
 mod index;
 mod mechanism;
 pub(crate) mod object;
