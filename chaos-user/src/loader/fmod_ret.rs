@@ -37,6 +37,9 @@ pub(crate) struct FmodRetLink {
 /// [`Ebpf`], ready to load as fmod_ret programs.
 pub(crate) struct FmodRetObject {
     object: Object,
+    /// The object's own BTF, loaded: the verifier needs the programs' function info (the
+    /// bpf_loop callbacks are refused with "missing btf func_info" without it).
+    btf_fd: OwnedFd,
 }
 
 impl FmodRetObject {
@@ -49,6 +52,25 @@ impl FmodRetObject {
         };
         let mut object =
             Object::parse(elf).map_err(|err| fail(format!("cannot parse the object: {err}")))?;
+        // As aya does before loading: adapt the object's BTF to what this kernel takes.
+        let features = aya::features()
+            .btf()
+            .ok_or_else(|| fail("the kernel takes no BTF for programs".to_owned()))?;
+        let raw_btf = object
+            .fixup_and_sanitize_btf(features)
+            .map_err(|err| fail(format!("cannot prepare the object's BTF: {err}")))?
+            .ok_or_else(|| fail("the object has no BTF".to_owned()))?
+            .to_bytes();
+        // SAFETY: zeroed bpf_attr is valid: every field is an integer.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: fills the BPF_BTF_LOAD member; `raw_btf` lives until the syscall returns.
+        unsafe {
+            let u = &mut attr.__bindgen_anon_7;
+            u.btf = raw_btf.as_ptr() as u64;
+            u.btf_size = raw_btf.len() as u32;
+        }
+        let btf_fd = sys_bpf(bpf_cmd::BPF_BTF_LOAD, &mut attr)
+            .map_err(|err| fail(format!("the kernel refused the object's BTF: {err}")))?;
         let mut fds: Vec<(String, RawFd, aya_obj::Map)> = Vec::new();
         for (name, map) in ebpf.maps() {
             let Some(def) = object.maps.get(name) else {
@@ -72,7 +94,7 @@ impl FmodRetObject {
         object
             .relocate_calls(&text_sections)
             .map_err(|err| fail(format!("cannot link functions: {err}")))?;
-        Ok(FmodRetObject { object })
+        Ok(FmodRetObject { object, btf_fd })
     }
 
     /// Loads program `name` as fmod_ret on the kernel function `function` and attaches it.
@@ -117,7 +139,17 @@ impl FmodRetObject {
             .programs
             .get(name)
             .ok_or_else(|| refuse(format!("the object has no program {name}")))?;
-        let insns = &self.object.functions[&program.function_key()].instructions;
+        let function_obj = &self.object.functions[&program.function_key()];
+        let code = Code {
+            insns: &function_obj.instructions,
+            btf_fd: self.btf_fd.as_raw_fd(),
+            func_info: function_obj.func_info.func_info_bytes(),
+            func_info_cnt: function_obj.func_info.len(),
+            func_info_rec_size: function_obj.func_info_rec_size,
+            line_info: function_obj.line_info.line_info_bytes(),
+            line_info_cnt: function_obj.line_info.len(),
+            line_info_rec_size: function_obj.line_info_rec_size,
+        };
         let btf_id = btf
             .id_by_type_name_kind(function, BtfKind::Func)
             .map_err(|err| {
@@ -126,10 +158,10 @@ impl FmodRetObject {
                      missing in this build"
                 ))
             })?;
-        load_raw(name, insns, &program.license, btf_id, &mut []).or_else(|first| {
+        load_raw(name, &code, &program.license, btf_id, &mut []).or_else(|first| {
             // Again with the verifier's log, only to say why.
             let mut log = vec![0u8; 1 << 20];
-            match load_raw(name, insns, &program.license, btf_id, &mut log) {
+            match load_raw(name, &code, &program.license, btf_id, &mut log) {
                 Ok(prog) => Ok(prog),
                 Err(_) => Err(refuse(format!(
                     "the kernel refused the fmod_ret program ({first}); this needs BTF and BPF \
@@ -155,9 +187,21 @@ fn map_fd(map: &Map) -> Option<RawFd> {
     Some(data.fd().as_fd().as_raw_fd())
 }
 
+/// A program's instructions with the BTF information the verifier reads beside them.
+struct Code<'a> {
+    insns: &'a [bpf_insn],
+    btf_fd: RawFd,
+    func_info: Vec<u8>,
+    func_info_cnt: usize,
+    func_info_rec_size: usize,
+    line_info: Vec<u8>,
+    line_info_cnt: usize,
+    line_info_rec_size: usize,
+}
+
 fn load_raw(
     name: &str,
-    insns: &[bpf_insn],
+    code: &Code<'_>,
     license: &CString,
     btf_id: u32,
     log: &mut [u8],
@@ -171,8 +215,19 @@ fn load_raw(
         u.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
         u.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
         u.attach_btf_id = btf_id;
-        u.insns = insns.as_ptr() as u64;
-        u.insn_cnt = insns.len() as u32;
+        u.insns = code.insns.as_ptr() as u64;
+        u.insn_cnt = code.insns.len() as u32;
+        u.prog_btf_fd = code.btf_fd as u32;
+        if code.func_info_rec_size > 0 {
+            u.func_info = code.func_info.as_ptr() as u64;
+            u.func_info_cnt = code.func_info_cnt as u32;
+            u.func_info_rec_size = code.func_info_rec_size as u32;
+        }
+        if code.line_info_rec_size > 0 {
+            u.line_info = code.line_info.as_ptr() as u64;
+            u.line_info_cnt = code.line_info_cnt as u32;
+            u.line_info_rec_size = code.line_info_rec_size as u32;
+        }
         u.license = license.as_ptr() as u64;
         // The kernel keeps 15 bytes of the name; the `chaos_` prefix survives, which is what
         // finds leftovers.
