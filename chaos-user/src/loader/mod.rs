@@ -280,7 +280,8 @@ pub struct PlannedRule {
 pub struct Injector {
     // The fmod_ret links go first (fields drop in order): programs before the maps they use.
     fmod_ret_links: Vec<FmodRetLink>,
-    fmod_ret: Option<FmodRetObject>,
+    // Boxed: aya-obj's Object is large, and injectors are moved around in enums.
+    fmod_ret: Option<Box<FmodRetObject>>,
     ebpf: Ebpf,
     slots: usize,
     btf: Option<Btf>,
@@ -427,7 +428,7 @@ impl Injector {
         })?;
         let btf = Self::kernel_btf(&mut self.btf, &format!("fmod_ret on {}", twin.function))?;
         if self.fmod_ret.is_none() {
-            self.fmod_ret = Some(FmodRetObject::new(EBPF_OBJECT, &self.ebpf)?);
+            self.fmod_ret = Some(Box::new(FmodRetObject::new(EBPF_OBJECT, &self.ebpf)?));
         }
         let object = self.fmod_ret.as_ref().expect("just set");
         self.fmod_ret_links

@@ -60,11 +60,9 @@ pub fn build_guest_binaries(
     for name in only {
         args.extend(["--test", name.as_str()]);
     }
-    let mut tests = cargo_executables(
-        workspace,
-        &args,
-        |artifact| artifact.profile.test && artifact.target.kind.contains(&TargetKind::Test),
-    )?;
+    let mut tests = cargo_executables(workspace, &args, |artifact| {
+        artifact.profile.test && artifact.target.kind.contains(&TargetKind::Test)
+    })?;
     tests.sort_by(|a, b| a.name.cmp(&b.name));
     tests.dedup_by(|a, b| a.name == b.name);
     Ok(GuestBinaries { bins, tests })
