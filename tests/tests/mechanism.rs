@@ -79,3 +79,30 @@ fn the_report_says_which_mechanism_runs() {
     // No --mechanism: BPF LSM where active, else fmod_ret (checked in assert_target_only).
     assert_target_only("openat", "EACCES", &[], &["openat", &file]);
 }
+
+#[test]
+fn a_mechanism_for_syscalls_on_cgroup_hooks_only_is_refused() {
+    if !need_root() {
+        return;
+    }
+    let cgroup = TestCgroup::new("mechanism-cgroup-only");
+    let outcome = chaos(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--mechanism",
+        "fmod-ret",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]);
+    assert!(!outcome.status.success(), "{outcome:?}");
+    assert!(
+        outcome.stderr.contains("mechanism") && outcome.stderr.contains("cgroup hooks"),
+        "{}",
+        outcome.stderr
+    );
+    assert_nothing_left();
+}

@@ -322,9 +322,21 @@ impl Injector {
             .iter()
             .any(|h| matches!(programs(*h).1, Attach::Lsm(_)));
         // Chosen before loading, so that a refusal changes nothing.
-        let mechanism = match needs_security_hooks {
-            true => Some(mechanism::choose(forced)?),
-            false => None,
+        let mechanism = match (needs_security_hooks, forced) {
+            (true, _) => Some(mechanism::choose(forced)?),
+            (false, None) => None,
+            (false, Some(forced)) => {
+                return Err(Error::Invalid {
+                    field: "mechanism",
+                    value: forced.to_string(),
+                    expected: format!(
+                        "no --mechanism for these syscalls: {} go through cgroup hooks, which \
+                         run on every kernel",
+                        crate::fault::Syscall::supported_by(crate::fault::Mechanism::Cgroup)
+                            .join(", ")
+                    ),
+                });
+            }
         };
         let mut injector = Injector {
             fmod_ret_links: Vec::new(),
