@@ -1,9 +1,9 @@
 //! Socket syscalls. The cgroup socket hooks run only for sockets of tasks in the cgroups they
-//! are attached to, on kernels without BPF LSM too; the rest needs BPF LSM.
+//! are attached to, on kernels without BPF LSM too; the rest runs at the kernel's security hooks (BPF LSM or fmod_ret).
 use aya_ebpf::{
     helpers::bpf_set_retval,
-    macros::{cgroup_sock, cgroup_sock_addr, cgroup_sockopt, lsm},
-    programs::{LsmContext, SockAddrContext, SockContext, SockoptContext},
+    macros::{cgroup_sock, cgroup_sock_addr, cgroup_sockopt},
+    programs::{SockAddrContext, SockContext, SockoptContext},
 };
 use chaos_common::{
     ANY_SYSCALL, Action, Hook,
@@ -11,8 +11,7 @@ use chaos_common::{
 };
 
 use crate::{
-    lsm::{call, decide},
-    rule::targets_current_task,
+    lsm::{Args, call, decide, security_hook},
     rule::{self, Call, SockAddr},
 };
 
@@ -105,42 +104,39 @@ pub fn chaos_setsockopt(_ctx: SockoptContext) -> i32 {
     cgroup_decide(Call::new(Hook::Setsockopt, ANY_SYSCALL))
 }
 
-#[lsm(hook = "socket_listen")]
-pub fn chaos_socket_listen(_ctx: LsmContext) -> i32 {
-    if !targets_current_task(Hook::SocketListen) {
-        return 0;
-    }
-    decide(call(Hook::SocketListen, 0))
-}
+// The rest run at security hooks: an LSM program and its fmod_ret twin each (see `lsm`).
 
-#[lsm(hook = "socket_accept")]
-pub fn chaos_socket_accept(_ctx: LsmContext) -> i32 {
-    if !targets_current_task(Hook::SocketAccept) {
-        return 0;
-    }
-    decide(call(Hook::SocketAccept, 0))
-}
+security_hook!(
+    chaos_socket_listen in "lsm/socket_listen",
+    chaos_fmod_socket_listen in "fentry/security_socket_listen",
+    Hook::SocketListen,
+    |_: &Args| decide(call(Hook::SocketListen, 0))
+);
 
-#[lsm(hook = "socket_sendmsg")]
-pub fn chaos_socket_sendmsg(_ctx: LsmContext) -> i32 {
-    if !targets_current_task(Hook::SocketSendmsg) {
-        return 0;
-    }
-    decide(call(Hook::SocketSendmsg, 0))
-}
+security_hook!(
+    chaos_socket_accept in "lsm/socket_accept",
+    chaos_fmod_socket_accept in "fentry/security_socket_accept",
+    Hook::SocketAccept,
+    |_: &Args| decide(call(Hook::SocketAccept, 0))
+);
 
-#[lsm(hook = "socket_recvmsg")]
-pub fn chaos_socket_recvmsg(_ctx: LsmContext) -> i32 {
-    if !targets_current_task(Hook::SocketRecvmsg) {
-        return 0;
-    }
-    decide(call(Hook::SocketRecvmsg, 0))
-}
+security_hook!(
+    chaos_socket_sendmsg in "lsm/socket_sendmsg",
+    chaos_fmod_socket_sendmsg in "fentry/security_socket_sendmsg",
+    Hook::SocketSendmsg,
+    |_: &Args| decide(call(Hook::SocketSendmsg, 0))
+);
 
-#[lsm(hook = "socket_shutdown")]
-pub fn chaos_socket_shutdown(_ctx: LsmContext) -> i32 {
-    if !targets_current_task(Hook::SocketShutdown) {
-        return 0;
-    }
-    decide(call(Hook::SocketShutdown, 0))
-}
+security_hook!(
+    chaos_socket_recvmsg in "lsm/socket_recvmsg",
+    chaos_fmod_socket_recvmsg in "fentry/security_socket_recvmsg",
+    Hook::SocketRecvmsg,
+    |_: &Args| decide(call(Hook::SocketRecvmsg, 0))
+);
+
+security_hook!(
+    chaos_socket_shutdown in "lsm/socket_shutdown",
+    chaos_fmod_socket_shutdown in "fentry/security_socket_shutdown",
+    Hook::SocketShutdown,
+    |_: &Args| decide(call(Hook::SocketShutdown, 0))
+);

@@ -1,26 +1,21 @@
-//! Process syscalls through BPF LSM hooks.
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+//! Process syscalls through the kernel's security hooks (an LSM program and its fmod_ret
+//! twin per hook, see `lsm`).
 use chaos_common::Hook;
 
-use crate::{
-    lsm::{call, decide},
-    rule::targets_current_task,
-};
+use crate::lsm::{Args, call, decide, security_hook};
 
-/// `task_alloc(task, clone_flags)`, in the parent: clone, clone3, fork, vfork.
-#[lsm(hook = "task_alloc")]
-pub fn chaos_task_alloc(_ctx: LsmContext) -> i32 {
-    if !targets_current_task(Hook::TaskAlloc) {
-        return 0;
-    }
-    decide(call(Hook::TaskAlloc, 0))
-}
+security_hook!(
+    /// `task_alloc(task, clone_flags)`, in the parent: clone, clone3, fork, vfork.
+    chaos_task_alloc in "lsm/task_alloc",
+    chaos_fmod_task_alloc in "fentry/security_task_alloc",
+    Hook::TaskAlloc,
+    |_: &Args| decide(call(Hook::TaskAlloc, 0))
+);
 
-/// `task_kill(p, info, sig, cred)`, in the sender.
-#[lsm(hook = "task_kill")]
-pub fn chaos_task_kill(_ctx: LsmContext) -> i32 {
-    if !targets_current_task(Hook::TaskKill) {
-        return 0;
-    }
-    decide(call(Hook::TaskKill, 0))
-}
+security_hook!(
+    /// `task_kill(p, info, sig, cred)`, in the sender.
+    chaos_task_kill in "lsm/task_kill",
+    chaos_fmod_task_kill in "fentry/security_task_kill",
+    Hook::TaskKill,
+    |_: &Args| decide(call(Hook::TaskKill, 0))
+);

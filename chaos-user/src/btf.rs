@@ -13,12 +13,42 @@ use crate::Error;
 /// Where the running kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Reads the offsets the kernel programs need from `path` (normally [`VMLINUX_BTF`]).
+/// Reads the offsets the kernel programs need from `path` (normally [`VMLINUX_BTF`]), for
+/// programs on the LSM hooks.
 pub fn kernel_config(path: &Path) -> Result<KernelConfig, Error> {
+    kernel_config_for(path, &[], "bpf_lsm_inode_setattr")
+}
+
+/// A kernel function an fmod_ret program attaches to in place of an LSM hook, and the
+/// arguments the program reads: those must have the same types in both signatures.
+#[derive(Clone, Copy, Debug)]
+pub struct Twin {
+    /// The LSM hook, e.g. `file_open`.
+    pub hook: &'static str,
+    /// The function that calls it, e.g. `security_file_open`.
+    pub function: &'static str,
+    /// The argument positions the program reads.
+    pub reads: &'static [usize],
+}
+
+/// As [`kernel_config`], for programs on the functions of `twins` (fmod_ret) when given:
+/// also checks that each function exists and passes what its program reads where the hook
+/// does, and reads `inode_setattr`'s dentry position from `setattr`'s signature.
+pub fn kernel_config_for(
+    path: &Path,
+    twins: &[Twin],
+    setattr: &str,
+) -> Result<KernelConfig, Error> {
     let btf = Btf::from_file(path).map_err(|err| Error::Btf {
         path: path.to_owned(),
         what: format!("cannot parse: {err}"),
     })?;
+    for twin in twins {
+        check_twin(&btf, twin).map_err(|what| Error::Btf {
+            path: path.to_owned(),
+            what,
+        })?;
+    }
     let offsets = || -> Result<KernelConfig, String> {
         let path_dentry = member_offset(&btf, "path", "dentry")?;
         Ok(KernelConfig {
@@ -33,9 +63,17 @@ pub fn kernel_config(path: &Path) -> Result<KernelConfig, Error> {
             inode_mode: member_offset(&btf, "inode", "i_mode")?,
             sb_dev: member_offset(&btf, "super_block", "s_dev")?,
             bprm_file: member_offset(&btf, "linux_binprm", "file")?,
-            setattr_dentry_arg: match hook_arity(&btf, "inode_setattr")? {
-                3 => 1,
-                _ => 0,
+            setattr_dentry_arg: match parameter_types(&btf, setattr)?
+                .iter()
+                .position(|t| t == "struct dentry *")
+            {
+                Some(1) => 1,
+                Some(0) => 0,
+                _ => {
+                    return Err(format!(
+                        "`{setattr}` has no dentry among its first two arguments"
+                    ));
+                }
             },
         })
     };
@@ -45,11 +83,36 @@ pub fn kernel_config(path: &Path) -> Result<KernelConfig, Error> {
     })
 }
 
-/// How many arguments the LSM hook `hook` takes (its `bpf_lsm_` stub's parameters).
-fn hook_arity(btf: &Btf, hook: &str) -> Result<usize, String> {
-    let name = format!("bpf_lsm_{hook}");
+/// Refuses a twin whose function is missing or passes the arguments its program reads with
+/// other types than the hook (its `bpf_lsm_` stub) does.
+fn check_twin(btf: &Btf, twin: &Twin) -> Result<(), String> {
+    let hook = parameter_types(btf, &format!("bpf_lsm_{}", twin.hook))?;
+    let function = parameter_types(btf, twin.function).map_err(|err| {
+        format!(
+            "{err}: fmod_ret cannot reach the `{}` hook on this kernel",
+            twin.hook
+        )
+    })?;
+    for &i in twin.reads {
+        if hook.get(i) != function.get(i) {
+            return Err(format!(
+                "`{}` takes {:?} where the `{}` hook takes {:?} (argument {i}), so its \
+                 fmod_ret program would misread it",
+                twin.function,
+                function.get(i),
+                twin.hook,
+                hook.get(i)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The parameter types of the kernel function `name`, spelled as in C without qualifiers
+/// (`struct file *`).
+pub fn parameter_types(btf: &Btf, name: &str) -> Result<Vec<String>, String> {
     let types = btf
-        .resolve_types_by_name(&name)
+        .resolve_types_by_name(name)
         .map_err(|err| format!("no function `{name}`: {err}"))?;
     for ty in types {
         let Type::Func(func) = ty else { continue };
@@ -57,10 +120,40 @@ fn hook_arity(btf: &Btf, hook: &str) -> Result<usize, String> {
             .resolve_chained_type(&func)
             .map_err(|err| format!("`{name}` has no prototype: {err}"))?;
         if let Type::FuncProto(proto) = proto {
-            return Ok(proto.parameters.len());
+            return Ok(proto
+                .parameters
+                .iter()
+                .map(|p| match btf.resolve_chained_type(p) {
+                    Ok(ty) => describe(btf, ty, 0),
+                    Err(_) => "?".to_owned(),
+                })
+                .collect());
         }
     }
     Err(format!("no function `{name}`"))
+}
+
+/// A type as C spells it, without qualifiers.
+fn describe(btf: &Btf, ty: Type, depth: usize) -> String {
+    let name = |t: &dyn btf_rs::BtfType| btf.resolve_name(t).unwrap_or_default();
+    let inner = |t: &dyn btf_rs::BtfType| match btf.resolve_chained_type(t) {
+        Ok(next) if depth < 8 => describe(btf, next, depth + 1),
+        _ => "?".to_owned(),
+    };
+    match ty {
+        Type::Void => "void".to_owned(),
+        Type::Ptr(p) => format!("{} *", inner(&p)),
+        Type::Const(c) => inner(&c),
+        Type::Volatile(v) => inner(&v),
+        Type::Restrict(r) => inner(&r),
+        Type::TypeTag(t) => inner(&t),
+        Type::Struct(s) | Type::Union(s) => format!("struct {}", name(&s)),
+        Type::Fwd(f) => format!("struct {}", name(&f)),
+        Type::Typedef(t) => name(&t),
+        Type::Int(i) => name(&i),
+        Type::Enum(e) => format!("enum {}", name(&e)),
+        _ => "?".to_owned(),
+    }
 }
 
 /// Byte offset of `member` in `struct name`, looking into anonymous structs and unions (recent

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::{
     fault::{Mechanism, Syscall},
+    loader::HookMechanism,
     mountinfo,
 };
 
@@ -86,6 +87,8 @@ pub struct Facts {
     pub temp_cgroup: Outcome,
     /// `chaos_file_open` (lsm) loaded.
     pub lsm_file_open: Outcome,
+    /// `chaos_fmod_file_open` (fmod_ret on security_file_open) loaded.
+    pub fmod_ret_file_open: Outcome,
     /// `chaos_connect4` (cgroup sock_addr) loaded and attached.
     pub connect4: Outcome,
     /// `chaos_connect6` (cgroup sock_addr) loaded and attached.
@@ -117,6 +120,10 @@ pub struct FaultSupport {
     pub why: Option<String>,
     /// What would make it work (`None` when it works).
     pub fix: Option<String>,
+    /// For faults on the kernel's security hooks: how chaos reaches them on this kernel
+    /// (`lsm` or `fmod-ret`), the same choice `chaos inject` makes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_mechanism: Option<HookMechanism>,
     /// For syscall faults: the syscalls this mechanism fails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub syscalls: Vec<&'static str>,
@@ -154,6 +161,14 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
+/// The kernel's active LSMs, from securityfs where it is mounted, else through a temporary
+/// mount (the machine is left as it was).
+pub fn active_lsm_list() -> Result<ActiveLsms, Failure> {
+    let mounts = probe::mounts().unwrap_or_default();
+    let securityfs = mountinfo::mount_point_of(&mounts, "securityfs");
+    probe::active_lsms(securityfs.as_deref())
+}
+
 /// Probes the running kernel. Needs the privileges [`require_privileges`] checks; without them
 /// the probes still run but report the refusals.
 pub fn examine() -> Facts {
@@ -176,12 +191,13 @@ pub fn examine() -> Facts {
         Ok(btf) => f(ebpf, btf),
         Err(fail) => Err(fail.clone()),
     };
-    let (lsm_file_open, sys_enter) = match object.as_mut() {
+    let (lsm_file_open, fmod_ret_file_open, sys_enter) = match object.as_mut() {
         Ok(ebpf) => (
             with_btf(ebpf, probe::lsm_file_open),
+            with_btf(ebpf, probe::fmod_ret_file_open),
             with_btf(ebpf, probe::sys_enter),
         ),
-        Err(fail) => (Err(fail.clone()), Err(fail.clone())),
+        Err(fail) => (Err(fail.clone()), Err(fail.clone()), Err(fail.clone())),
     };
     let cgroup_probe =
         |object: &mut Result<aya::Ebpf, Failure>,
@@ -225,6 +241,7 @@ pub fn examine() -> Facts {
         object: object.map(|_| "parsed; maps created".into()),
         temp_cgroup: temp_cgroup.map(|c| format!("created and removed {}", c.path().display())),
         lsm_file_open,
+        fmod_ret_file_open,
         connect4,
         connect6,
         sock_create,
@@ -268,6 +285,7 @@ fn works(kind: &'static str, mechanism: impl Into<String>) -> FaultSupport {
         mechanism: mechanism.into(),
         why: None,
         fix: None,
+        hook_mechanism: None,
         syscalls: Vec::new(),
     }
 }
@@ -284,6 +302,7 @@ fn broken(
         mechanism: mechanism.into(),
         why: Some(why.into()),
         fix: Some(fix.into()),
+        hook_mechanism: None,
         syscalls: Vec::new(),
     }
 }
@@ -297,70 +316,55 @@ const VM_KERNELS: &str = "e.g. Debian's 6.1 or 6.12 kernel booted with \
 
 fn syscall_file(facts: &Facts) -> FaultSupport {
     const KIND: &str = "syscall-file";
-    const MECHANISM: &str = "BPF LSM programs on the file, inode, exec, task and socket hooks (file_open, \
-         file_permission, inode_unlink, bprm_check_security, task_alloc, socket_sendmsg, ...)";
+    const LSM: &str = "BPF LSM programs on the file, inode, exec, task and socket hooks \
+         (file_open, file_permission, inode_unlink, bprm_check_security, task_alloc, \
+         socket_sendmsg, ...)";
+    const FMOD_RET: &str = "fmod_ret programs on the security_* functions behind the file, \
+         inode, exec, task and socket hooks (security_file_open, security_file_permission, \
+         security_inode_unlink, security_bprm_check, ...)";
     if let Err(fail) = &facts.btf {
         return broken(
             KIND,
-            MECHANISM,
+            LSM,
             format!("no usable kernel BTF: {}", fail.message),
             "a kernel built with CONFIG_DEBUG_INFO_BTF=y",
         );
     }
-    let lsms = match &facts.lsms {
-        Ok(lsms) => lsms,
-        Err(fail) => {
-            return broken(
-                KIND,
-                MECHANISM,
-                format!(
-                    "cannot tell whether the BPF LSM is active: {}",
-                    fail.message
-                ),
-                "mount securityfs (mount -t securityfs none /sys/kernel/security) and run the \
-                 doctor again",
-            );
-        }
+    // The same choice `chaos inject` makes.
+    let list = facts.lsms.as_ref().map(|l| l.list.as_slice());
+    let choice = crate::loader::choose_for(list.map_err(|f| f.message.as_str()), None)
+        .expect("an automatic choice is never refused");
+    let (mechanism, probe) = match choice.mechanism {
+        HookMechanism::Lsm => (LSM, &facts.lsm_file_open),
+        HookMechanism::FmodRet => (FMOD_RET, &facts.fmod_ret_file_open),
     };
-    if !lsms.list.iter().any(|l| l == "bpf") {
-        return broken(
-            KIND,
-            MECHANISM,
-            format!(
-                "the BPF LSM is not active: `bpf` is not in the active LSMs ({})",
-                lsms.list.join(",")
-            ),
-            format!(
-                "boot with {} (the kernel needs CONFIG_BPF_LSM=y); socket syscall faults work \
-                 without it",
-                parse::lsm_param_with_bpf(&lsms.list)
-            ),
-        );
-    }
-    match &facts.lsm_file_open {
-        Ok(_) => works(KIND, MECHANISM),
+    let mechanism = format!("{mechanism}; {}", choice.why);
+    let mut support = match probe {
+        Ok(_) => works(KIND, mechanism),
         Err(fail) if fail.errno == Some(nix::errno::Errno::EPERM) => broken(
             KIND,
-            MECHANISM,
+            mechanism,
             format!(
-                "the BPF LSM is active but the kernel refuses BPF trampoline programs (lsm, \
-                 fentry/fexit): {}",
+                "the kernel refuses BPF trampoline programs (lsm, fentry/fexit, fmod_ret): {}",
                 fail.message
             ),
             format!(
-                "a kernel where BPF LSM programs load, {VM_KERNELS}; socket syscall faults \
-                 still work here through cgroup hooks"
+                "a kernel where BPF trampoline programs load, {VM_KERNELS}; socket syscall \
+                 faults still work here through cgroup hooks"
             ),
         ),
         Err(fail) => broken(
             KIND,
-            MECHANISM,
-            format!("the kernel refused the BPF LSM program: {}", fail.message),
+            mechanism,
             format!(
-                "a kernel with CONFIG_BPF_LSM=y, `bpf` in lsm= and BPF trampolines, {VM_KERNELS}"
+                "the kernel refused the {} program: {}",
+                choice.mechanism, fail.message
             ),
+            format!("a kernel with BTF and BPF trampolines (5.7+), {VM_KERNELS}"),
         ),
-    }
+    };
+    support.hook_mechanism = Some(choice.mechanism);
+    support
 }
 
 fn syscall_socket(facts: &Facts) -> FaultSupport {
@@ -544,6 +548,16 @@ fn syscall_latency(facts: &Facts) -> FaultSupport {
         ),
         Err(fail) => format!("{MECHANISM}; block mode unavailable: {}", fail.message),
     };
+    let mechanism = match &facts.lsms {
+        Ok(lsms) if !lsms.list.iter().any(|l| l == "bpf") => format!(
+            "{MECHANISM}; block mode unavailable: BPF LSM is not active (the active LSMs are \
+             {}): block mode's sleepable programs call kfuncs (bpf_get_file_xattr) that the \
+             kernel allows only in LSM programs, so fmod_ret cannot stand in; boot with {} for it",
+            lsms.list.join(","),
+            parse::lsm_param_with_bpf(&lsms.list)
+        ),
+        _ => mechanism,
+    };
     match &facts.sys_enter {
         Ok(_) => works(KIND, mechanism),
         Err(fail) => broken(
@@ -635,6 +649,10 @@ fn checks(facts: &Facts) -> Vec<Check> {
         check("eBPF object", &facts.object),
         check("temporary cgroup", &facts.temp_cgroup),
         check("prog lsm/file_open", &facts.lsm_file_open),
+        check(
+            "prog fmod_ret/security_file_open",
+            &facts.fmod_ret_file_open,
+        ),
         check("prog cgroup_sock_addr/connect4", &facts.connect4),
         check("prog cgroup_sock_addr/connect6", &facts.connect6),
         check("prog cgroup_sock/sock_create", &facts.sock_create),
@@ -683,6 +701,7 @@ mod tests {
             object: ok("parsed"),
             temp_cgroup: ok("made"),
             lsm_file_open: fail(Some(Errno::EPERM), "BPF_PROG_LOAD: EPERM"),
+            fmod_ret_file_open: fail(Some(Errno::EPERM), "BPF_PROG_LOAD: EPERM"),
             connect4: ok("attached"),
             connect6: ok("attached"),
             sock_create: ok("attached"),
@@ -735,21 +754,35 @@ mod tests {
     }
 
     #[test]
-    fn missing_bpf_lsm_suggests_the_boot_parameter() {
+    fn without_bpf_lsm_file_faults_go_through_fmod_ret_and_block_mode_says_why_not() {
         let mut facts = host();
         facts.lsms = Ok(ActiveLsms {
             list: parse::lsm_list("lockdown,capability,apparmor"),
             source: "test".into(),
         });
+        // BPF LSM programs load there, and never run: the doctor must not count on them.
         facts.lsm_file_open = ok("loaded");
+        facts.fmod_ret_file_open = ok("loaded");
         let report = Report::from_facts(&facts);
         let file = verdict(&report, "syscall-file");
-        assert!(!file.works);
+        assert!(file.works);
+        assert_eq!(file.hook_mechanism, Some(HookMechanism::FmodRet));
         assert!(
-            file.fix
-                .as_deref()
-                .unwrap()
-                .contains("lsm=lockdown,capability,apparmor,bpf")
+            file.mechanism.contains("without `bpf`"),
+            "{}",
+            file.mechanism
+        );
+        facts.fmod_ret_file_open = fail(Some(Errno::EPERM), "BPF_PROG_LOAD: EPERM");
+        let file = verdict(&Report::from_facts(&facts), "syscall-file").clone();
+        assert!(!file.works && file.why.unwrap().contains("trampoline"));
+        let latency = verdict(&report, "syscall-latency");
+        assert!(
+            latency.mechanism.contains("BPF LSM is not active")
+                && latency
+                    .mechanism
+                    .contains("lsm=lockdown,capability,apparmor,bpf"),
+            "{}",
+            latency.mechanism
         );
     }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     fault::{Injectable, Running},
-    loader::{Injector, PlannedRule},
+    loader::{HookMechanism, Injector, PlannedRule},
     packet::NetInjection,
     report::AnyReport,
     spec::{CheckedFault, Fault, FaultKind, FaultSpec},
@@ -46,6 +46,10 @@ pub struct StartedFault {
     /// Its `--duration`: the kernel programs of syscall-engine faults stop injecting then by
     /// themselves; the owner removes it then.
     pub duration: Duration,
+    /// How its programs reach the kernel's security hooks, for faults that use them.
+    pub mechanism: Option<HookMechanism>,
+    /// Why that mechanism was chosen (forced, or what this kernel offers).
+    pub mechanism_why: Option<String>,
     engine: Mutex<Option<Engine>>,
     /// The counters read when it was stopped.
     last: Mutex<Option<Vec<RuleCounters>>>,
@@ -67,10 +71,15 @@ impl StartedFault {
     /// Attaches a checked fault to `target`, resolved by the caller (`chaos inject` with a
     /// command after `--` makes a cgroup for it).
     pub fn start_on(checked: CheckedFault, target: &CgroupTarget) -> anyhow::Result<StartedFault> {
+        let (mut mechanism, mut mechanism_why) = (None, None);
         let (description, engine) = match checked.fault {
             Fault::Rules(fault) => {
                 let planned = fault.rules(target)?;
-                let mut injector = Injector::start(&planned)?;
+                let mut injector = Injector::start_with(&planned, fault.mechanism())?;
+                if let Some(choice) = injector.mechanism_choice() {
+                    mechanism = Some(choice.mechanism);
+                    mechanism_why = Some(choice.why.to_string());
+                }
                 let resumer = fault.started(&mut injector, target)?;
                 (
                     fault.describe(),
@@ -94,6 +103,8 @@ impl StartedFault {
             target: target.path.display().to_string(),
             dry_run: checked.dry_run,
             duration: checked.duration,
+            mechanism,
+            mechanism_why,
             engine: Mutex::new(Some(engine)),
             last: Mutex::new(None),
         })
@@ -110,11 +121,13 @@ impl StartedFault {
                 injector,
                 fault,
                 ..
-            }) => Some(AnyReport::Rules(fault.report(
-                target,
-                planned,
-                &injector.counters()?,
-            ))),
+            }) => {
+                let mut report = fault.report(target, planned, &injector.counters()?);
+                for f in &mut report.faults {
+                    f.mechanism = injector.mechanism();
+                }
+                Some(AnyReport::Rules(report))
+            }
             Some(Engine::Net { injection }) => injection.report()?.map(AnyReport::Net),
         })
     }

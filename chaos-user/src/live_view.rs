@@ -490,6 +490,7 @@ mod tests {
                 dry_run: true,
                 matched: 3,
                 injected: 2,
+                mechanism: None,
             }],
         };
         let rows = rows_of_report(&report, Some(Duration::from_millis(4200)));

@@ -31,6 +31,10 @@ pub struct FaultReport {
     pub matched: u64,
     /// Calls failed (would have been, in a dry run).
     pub injected: u64,
+    /// How the programs reach the kernel's security hooks (`lsm` or `fmod-ret`), for faults
+    /// that use them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<crate::loader::HookMechanism>,
 }
 
 impl fmt::Display for Report {

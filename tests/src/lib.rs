@@ -463,7 +463,39 @@ pub fn assert_target_only(syscall: &str, errno: &str, extra: &[&str], op: &[&str
         "{syscall}: report: {}",
         outcome.stdout
     );
+    // Faults on the kernel's security hooks say how they ran: what was forced, else BPF LSM
+    // where it is active and fmod_ret elsewhere.
+    if let Some(ran) = outcome.report()["faults"][0]["mechanism"].as_str() {
+        let expected = match extra.iter().position(|a| *a == "--mechanism") {
+            Some(i) => extra[i + 1],
+            None => expected_mechanism(),
+        };
+        assert_eq!(ran, expected, "{syscall}: mechanism: {}", outcome.stdout);
+    }
     assert_nothing_left();
+}
+
+/// The kernel's active LSMs, from securityfs (empty if it cannot be read).
+pub fn active_lsms() -> Vec<String> {
+    fs::read_to_string("/sys/kernel/security/lsm")
+        .unwrap_or_default()
+        .trim()
+        .split(',')
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `bpf` is an active LSM. Where securityfs is not mounted (the development hosts)
+/// this is unknown and taken as true: chaos itself reads the list through a temporary mount.
+pub fn bpf_lsm_active() -> bool {
+    let lsms = active_lsms();
+    lsms.is_empty() || lsms.iter().any(|l| l == "bpf")
+}
+
+/// The mechanism chaos picks by itself for the security hooks on this kernel.
+pub fn expected_mechanism() -> &'static str {
+    if bpf_lsm_active() { "lsm" } else { "fmod-ret" }
 }
 
 /// A TCP server on 127.0.0.1, outside every target: its address and the number of connections

@@ -59,8 +59,22 @@ fn doctor_agrees_with_what_loads() {
         "doctor says syscall-file works={file}: {report}"
     );
     if skips_forbidden() {
-        // The VM tier boots kernels with BPF LSM on purpose.
-        assert!(file, "BPF LSM must work in the VM tier: {report}");
+        // The VM tier's kernels run file faults: through BPF LSM where it is active, through
+        // fmod_ret where it is not (lsm=lockdown,capability,yama,apparmor).
+        assert!(file, "file faults must work in the VM tier: {report}");
+    }
+    if file {
+        // What the doctor says runs is what runs: the mechanism, and a fault that fires.
+        let row = report["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "syscall-file")
+            .unwrap();
+        assert_eq!(row["hook_mechanism"], expected_mechanism(), "{row}");
+        let file = scratch("doctor-file");
+        std::fs::write(&file, b"data").unwrap();
+        assert_target_only("openat", "EIO", &[], &["openat", file.to_str().unwrap()]);
     }
     if !file {
         let row = report["faults"]

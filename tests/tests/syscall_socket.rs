@@ -178,6 +178,7 @@ fn many_rules_on_many_targets_at_once_stay_apart() {
         schedule: Schedule::ALWAYS,
         dry_run: false,
         deadline: None,
+        mechanism: None,
     };
     // A: socket fails with EMFILE. B: bind with EADDRINUSE, getsockopt with ENOPROTOOPT.
     let mut rules = fault("socket", "EMFILE").rules(&target(&a)).unwrap();

@@ -89,7 +89,7 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
 /// runs it as it would a test binary) and writes the results it prints to `args.out`.
 fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::Result<()> {
     let version = KernelVersion::from_name(kernel)?;
-    let mut binaries = vm::build::build_guest_binaries(workspace)?;
+    let mut binaries = vm::build::build_guest_binaries(workspace, &[])?;
     let harness = binaries
         .bins
         .iter()
@@ -125,6 +125,7 @@ fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::R
         initrd: &initrd,
         timeout: Duration::from_secs(1800),
         prefix: &format!("[vm {kernel}] "),
+        lsm: vm::qemu::DEFAULT_LSM,
     })?;
     let json = outcome
         .lines

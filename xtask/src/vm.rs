@@ -76,6 +76,17 @@ pub struct VmTestArgs {
     #[arg(long, value_delimiter = ',')]
     pub modules: Vec<String>,
 
+    /// The guest's `lsm=` boot parameter. Without `bpf` in it (e.g.
+    /// lockdown,capability,yama,apparmor: Ubuntu's, Flatcar's and Azure Linux's situation)
+    /// the security hooks' faults run through fmod_ret, and only the tests of those faults
+    /// run unless --tests names others.
+    #[arg(long, default_value = qemu::DEFAULT_LSM)]
+    pub lsm: String,
+
+    /// Only these integration test files (e.g. syscall_file,syscall_openat); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub tests: Vec<String>,
+
     /// Arguments passed to every test binary after `--test-threads=1` (libtest filters,
     /// `--exact`, `--nocapture`, ...).
     #[arg(last = true)]
@@ -96,18 +107,55 @@ impl VmTestArgs {
                 .map(String::from)
                 .to_vec(),
             test_args: Vec::new(),
+            lsm: qemu::DEFAULT_LSM.to_owned(),
+            tests: Vec::new(),
         }
     }
+
+    /// The configuration where BPF LSM is compiled in but not active, as on Ubuntu, Flatcar
+    /// and Azure Linux by default: Debian's 6.12 with `lsm=` {WITHOUT_BPF_LSM}, running the
+    /// tests of the faults on security hooks, which run through fmod_ret there.
+    pub fn without_bpf_lsm() -> Self {
+        Self {
+            lsm: WITHOUT_BPF_LSM.to_owned(),
+            ..Self::for_kernel("6.12")
+        }
+    }
+
+    /// The test files this run runs.
+    fn selected_tests(&self) -> Vec<String> {
+        if !self.tests.is_empty() {
+            return self.tests.clone();
+        }
+        if !self.lsm.split(',').any(|l| l == "bpf") {
+            return SECURITY_HOOK_TESTS.map(String::from).to_vec();
+        }
+        Vec::new()
+    }
 }
+
+/// The `lsm=` of the configuration without BPF LSM (what Ubuntu's kernels activate).
+pub const WITHOUT_BPF_LSM: &str = "lockdown,capability,yama,apparmor";
+
+/// The tests of the faults on the kernel's security hooks (file, filesystem, process and the
+/// LSM socket calls listen, accept, send, recv, shutdown: all in syscall_file) and of the
+/// choice between BPF LSM and fmod_ret: what a kernel without BPF LSM runs. The others need
+/// nothing from the LSM list (cgroup socket hooks, tracepoints, packets), or need BPF LSM
+/// itself (block mode's sleepable LSM programs), and run in the default configurations.
+const SECURITY_HOOK_TESTS: [&str; 4] = ["syscall_file", "syscall_openat", "mechanism", "doctor"];
 
 /// Runs the integration tests inside a VM; errors when any failed or no result came back.
 pub fn run(args: &VmTestArgs) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let version = KernelVersion::from_name(&args.kernel)?;
-    let kernel_name = version.to_string();
+    let kernel_name = match args.lsm.as_str() {
+        qemu::DEFAULT_LSM => version.to_string(),
+        lsm => format!("{version} lsm={lsm}"),
+    };
 
     let workspace = Workspace::locate()?;
-    let mut binaries = build::build_guest_binaries(&workspace)?;
+    let selected = args.selected_tests();
+    let mut binaries = build::build_guest_binaries(&workspace, &selected)?;
     if binaries.tests.is_empty() {
         // A VM run that tests nothing must not read as a pass.
         bail!("chaos-tests has no integration tests (tests/tests/*.rs): nothing to run in the VM");
@@ -133,10 +181,13 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<Summary> {
         kernel.vmlinuz.display()
     );
 
-    let work_dir = workspace.target_dir.join("vm").join(&kernel_name);
+    let work_dir = workspace
+        .target_dir
+        .join("vm")
+        .join(kernel_name.replace([' ', '=', ','], "-"));
     let initrd = initramfs::build(&initramfs::Spec {
         work_dir: &work_dir,
-        kernel_name: &kernel_name,
+        kernel_name: &version.to_string(),
         modules_dir: &kernel.modules_dir,
         modules: &args.modules,
         binaries: &binaries,
@@ -149,6 +200,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<Summary> {
         initrd: &initrd,
         timeout: Duration::from_secs(args.timeout),
         prefix: &format!("[vm {kernel_name}] "),
+        lsm: &args.lsm,
     })?;
     println!(
         "vm {kernel_name}: guest ran for {:.1} s ({:.1} s in total with builds)",

@@ -136,6 +136,7 @@ mod tests {
             mechanism: "BPF LSM".into(),
             why: Some("refused".into()),
             fix: Some("another kernel".into()),
+            hook_mechanism: None,
             syscalls: vec!["read", "write"],
         });
         let pad = " ".repeat(KIND_COLUMN + WORKS_COLUMN);

@@ -26,9 +26,10 @@ use crate::{
     daemon::client::DaemonClient,
     engine::StartedFault,
     live_view::{FaultRow, Keys, LiveView, rows_of_report},
+    loader::HookMechanism,
     packet::enter_netns,
     report::AnyReport,
-    spec::{FaultSpec, NameOrNumber, Names, SyscallSpec, TargetSpec},
+    spec::{FaultSpec, MechanismSpec, NameOrNumber, Names, SyscallSpec, TargetSpec},
     target::ChildCgroup,
 };
 
@@ -75,6 +76,11 @@ pub struct SyscallArgs {
     pub run: RunArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// How to reach the kernel's security hooks: lsm (BPF LSM programs, where `bpf` is an
+    /// active LSM) or fmod-ret (fmod_ret programs on the security_* functions, everywhere
+    /// else). Default: lsm where BPF LSM is active, else fmod-ret.
+    #[arg(long, value_name = "lsm|fmod-ret")]
+    pub mechanism: Option<HookMechanism>,
 }
 
 impl SyscallArgs {
@@ -83,7 +89,7 @@ impl SyscallArgs {
         FaultSpec::Syscall(SyscallSpec {
             syscalls: Names::split(&self.syscall),
             errno: NameOrNumber(self.errno.clone()),
-            mechanism: None,
+            mechanism: self.mechanism.map(MechanismSpec::from),
             filter: self.filter.spec(),
             schedule: self.schedule.spec(),
             target: self.target.spec(),
@@ -259,8 +265,12 @@ fn report(fault: &StartedFault) -> anyhow::Result<AnyReport> {
 }
 
 fn announce(fault: &StartedFault, run: &RunArgs) {
+    let mechanism = match (&fault.mechanism, &fault.mechanism_why) {
+        (Some(m), Some(why)) => format!(" through {m}: {why}"),
+        _ => String::new(),
+    };
     eprintln!(
-        "chaos: injecting {} {} into cgroup {} for {}; Ctrl-C to stop",
+        "chaos: injecting {} {} into cgroup {} for {}{mechanism}; Ctrl-C to stop",
         fault.kind,
         fault.description,
         fault.target,

@@ -149,6 +149,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         dry_run: false,
         // Rolled back by chaos on exit; the kernel stops on its own should chaos be frozen.
         deadline: Some(Duration::from_secs(600)),
+        mechanism: None,
     };
     let target = cgroup.target();
     println!(

@@ -43,6 +43,10 @@ pub struct FaultStatus {
     pub injected: u64,
     /// The counters per syscall, or of the packet fault.
     pub counters: Vec<RuleCounters>,
+    /// How its programs reach the kernel's security hooks (`lsm` or `fmod-ret`), for
+    /// faults that use them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<crate::loader::HookMechanism>,
 }
 
 /// `DELETE /faults`: what was removed.

@@ -91,6 +91,7 @@ impl ActiveFault {
             matched: counters.iter().map(|c| c.matched).sum(),
             injected: counters.iter().map(|c| c.injected).sum(),
             counters,
+            mechanism: self.fault.mechanism,
         }
     }
 }

@@ -271,6 +271,27 @@ pub fn lsm_file_open(ebpf: &mut Ebpf, btf: &Btf) -> Outcome {
     Ok("loaded".into())
 }
 
+/// Loads the fmod_ret twin of the `file_open` program on `security_file_open`. Not attached,
+/// as for [`lsm_file_open`]; the load is where the verifier checks the target.
+pub fn fmod_ret_file_open(ebpf: &mut Ebpf, btf: &Btf) -> Outcome {
+    let object = crate::loader::fmod_ret::FmodRetObject::new(EBPF_OBJECT, ebpf)
+        .map_err(|err| Failure::text(err.to_string()))?;
+    object
+        .load("chaos_fmod_file_open", "security_file_open", btf)
+        .map_err(|err| Failure {
+            errno: match &err {
+                crate::Error::Unsupported { why, .. }
+                    if why.contains("Operation not permitted") =>
+                {
+                    Some(nix::errno::Errno::EPERM)
+                }
+                _ => None,
+            },
+            message: format!("load fmod_ret/security_file_open: {err}"),
+        })?;
+    Ok("loaded".into())
+}
+
 /// Whether latency block mode can run: the kfuncs it calls are in the kernel's BTF, /dev/fuse
 /// exists, and its sleepable `file_open` program, with its kfunc calls patched in, loads.
 pub fn latency_block(btf: &Btf) -> Outcome {

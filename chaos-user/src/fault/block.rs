@@ -349,6 +349,23 @@ impl BlockFault {
         mount: &Path,
     ) -> Result<BlockFault, Error> {
         check_syscalls(syscalls)?;
+        // Its programs are LSM programs (the kfuncs they call are allowed in no other kind),
+        // which load where BPF LSM is not active and never run: refuse rather than delay
+        // nothing.
+        if let Ok(lsms) = crate::doctor::active_lsm_list()
+            && !lsms.list.iter().any(|l| l == "bpf")
+        {
+            return Err(Error::Unsupported {
+                fault: FAULT.to_owned(),
+                why: format!(
+                    "BPF LSM is not active (the active LSMs are {}): block mode's sleepable \
+                     programs call kfuncs (bpf_get_file_xattr) that the kernel allows only in \
+                     LSM programs, so fmod_ret cannot stand in; use --mode spin or pause, or \
+                     boot with `bpf` added to lsm=",
+                    lsms.list.join(",")
+                ),
+            });
+        }
         let ids = kfunc_ids(Path::new(VMLINUX_BTF))?;
         if !Path::new("/dev/fuse").exists() {
             return Err(Error::Unsupported {

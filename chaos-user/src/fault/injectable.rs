@@ -5,7 +5,7 @@ use chaos_common::HitCounter;
 use super::{LatencyFault, LatencyMode, SignalFault, SyscallFault, block::BlockFault};
 use crate::{
     Error,
-    loader::{Injector, PlannedRule},
+    loader::{HookMechanism, Injector, PlannedRule},
     pause::Resumer,
     report::{FaultReport, Report},
     spec::FaultKind,
@@ -41,6 +41,10 @@ pub trait Injectable {
         _target: &CgroupTarget,
     ) -> Result<Option<Running>, Error> {
         Ok(None)
+    }
+    /// The mechanism the user forced for the security hooks' programs, if any.
+    fn mechanism(&self) -> Option<HookMechanism> {
+        None
     }
 
     /// One line saying what is injected, for the start message.
@@ -79,6 +83,7 @@ pub trait Injectable {
                         dry_run: self.dry_run(),
                         matched,
                         injected: self.injected(matched, injected),
+                        mechanism: None,
                     }
                 })
                 .collect(),
@@ -108,6 +113,9 @@ impl Injectable for SyscallFault {
     }
     fn effect(&self) -> String {
         self.errno.to_string()
+    }
+    fn mechanism(&self) -> Option<HookMechanism> {
+        self.mechanism
     }
     fn dry_run(&self) -> bool {
         self.dry_run

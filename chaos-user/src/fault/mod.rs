@@ -36,6 +36,9 @@ pub struct SyscallFault {
     /// How long the kernel may act on the fault at most, counted from when its rules are
     /// planned; past it the programs stop injecting even if chaos cannot remove them.
     pub deadline: Option<Duration>,
+    /// How to reach the security hooks, when forced (`None`: BPF LSM where it is active,
+    /// else fmod_ret; see [`crate::loader::choose_mechanism`]).
+    pub mechanism: Option<crate::loader::HookMechanism>,
 }
 
 impl SyscallFault {
@@ -131,6 +134,7 @@ mod tests {
             schedule: Schedule::ALWAYS,
             dry_run: false,
             deadline: None,
+            mechanism: None,
         }
     }
 

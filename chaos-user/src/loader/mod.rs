@@ -5,9 +5,13 @@
 //! when the injector is dropped or the process dies for any reason, SIGKILL included.
 use std::{collections::BTreeSet, fs::File, path::PathBuf};
 
+pub(crate) mod fmod_ret;
 mod index;
+mod mechanism;
 pub(crate) mod object;
+use fmod_ret::{FmodRetLink, FmodRetObject};
 pub use index::RuleIndex;
+pub use mechanism::{HookMechanism, MechanismChoice, choose as choose_mechanism, choose_for};
 use object::{array_mut, attach_to_cgroups, program_error, program_mut, write_array};
 
 use aya::{
@@ -88,6 +92,165 @@ fn programs(hook: Hook) -> (&'static [&'static str], Attach) {
     }
 }
 
+/// The fmod_ret twin of the LSM program of `hook`: the program, the kernel function it
+/// attaches to (the `security_` function that calls the hook) and which of its arguments it
+/// reads (checked against the hook's in the kernel's BTF before loading).
+fn fmod_ret_twin(hook: Hook) -> Option<(&'static str, btf::Twin)> {
+    let twin = |program, hook, function, reads| {
+        Some((
+            program,
+            btf::Twin {
+                hook,
+                function,
+                reads,
+            },
+        ))
+    };
+    match hook {
+        Hook::FileOpen => twin(
+            "chaos_fmod_file_open",
+            "file_open",
+            "security_file_open",
+            &[0],
+        ),
+        Hook::FilePermission => twin(
+            "chaos_fmod_file_permission",
+            "file_permission",
+            "security_file_permission",
+            &[0],
+        ),
+        Hook::MmapFile => twin(
+            "chaos_fmod_mmap_file",
+            "mmap_file",
+            "security_mmap_file",
+            &[0],
+        ),
+        Hook::FileMprotect => twin(
+            "chaos_fmod_file_mprotect",
+            "file_mprotect",
+            "security_file_mprotect",
+            &[],
+        ),
+        Hook::FileIoctl => twin(
+            "chaos_fmod_file_ioctl",
+            "file_ioctl",
+            "security_file_ioctl",
+            &[0],
+        ),
+        Hook::FileFcntl => twin(
+            "chaos_fmod_file_fcntl",
+            "file_fcntl",
+            "security_file_fcntl",
+            &[0],
+        ),
+        Hook::FileLock => twin(
+            "chaos_fmod_file_lock",
+            "file_lock",
+            "security_file_lock",
+            &[0],
+        ),
+        Hook::InodeUnlink => twin(
+            "chaos_fmod_inode_unlink",
+            "inode_unlink",
+            "security_inode_unlink",
+            &[1],
+        ),
+        Hook::InodeRmdir => twin(
+            "chaos_fmod_inode_rmdir",
+            "inode_rmdir",
+            "security_inode_rmdir",
+            &[1],
+        ),
+        Hook::InodeMkdir => twin(
+            "chaos_fmod_inode_mkdir",
+            "inode_mkdir",
+            "security_inode_mkdir",
+            &[1],
+        ),
+        Hook::InodeRename => twin(
+            "chaos_fmod_inode_rename",
+            "inode_rename",
+            "security_inode_rename",
+            &[1],
+        ),
+        Hook::InodeLink => twin(
+            "chaos_fmod_inode_link",
+            "inode_link",
+            "security_inode_link",
+            &[0],
+        ),
+        Hook::InodeSymlink => twin(
+            "chaos_fmod_inode_symlink",
+            "inode_symlink",
+            "security_inode_symlink",
+            &[1],
+        ),
+        // The dentry's position is read from the function's own signature (KernelConfig).
+        Hook::InodeSetattr => twin(
+            "chaos_fmod_inode_setattr",
+            "inode_setattr",
+            "security_inode_setattr",
+            &[],
+        ),
+        Hook::InodeGetattr => twin(
+            "chaos_fmod_inode_getattr",
+            "inode_getattr",
+            "security_inode_getattr",
+            &[0],
+        ),
+        Hook::BprmCheck => twin(
+            "chaos_fmod_bprm_check",
+            "bprm_check_security",
+            "security_bprm_check",
+            &[0],
+        ),
+        Hook::TaskAlloc => twin(
+            "chaos_fmod_task_alloc",
+            "task_alloc",
+            "security_task_alloc",
+            &[],
+        ),
+        Hook::TaskKill => twin(
+            "chaos_fmod_task_kill",
+            "task_kill",
+            "security_task_kill",
+            &[],
+        ),
+        Hook::SbMount => twin("chaos_fmod_sb_mount", "sb_mount", "security_sb_mount", &[1]),
+        Hook::SocketListen => twin(
+            "chaos_fmod_socket_listen",
+            "socket_listen",
+            "security_socket_listen",
+            &[],
+        ),
+        Hook::SocketAccept => twin(
+            "chaos_fmod_socket_accept",
+            "socket_accept",
+            "security_socket_accept",
+            &[],
+        ),
+        Hook::SocketSendmsg => twin(
+            "chaos_fmod_socket_sendmsg",
+            "socket_sendmsg",
+            "security_socket_sendmsg",
+            &[],
+        ),
+        Hook::SocketRecvmsg => twin(
+            "chaos_fmod_socket_recvmsg",
+            "socket_recvmsg",
+            "security_socket_recvmsg",
+            &[],
+        ),
+        Hook::SocketShutdown => twin(
+            "chaos_fmod_socket_shutdown",
+            "socket_shutdown",
+            "security_socket_shutdown",
+            &[],
+        ),
+        _ => None,
+    }
+}
+
 /// Raises this process's soft limit on open files to its hard limit: every cgroup a rule
 /// targets holds one bpf_link file descriptor per program attached there, and a thousand
 /// targets pass the usual soft limit of 1024 long before the hard one.
@@ -115,15 +278,31 @@ pub struct PlannedRule {
 
 /// Loaded programs with rules installed and attached.
 pub struct Injector {
+    // The fmod_ret links go first (fields drop in order): programs before the maps they use.
+    fmod_ret_links: Vec<FmodRetLink>,
+    // Boxed: aya-obj's Object is large, and injectors are moved around in enums.
+    fmod_ret: Option<Box<FmodRetObject>>,
     ebpf: Ebpf,
     slots: usize,
     btf: Option<Btf>,
+    /// How the security hooks' programs run, when the rules need any.
+    mechanism: Option<MechanismChoice>,
 }
 
 impl Injector {
     /// Loads the object, installs `rules` in slots `0..rules.len()` and attaches the programs
     /// they need. All or nothing: on error, whatever was attached is detached again (by drop).
+    /// The security hooks' programs take the mechanism [`choose_mechanism`] picks.
     pub fn start(rules: &[PlannedRule]) -> Result<Injector, Error> {
+        Self::start_with(rules, None)
+    }
+
+    /// As [`Injector::start`], with the security hooks' mechanism forced when `forced` is
+    /// given (refused where it could not fire).
+    pub fn start_with(
+        rules: &[PlannedRule],
+        forced: Option<HookMechanism>,
+    ) -> Result<Injector, Error> {
         if rules.len() > MAX_RULES as usize {
             return Err(Error::Invalid {
                 field: "rules",
@@ -139,16 +318,36 @@ impl Injector {
         let loading_since = crate::fault::boot_time_ns()?;
         // Owned by the injector from here on, so that an error below drops it, and with it
         // every link made so far.
+        let needs_security_hooks = hooks
+            .iter()
+            .any(|h| matches!(programs(*h).1, Attach::Lsm(_)));
+        // Chosen before loading, so that a refusal changes nothing.
+        let mechanism = match (needs_security_hooks, forced) {
+            (true, _) => Some(mechanism::choose(forced)?),
+            (false, None) => None,
+            (false, Some(forced)) => {
+                return Err(Error::Invalid {
+                    field: "mechanism",
+                    value: forced.to_string(),
+                    expected: format!(
+                        "no --mechanism for these syscalls: {} go through cgroup hooks, which \
+                         run on every kernel",
+                        crate::fault::Syscall::supported_by(crate::fault::Mechanism::Cgroup)
+                            .join(", ")
+                    ),
+                });
+            }
+        };
         let mut injector = Injector {
+            fmod_ret_links: Vec::new(),
+            fmod_ret: None,
             ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
             slots: rules.len(),
             btf: None,
+            mechanism,
         };
-        if hooks
-            .iter()
-            .any(|h| matches!(programs(*h).1, Attach::Lsm(_)))
-        {
-            injector.write_config()?;
+        if needs_security_hooks {
+            injector.write_config(&hooks)?;
         }
         injector.write_rules(rules)?;
         injector.write_index(&index)?;
@@ -164,7 +363,10 @@ impl Injector {
             let (names, attach) = programs(hook);
             for name in names {
                 match attach {
-                    Attach::Lsm(lsm_hook) => injector.attach_lsm(name, lsm_hook)?,
+                    Attach::Lsm(lsm_hook) => match injector.mechanism() {
+                        Some(HookMechanism::FmodRet) => injector.attach_fmod_ret(hook)?,
+                        _ => injector.attach_lsm(name, lsm_hook)?,
+                    },
                     Attach::SockAddr => injector.attach_cgroup(
                         name,
                         &dirs,
@@ -204,9 +406,46 @@ impl Injector {
         Ok(injector)
     }
 
-    fn write_config(&mut self) -> Result<(), Error> {
-        let config: KernelConfig = btf::kernel_config(std::path::Path::new(btf::VMLINUX_BTF))?;
+    /// The mechanism the security hooks' programs run with (None when the rules need none).
+    pub fn mechanism(&self) -> Option<HookMechanism> {
+        self.mechanism.as_ref().map(|c| c.mechanism)
+    }
+
+    /// The mechanism and why it was chosen.
+    pub fn mechanism_choice(&self) -> Option<&MechanismChoice> {
+        self.mechanism.as_ref()
+    }
+
+    /// Writes the kernel's offsets, read for the functions the programs of `hooks` attach to.
+    fn write_config(&mut self, hooks: &BTreeSet<Hook>) -> Result<(), Error> {
+        let path = std::path::Path::new(btf::VMLINUX_BTF);
+        let config: KernelConfig = match self.mechanism() {
+            Some(HookMechanism::FmodRet) => {
+                let twins: Vec<btf::Twin> = hooks
+                    .iter()
+                    .filter_map(|h| fmod_ret_twin(*h).map(|(_, twin)| twin))
+                    .collect();
+                btf::kernel_config_for(path, &twins, "security_inode_setattr")?
+            }
+            _ => btf::kernel_config(path)?,
+        };
         write_array(&mut self.ebpf, CONFIG_MAP, [config])
+    }
+
+    /// Loads and attaches the fmod_ret twin of `hook`'s LSM program.
+    fn attach_fmod_ret(&mut self, hook: Hook) -> Result<(), Error> {
+        let (program, twin) = fmod_ret_twin(hook).ok_or_else(|| Error::Unsupported {
+            fault: format!("hook {hook:?}"),
+            why: "it has no fmod_ret program".to_owned(),
+        })?;
+        let btf = Self::kernel_btf(&mut self.btf, &format!("fmod_ret on {}", twin.function))?;
+        if self.fmod_ret.is_none() {
+            self.fmod_ret = Some(Box::new(FmodRetObject::new(EBPF_OBJECT, &self.ebpf)?));
+        }
+        let object = self.fmod_ret.as_ref().expect("just set");
+        self.fmod_ret_links
+            .push(object.attach(program, twin.function, btf)?);
+        Ok(())
     }
 
     fn write_rules(&mut self, rules: &[PlannedRule]) -> Result<(), Error> {
@@ -338,5 +577,45 @@ impl Injector {
     /// The counters of the installed rules, in rule order.
     pub fn counters(&self) -> Result<Vec<HitCounter>, Error> {
         object::read_array(&self.ebpf, COUNTERS_MAP, self.slots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_security_hook_has_an_fmod_ret_twin_this_kernel_can_take() {
+        let twins: Vec<btf::Twin> = Hook::ALL
+            .iter()
+            .filter(|h| matches!(programs(**h).1, Attach::Lsm(_)))
+            .map(|h| {
+                fmod_ret_twin(*h)
+                    .unwrap_or_else(|| panic!("{h:?} has no twin"))
+                    .1
+            })
+            .collect();
+        let path = std::path::Path::new(btf::VMLINUX_BTF);
+        if !path.exists() {
+            eprintln!(
+                "SKIP: {} is missing: no CONFIG_DEBUG_INFO_BTF",
+                btf::VMLINUX_BTF
+            );
+            return;
+        }
+        // Every security_ function exists and passes what its program reads as the hook does.
+        btf::kernel_config_for(path, &twins, "security_inode_setattr").unwrap();
+    }
+
+    #[test]
+    fn twins_are_in_the_object() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        for hook in Hook::ALL {
+            if let Some((program, twin)) = fmod_ret_twin(hook) {
+                let section = format!("{:?}", object.programs[program].section);
+                assert!(section.contains("FEntry"), "{program}: {section}");
+                assert!(twin.function.starts_with("security_"), "{}", twin.function);
+            }
+        }
     }
 }

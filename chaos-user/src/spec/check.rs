@@ -38,12 +38,6 @@ impl FaultSpec {
         let deadline = Some(duration);
         let fault = match self {
             FaultSpec::Syscall(s) => {
-                if s.mechanism == Some(MechanismSpec::FmodRet) {
-                    return Err(SpecError::new(
-                        "mechanism",
-                        "`fmod-ret` is not available in this build: leave it out (automatic)",
-                    ));
-                }
                 let syscalls = syscall_list(&s.syscalls, Syscall::parse_list)?;
                 Fault::Rules(Box::new(SyscallFault {
                     syscalls,
@@ -56,6 +50,7 @@ impl FaultSpec {
                     schedule: s.schedule.schedule()?,
                     dry_run,
                     deadline,
+                    mechanism: s.mechanism.map(MechanismSpec::hook_mechanism),
                 }))
             }
             FaultSpec::Signal(s) => Fault::Rules(Box::new(SignalFault {

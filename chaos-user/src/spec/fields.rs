@@ -315,8 +315,8 @@ pub enum ProtocolSpec {
     Icmp,
 }
 
-/// Which kernel mechanism fails the syscalls. Reserved: only the automatic choice (absent,
-/// or `lsm` where that is what it picks) runs today.
+/// Which kernel mechanism fails the syscalls through the security hooks; absent: BPF LSM where
+/// `bpf` is an active LSM, else fmod_ret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MechanismSpec {
@@ -324,4 +324,23 @@ pub enum MechanismSpec {
     Lsm,
     /// fmod_ret programs on the security_* functions.
     FmodRet,
+}
+
+impl From<crate::loader::HookMechanism> for MechanismSpec {
+    fn from(m: crate::loader::HookMechanism) -> Self {
+        match m {
+            crate::loader::HookMechanism::Lsm => MechanismSpec::Lsm,
+            crate::loader::HookMechanism::FmodRet => MechanismSpec::FmodRet,
+        }
+    }
+}
+
+impl MechanismSpec {
+    /// The loader's name for it.
+    pub fn hook_mechanism(self) -> crate::loader::HookMechanism {
+        match self {
+            MechanismSpec::Lsm => crate::loader::HookMechanism::Lsm,
+            MechanismSpec::FmodRet => crate::loader::HookMechanism::FmodRet,
+        }
+    }
 }

@@ -161,7 +161,8 @@ kind_spec!(
         syscalls: Names,
         /// The errno: a name (EIO, ECONNREFUSED...) or a number in 1..=4095.
         errno: NameOrNumber,
-        /// Reserved: the mechanism (default: automatic).
+        /// How the security hooks are reached: `lsm` or `fmod-ret` (default: lsm where BPF LSM
+        /// is active, else fmod-ret).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mechanism: Option<MechanismSpec>,
         /// Which calls match.

@@ -93,8 +93,8 @@ fn errors_name_the_field_as_a_json_path() {
             "target: unknown variant `host`",
         ),
         (
-            syscall(json!({"mechanism": "fmod-ret"})),
-            "mechanism: `fmod-ret` is not available",
+            syscall(json!({"mechanism": "kprobe"})),
+            "mechanism: unknown variant `kprobe`",
         ),
         (
             json!({"kind": "syscall", "errno": "EIO", "target": {"pid": 1}}),

@@ -159,6 +159,7 @@ impl Harness {
             schedule,
             dry_run: false,
             deadline: Some(Duration::from_secs(600)),
+            mechanism: None,
         })
     }
 

@@ -32,8 +32,12 @@ pub struct GuestBinaries {
     pub tests: Vec<Executable>,
 }
 
-/// Builds the guest's binaries with the workspace's normal profile and target directory.
-pub fn build_guest_binaries(workspace: &Workspace) -> anyhow::Result<GuestBinaries> {
+/// Builds the guest's binaries with the workspace's normal profile and target directory;
+/// of the integration tests only those named in `only`, when it names any.
+pub fn build_guest_binaries(
+    workspace: &Workspace,
+    only: &[String],
+) -> anyhow::Result<GuestBinaries> {
     let mut bins = cargo_executables(
         workspace,
         &["build", "-p", USER_PACKAGE, "--bin", "chaos"],
@@ -52,11 +56,13 @@ pub fn build_guest_binaries(workspace: &Workspace) -> anyhow::Result<GuestBinari
 
     // Only integration tests (tests/tests/*.rs) belong in the guest; unit tests of the
     // helper library run fine on the host.
-    let mut tests = cargo_executables(
-        workspace,
-        &["test", "-p", TESTS_PACKAGE, "--no-run"],
-        |artifact| artifact.profile.test && artifact.target.kind.contains(&TargetKind::Test),
-    )?;
+    let mut args = vec!["test", "-p", TESTS_PACKAGE, "--no-run"];
+    for name in only {
+        args.extend(["--test", name.as_str()]);
+    }
+    let mut tests = cargo_executables(workspace, &args, |artifact| {
+        artifact.profile.test && artifact.target.kind.contains(&TargetKind::Test)
+    })?;
     tests.sort_by(|a, b| a.name.cmp(&b.name));
     tests.dedup_by(|a, b| a.name == b.name);
     Ok(GuestBinaries { bins, tests })

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-/// Kernel command line. `panic=-1` together with `-no-reboot` turns a panic into QEMU
-/// exiting at once; `lsm=` enables the BPF LSM, which Debian builds but leaves off.
-const APPEND: &str = "console=ttyS0 quiet panic=-1 lsm=lockdown,capability,bpf";
+/// Kernel command line, before `lsm=`. `panic=-1` together with `-no-reboot` turns a panic
+/// into QEMU exiting at once.
+const APPEND: &str = "console=ttyS0 quiet panic=-1";
+
+/// The default `lsm=`: enables the BPF LSM, which Debian builds but leaves off.
+pub const DEFAULT_LSM: &str = "lockdown,capability,bpf";
 
 /// What to boot.
 pub struct Boot<'a> {
@@ -20,6 +23,8 @@ pub struct Boot<'a> {
     pub timeout: Duration,
     /// Put before every console line echoed to our stdout.
     pub prefix: &'a str,
+    /// The `lsm=` boot parameter: the active LSMs, in order.
+    pub lsm: &'a str,
 }
 
 /// What came out of one boot.
@@ -45,7 +50,8 @@ pub fn boot(boot: &Boot<'_>) -> anyhow::Result<Outcome> {
         .arg(boot.vmlinuz)
         .arg("-initrd")
         .arg(boot.initrd)
-        .args(["-append", APPEND])
+        .arg("-append")
+        .arg(format!("{APPEND} lsm={}", boot.lsm))
         // stdin stays away from the terminal, which QEMU would otherwise put in raw mode.
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
