@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 pub use super::target::TargetArgs;
 use crate::{
     daemon::client::DaemonClient,
-    fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
+    fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, When, parse_comm},
     loader::{Injector, PlannedRule},
     report::{FaultReport, Report},
     target::{CgroupTarget, ChildCgroup},
@@ -132,18 +132,24 @@ impl FilterArgs {
     }
 }
 
-/// Which matching calls fail.
+/// Which matching calls fail. Calls are counted across the whole target cgroup (strace counts
+/// per traced process); each kind's help names what happens to a chosen call.
 #[derive(Debug, clap::Args)]
 pub struct ScheduleArgs {
     /// Fail each eligible call with this probability, in (0, 1].
     #[arg(long, value_parser = parse_probability, value_name = "P")]
     pub probability: Option<f64>,
     /// Let the first N matching calls through.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "when")]
     pub after: Option<u64>,
-    /// Fail every Nth eligible call (1 = each).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Fail the Nth eligible call and every Nth after it (with --after A: calls A+N, A+2N,
+    /// ...); 1 = each.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "when")]
     pub every: Option<u64>,
+    /// strace's when=: which matching calls fail, counted from 1: FIRST (that one), FIRST..LAST,
+    /// FIRST+ (FIRST and after), FIRST+STEP (FIRST, FIRST+STEP, ...), FIRST..LAST+STEP.
+    #[arg(long, value_name = "FIRST[..LAST][+[STEP]]")]
+    pub when: Option<When>,
     /// Stop failing calls after N.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_hits: Option<u64>,
@@ -151,13 +157,13 @@ pub struct ScheduleArgs {
 
 impl ScheduleArgs {
     pub(crate) fn schedule(&self) -> Schedule {
-        Schedule {
-            after: self.after.unwrap_or(0),
-            every: self.every.unwrap_or(1),
-            max_hits: self.max_hits.unwrap_or(u64::MAX),
-            probability: Schedule::probability_from_f64(self.probability.unwrap_or(1.0)),
-            _pad: 0,
-        }
+        let when = self
+            .when
+            .unwrap_or_else(|| When::after_every(self.after.unwrap_or(0), self.every.unwrap_or(1)));
+        when.schedule(
+            self.max_hits,
+            Schedule::probability_from_f64(self.probability.unwrap_or(1.0)),
+        )
     }
 }
 

@@ -9,12 +9,14 @@ pub mod block;
 mod errno;
 mod filter;
 mod latency;
+mod schedule;
 mod signal;
 mod syscall;
 
 pub use errno::Errno;
 pub use filter::{Cidr, FdKind, FilterSpec, parse_comm};
 pub use latency::{LatencyFault, LatencyMode};
+pub use schedule::When;
 pub use signal::{SignalFault, SignalNumber, parse_any_syscalls};
 pub use syscall::{Mechanism, Syscall, knows_address, knows_file, mechanism};
 
