@@ -21,6 +21,7 @@ use crate::{
         net::NetInjection,
     },
     loader::Injector,
+    target::CgroupTarget,
 };
 
 /// One rule's counters at one moment.
@@ -48,6 +49,8 @@ pub struct StartedFault {
     /// themselves; the owner removes it then.
     pub duration: Duration,
     engine: Mutex<Option<Engine>>,
+    /// The resolved target, to notice when it goes away.
+    cgroup: CgroupTarget,
     /// The counters read when it was stopped.
     last: Mutex<Option<Vec<RuleCounters>>>,
 }
@@ -111,6 +114,7 @@ impl StartedFault {
             dry_run,
             duration,
             engine: Mutex::new(Some(engine)),
+            cgroup: target,
             last: Mutex::new(None),
         })
     }
@@ -118,6 +122,12 @@ impl StartedFault {
     fn engine(&self) -> MutexGuard<'_, Option<Engine>> {
         // Taking or reading the engine cannot leave it half changed: keep going after a panic.
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether its target cgroup was removed (see [`CgroupTarget::is_gone`]): its owner then
+    /// stops it, since nothing is left to fault.
+    pub fn target_gone(&self) -> bool {
+        self.cgroup.is_gone()
     }
 
     /// Whether its programs are still attached.

@@ -553,13 +553,21 @@ fn run_until_stopped(
     );
     let started = Instant::now();
     let mut live = LiveLine::new(run.json);
-    while !stop.stopped() && started.elapsed() < run.duration {
+    let mut gone = false;
+    while !stop.stopped() && started.elapsed() < run.duration && !gone {
         // Short naps: a stop signal ends the fault within about 10 ms (the disarm time in
         // BENCHMARKS.md was 100 ms with 100 ms naps). The live line throttles itself.
         thread::sleep(Duration::from_millis(10));
         live.show(started, &report(fault, target, &rules, &injector)?);
+        gone = target.is_gone();
     }
     live.finish();
+    if gone {
+        eprintln!(
+            "chaos: the target cgroup {} was removed (its processes are gone); fault ended",
+            target.path.display()
+        );
+    }
     let report = report(fault, target, &rules, &injector)?;
     drop(injector);
     print_report(&report, run.json)?;

@@ -497,11 +497,19 @@ fn inject(
     let started = Instant::now();
     let live = io::stderr().is_terminal() || !run.json;
     let mut last = None;
-    while !stop.stopped() && started.elapsed() < run.duration {
+    let mut gone = false;
+    while !stop.stopped() && started.elapsed() < run.duration && !gone {
         thread::sleep(Duration::from_millis(100));
         if live && started.elapsed() > Duration::from_millis(900) {
             show_progress(&injection, started, &mut last)?;
         }
+        gone = target.is_gone();
+    }
+    if gone {
+        eprintln!(
+            "chaos: the target cgroup {} was removed (its processes are gone); fault ended",
+            target.path.display()
+        );
     }
     let report = injection.report()?.expect("injecting");
     injection.end();

@@ -213,6 +213,7 @@ impl RunningFault {
     /// duration has passed. Says why when the fault is found ended for the first time.
     pub fn tick(&mut self, at: f64) -> Option<&'static str> {
         let expired = self.started.elapsed() >= self.fault.duration && self.fault.stop();
+        let gone = !expired && self.fault.active() && self.fault.target_gone() && self.fault.stop();
         // Once stopped (here, by the runner or by the daemon), its last counters are sampled
         // once more.
         if self.final_sampled {
@@ -222,10 +223,11 @@ impl RunningFault {
         if let Some(counters) = self.fault.counters() {
             self.samples.push(Sample { at, counters });
         }
-        match (self.final_sampled, expired) {
-            (false, _) => None,
-            (true, true) => Some("duration over"),
-            (true, false) => Some("stopped from outside (chaos stop)"),
+        match (self.final_sampled, expired, gone) {
+            (false, _, _) => None,
+            (true, true, _) => Some("duration over"),
+            (true, false, true) => Some("its target cgroup was removed"),
+            (true, false, false) => Some("stopped from outside (chaos stop)"),
         }
     }
 
