@@ -933,7 +933,11 @@ fn fault_ends_when_its_target_cgroup_is_removed() {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while !client.list().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "fault {} outlived its target", fault.id);
+        assert!(
+            Instant::now() < deadline,
+            "fault {} outlived its target",
+            fault.id
+        );
         thread::sleep(Duration::from_millis(50));
     }
     let line = daemon.log_line(|l| l.contains("fault removed"));
