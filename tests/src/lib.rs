@@ -384,6 +384,19 @@ impl ChaosRun {
         self.finish_mut()
     }
 
+    /// Waits up to `limit` for chaos to exit by itself; the outcome if it did. `limit` is a
+    /// bound for a hang, far above the expected time, not a measurement.
+    pub fn exits_within(mut self, limit: Duration) -> Option<ChaosOutcome> {
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait().expect("polling chaos").is_none() {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Some(self.finish_mut())
+    }
+
     /// Waits for chaos to exit and collects the outcome.
     pub fn finish(mut self) -> ChaosOutcome {
         self.finish_mut()

@@ -49,19 +49,9 @@ fn inject_ends_when_the_target_cgroup_is_removed_and_reports_the_counters() {
     // chaos notices within its polling interval; the 10 minutes are not waited for. A bound
     // far above the interval, so that a slow machine does not fail the test, yet far below
     // --duration, so that a chaos that never noticed does.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while nix::sys::signal::kill(run.pid(), None).is_ok()
-        && !fs::read_to_string(format!("/proc/{}/stat", run.pid()))
-            .unwrap_or_default()
-            .contains(") Z")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "chaos still running after its target went away"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    let outcome = run.finish();
+    let outcome = run
+        .exits_within(Duration::from_secs(60))
+        .expect("chaos still running a minute after its target went away");
     assert!(outcome.status.success(), "chaos: {outcome:?}");
     assert!(
         outcome.stderr.contains("was removed") && outcome.stderr.contains("fault ended"),
