@@ -144,7 +144,12 @@ pub struct ScheduleArgs {
     pub after: Option<u64>,
     /// Fail the Nth eligible call and every Nth after it (with --after A: calls A+N, A+2N,
     /// ...); 1 = each.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "when")]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with = "when"
+    )]
     pub every: Option<u64>,
     /// strace's when=: which matching calls fail, counted from 1: FIRST (that one), FIRST..LAST,
     /// FIRST+ (FIRST and after), FIRST+STEP (FIRST, FIRST+STEP, ...), FIRST..LAST+STEP.

@@ -213,11 +213,16 @@ impl RunningFault {
     /// duration has passed. Says why when the fault is found ended for the first time.
     pub fn tick(&mut self, at: f64) -> Option<&'static str> {
         let expired = self.started.elapsed() >= self.fault.duration && self.fault.stop();
-        let gone = !expired && self.fault.active() && self.fault.target_gone() && self.fault.stop();
         // Once stopped (here, by the runner or by the daemon), its last counters are sampled
         // once more.
         if self.final_sampled {
             return None;
+        }
+        // Its container exited (say): nothing left to fault. The daemon may have stopped it
+        // for the same reason already; the reason given is the same.
+        let gone = !expired && self.fault.target_gone();
+        if gone {
+            self.fault.stop();
         }
         self.final_sampled = !self.fault.active();
         if let Some(counters) = self.fault.counters() {
