@@ -2,8 +2,8 @@
 
 /// Which of a rule's matching calls are injected.
 ///
-/// Matching calls are numbered from 0 across the whole target (strace numbers them from 1, per
-/// traced process). Call `n` is injected when `first <= n <= last`, `(n - first) % step == 0`,
+/// Matching calls are numbered from 0 across the whole target, or per process with
+/// `per_process` (strace numbers them from 1, per traced process). Call `n` is injected when `first <= n <= last`, `(n - first) % step == 0`,
 /// fewer than `max_hits` calls were injected so far and a random draw falls under
 /// `probability`. strace's `when=3+3` is `first: 2, step: 3`: calls 3, 6, 9, ... counted
 /// from 1.
@@ -20,8 +20,9 @@ pub struct Schedule {
     pub max_hits: u64,
     /// Chance of injecting an eligible call, scaled so that `u32::MAX` is always.
     pub probability: u32,
-    /// Reserved, keeps the layout 8-byte aligned.
-    pub _pad: u32,
+    /// Nonzero: number the calls per process (thread group), as strace does per tracee,
+    /// instead of across the target; `matched` and `max_hits` stay per rule.
+    pub per_process: u32,
 }
 
 impl Default for Schedule {
@@ -38,7 +39,7 @@ impl Schedule {
         step: 1,
         max_hits: u64::MAX,
         probability: u32::MAX,
-        _pad: 0,
+        per_process: 0,
     };
 
     /// Scales a probability in `0.0..=1.0` to the `probability` field.

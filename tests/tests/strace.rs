@@ -174,3 +174,80 @@ fn a_bad_when_is_named_and_changes_nothing() {
     );
     assert_nothing_left();
 }
+
+/// The calls of each of two processes started one after the other by a shell, as
+/// `(first, second)` 1-based numbers of their EMFILE calls, with `wrap` running the shell.
+fn two_processes(wrap: &[&str], name: &str) -> (Vec<usize>, Vec<usize>) {
+    let (a, b) = (scratch(&format!("{name}-a")), scratch(&format!("{name}-b")));
+    let w = workload_bin();
+    let script = format!(
+        "{w} --result {a} --count 4 socket && {w} --result {b} --count 4 socket",
+        w = w.display(),
+        a = a.display(),
+        b = b.display()
+    );
+    let status = Command::new(wrap[0])
+        .args(&wrap[1..])
+        .args(["--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running");
+    assert!(status.success(), "{wrap:?}: {status}");
+    let read = |p: &std::path::Path| {
+        emfile_calls_of(&WorkloadResult::parse(&fs::read_to_string(p).unwrap()))
+    };
+    (read(&a), read(&b))
+}
+
+fn emfile_calls_of(result: &WorkloadResult) -> Vec<usize> {
+    (1..)
+        .zip(&result.sequence)
+        .filter(|(_, r)| *r == "EMFILE")
+        .map(|(n, _)| n)
+        .collect()
+}
+
+#[test]
+fn per_process_counts_each_process_as_strace_does() {
+    if !have_strace() {
+        return;
+    }
+    let strace = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "inject=socket:error=EMFILE:when=3+3",
+    ];
+    let chaos_bin = chaos_bin();
+    let chaos_args = |per_process: bool| {
+        let mut args = vec![
+            chaos_bin.to_str().unwrap().to_owned(),
+            "inject".into(),
+            "syscall".into(),
+            "--syscall".into(),
+            "socket".into(),
+            "--errno".into(),
+            "EMFILE".into(),
+            "--when".into(),
+            "3+3".into(),
+        ];
+        if per_process {
+            args.push("--per-process".into());
+        }
+        args
+    };
+    let by_strace = two_processes(&strace, "pp-strace");
+    assert_eq!(by_strace, (vec![3], vec![3]));
+    let per_process = chaos_args(true);
+    let per_process: Vec<&str> = per_process.iter().map(String::as_str).collect();
+    assert_eq!(two_processes(&per_process, "pp-chaos"), by_strace);
+    // Counted across the cgroup: the second process's calls are calls 5 to 8, so call 6
+    // is its 2nd.
+    let across = chaos_args(false);
+    let across: Vec<&str> = across.iter().map(String::as_str).collect();
+    assert_eq!(two_processes(&across, "pp-across"), (vec![3], vec![2]));
+    assert_nothing_left();
+}

@@ -158,6 +158,11 @@ pub struct ScheduleArgs {
     /// Stop failing calls after N.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_hits: Option<u64>,
+    /// Number calls per process, as strace does per traced process, instead of across the
+    /// whole target cgroup (--when, --after and --every then count each process's own calls;
+    /// --max-hits stays a total).
+    #[arg(long)]
+    pub per_process: bool,
 }
 
 impl ScheduleArgs {
@@ -165,10 +170,13 @@ impl ScheduleArgs {
         let when = self
             .when
             .unwrap_or_else(|| When::after_every(self.after.unwrap_or(0), self.every.unwrap_or(1)));
-        when.schedule(
-            self.max_hits,
-            Schedule::probability_from_f64(self.probability.unwrap_or(1.0)),
-        )
+        Schedule {
+            per_process: u32::from(self.per_process),
+            ..when.schedule(
+                self.max_hits,
+                Schedule::probability_from_f64(self.probability.unwrap_or(1.0)),
+            )
+        }
     }
 }
 

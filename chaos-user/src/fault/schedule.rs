@@ -52,7 +52,7 @@ impl When {
             step: self.step,
             max_hits: max_hits.unwrap_or(u64::MAX),
             probability,
-            _pad: 0,
+            per_process: 0,
         }
     }
 }
