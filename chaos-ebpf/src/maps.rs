@@ -35,6 +35,12 @@ pub static CHAOS_COUNTERS: Array<HitCounter> = Array::with_max_entries(MAX_RULES
 #[map]
 pub static CHAOS_PAUSED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
 
+/// Per-process call numbers of rules with `schedule.per_process`: `slot << 32 | tgid` -> calls
+/// that process made that matched the rule. LRU: the entries of exited processes age out
+/// (a reused pid inherits the count only if its entry has not been evicted yet).
+#[map]
+pub static CHAOS_PROCESS_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
 /// The `sys_enter` quick filter: which syscall numbers some rule may act on, as a bitmap.
 #[map]
 pub static CHAOS_SYS_ENTER_NRS: Array<u64> = Array::with_max_entries(SYS_ENTER_FILTER_WORDS, 0);

@@ -2,8 +2,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_prandom_u32,
-    bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_loop,
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_loop,
 };
 use chaos_common::{
     ANY_SYSCALL, Hook, HookLevels, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, Rule, TargetKey,
@@ -11,7 +11,10 @@ use chaos_common::{
     filter::{FILTER_CIDR, FILTER_COMM, FILTER_FD_KIND, FILTER_PATH, FILTER_PORT, PATH_DEPTH},
 };
 
-use crate::maps::{CHAOS_CONFIG, CHAOS_COUNTERS, CHAOS_HOOK_LEVELS, CHAOS_RULES, CHAOS_TARGETS};
+use crate::maps::{
+    CHAOS_CONFIG, CHAOS_COUNTERS, CHAOS_HOOK_LEVELS, CHAOS_PROCESS_CALLS, CHAOS_RULES,
+    CHAOS_TARGETS,
+};
 
 /// A socket address the call is about (the peer of a connect, the address of a bind).
 #[derive(Clone, Copy)]
@@ -359,7 +362,10 @@ extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
     // the fields are 8-byte aligned u64s, updated only atomically.
     let (matched, injected) =
         unsafe { (&raw mut (*counter).matched, &raw mut (*counter).injected) };
-    let n = fetch_add(matched, 1);
+    let mut n = fetch_add(matched, 1);
+    if rule.schedule.per_process != 0 {
+        n = process_call_number(slot);
+    }
     if !rule.schedule.selects(n) {
         return 0;
     }
@@ -388,6 +394,29 @@ extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
     search.found = slot;
     1
 }
+
+/// The current process's number for this call among its own calls that matched rule `slot`
+/// (from 0), for `--per-process` schedules.
+#[inline(always)]
+fn process_call_number(slot: u32) -> u64 {
+    let tgid = bpf_get_current_pid_tgid() >> 32;
+    let key = (u64::from(slot) << 32) | tgid;
+    if let Some(count) = CHAOS_PROCESS_CALLS.get_ptr_mut(key) {
+        return fetch_add(count, 1);
+    }
+    // The process's first call. Two of its threads may both get here: one insert wins
+    // (BPF_NOEXIST), the other counts on the winner's entry.
+    if CHAOS_PROCESS_CALLS.insert(key, 1u64, BPF_NOEXIST).is_ok() {
+        return 0;
+    }
+    match CHAOS_PROCESS_CALLS.get_ptr_mut(key) {
+        Some(count) => fetch_add(count, 1),
+        None => 0,
+    }
+}
+
+/// `BPF_NOEXIST`: create the element only if it does not exist.
+const BPF_NOEXIST: u64 = 1;
 
 #[inline(always)]
 fn read_u64(addr: u64) -> u64 {

@@ -51,6 +51,8 @@ pub struct StartedFault {
     /// Why that mechanism was chosen (forced, or what this kernel offers).
     pub mechanism_why: Option<String>,
     engine: Mutex<Option<Engine>>,
+    /// The resolved target, to notice when it goes away.
+    cgroup: CgroupTarget,
     /// The counters read when it was stopped.
     last: Mutex<Option<Vec<RuleCounters>>>,
 }
@@ -106,6 +108,7 @@ impl StartedFault {
             mechanism,
             mechanism_why,
             engine: Mutex::new(Some(engine)),
+            cgroup: target.clone(),
             last: Mutex::new(None),
         })
     }
@@ -135,6 +138,12 @@ impl StartedFault {
     fn engine(&self) -> MutexGuard<'_, Option<Engine>> {
         // Taking or reading the engine cannot leave it half changed: keep going after a panic.
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether its target cgroup was removed (see [`CgroupTarget::is_gone`]): its owner then
+    /// stops it, since nothing is left to fault.
+    pub fn target_gone(&self) -> bool {
+        self.cgroup.is_gone()
     }
 
     /// Whether its programs are still attached.

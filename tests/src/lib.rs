@@ -74,7 +74,10 @@ fn hold_kernel_lock() {
     });
 }
 
-fn sibling_binary(env: &str, name: &str) -> PathBuf {
+/// What to run when a binary is missing or older than its sources.
+const BUILD: &str = "cargo build -p chaos-user -p chaos-tests --bins";
+
+fn sibling_binary(env: &str, name: &str, sources: &[&str]) -> PathBuf {
     if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
@@ -84,20 +87,86 @@ fn sibling_binary(env: &str, name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} not found: build it first (cargo build -p chaos-user -p chaos-tests) or set {env}",
+        "{} not found: build it first ({BUILD}) or set {env}",
         path.display()
     );
+    assert_fresh(&path, sources);
     path
 }
 
-/// The `chaos` binary under test.
+/// Refuses a binary older than any of its sources: `cargo test` builds the test binaries but
+/// not the `chaos` they run, so a test would otherwise pass against yesterday's code. The
+/// sources are found from where this crate was compiled; where they are absent (the VM tier's
+/// guest holds binaries only) there is nothing to compare and the check is skipped.
+fn assert_fresh(binary: &Path, sources: &[&str]) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if !workspace.join("Cargo.toml").exists() {
+        return;
+    }
+    if let Some(source) = newer_source(&workspace, binary, sources) {
+        panic!(
+            "{} is older than its source {}: run `{BUILD}` first, then the tests again",
+            binary.display(),
+            source.display()
+        );
+    }
+}
+
+/// The most recently changed of `sources` (files or directories under `workspace`) if it
+/// changed after `binary` was built, relative to `workspace`.
+fn newer_source(workspace: &Path, binary: &Path, sources: &[&str]) -> Option<PathBuf> {
+    let built = fs::metadata(binary)
+        .and_then(|m| m.modified())
+        .expect("binary mtime");
+    let (_, source) = sources
+        .iter()
+        .filter_map(|s| newest_file(&workspace.join(s)))
+        .filter(|(t, _)| *t > built)
+        .max_by_key(|(t, _)| *t)?;
+    Some(
+        source
+            .strip_prefix(workspace)
+            .unwrap_or(&source)
+            .to_path_buf(),
+    )
+}
+
+/// The most recently modified file at or under `path`, with its time.
+fn newest_file(path: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.is_dir() {
+        return Some((meta.modified().ok()?, path.to_path_buf()));
+    }
+    fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| newest_file(&e.ok()?.path()))
+        .max_by_key(|(t, _)| *t)
+}
+
+/// What the `chaos` binary is built from.
+const CHAOS_SOURCES: &[&str] = &[
+    "Cargo.lock",
+    "chaos-common/src",
+    "chaos-common/Cargo.toml",
+    "chaos-ebpf/src",
+    "chaos-ebpf/Cargo.toml",
+    "chaos-user/src",
+    "chaos-user/build.rs",
+    "chaos-user/Cargo.toml",
+];
+
+/// The `chaos` binary under test, refused if older than its sources.
 pub fn chaos_bin() -> PathBuf {
-    sibling_binary("CHAOS_BIN", "chaos")
+    sibling_binary("CHAOS_BIN", "chaos", CHAOS_SOURCES)
 }
 
 /// The `chaos-workload` binary.
 pub fn workload_bin() -> PathBuf {
-    sibling_binary("CHAOS_WORKLOAD", "chaos-workload")
+    sibling_binary(
+        "CHAOS_WORKLOAD",
+        "chaos-workload",
+        &["tests/src/bin/chaos-workload.rs"],
+    )
 }
 
 /// A cgroup the test makes and removes (with its processes) on drop.
@@ -315,6 +384,19 @@ impl ChaosRun {
         self.finish_mut()
     }
 
+    /// Waits up to `limit` for chaos to exit by itself; the outcome if it did. `limit` is a
+    /// bound for a hang, far above the expected time, not a measurement.
+    pub fn exits_within(mut self, limit: Duration) -> Option<ChaosOutcome> {
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait().expect("polling chaos").is_none() {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Some(self.finish_mut())
+    }
+
     /// Waits for chaos to exit and collects the outcome.
     pub fn finish(mut self) -> ChaosOutcome {
         self.finish_mut()
@@ -517,4 +599,41 @@ pub fn tcp_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
         }
     });
     (addr, accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    #[test]
+    fn a_binary_older_than_a_source_is_named_with_that_source() {
+        let dir = std::env::temp_dir().join(format!("chaos-fresh-{}", std::process::id()));
+        let src = dir.join("chaos-common/src");
+        fs::create_dir_all(&src).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(60);
+        let set = |path: &Path, t: SystemTime| {
+            fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(t)
+                .unwrap()
+        };
+        let rule = src.join("rule.rs");
+        let binary = dir.join("chaos");
+        fs::write(&rule, "").unwrap();
+        fs::write(&binary, "").unwrap();
+        set(&rule, old);
+        let sources = &["chaos-common/src", "chaos-user/src"];
+        assert_eq!(newer_source(&dir, &binary, sources), None, "fresh binary");
+        // Edited after the build, as in a contributor's tree.
+        set(&rule, SystemTime::now() + Duration::from_secs(1));
+        assert_eq!(
+            newer_source(&dir, &binary, sources),
+            Some(PathBuf::from("chaos-common/src/rule.rs"))
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

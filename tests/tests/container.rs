@@ -9,6 +9,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::Ordering,
+    time::Duration,
 };
 
 use chaos_tests::*;
@@ -293,5 +294,66 @@ fn unknown_container_says_where_it_looked() {
             outcome.stderr
         );
     }
+    assert_nothing_left();
+}
+
+#[test]
+fn fault_ends_when_its_container_exits() {
+    if host_only("a Docker engine") || !need_root() {
+        return;
+    }
+    if let Err(why) = docker_engine() {
+        return skip(&format!("no Docker engine reachable: {why}"));
+    }
+    let sync = scratch("container-gone-sync");
+    let _ = fs::remove_dir_all(&sync);
+    fs::create_dir_all(&sync).unwrap();
+    let workload = workload_bin();
+    let image = Image::with_binary(&workload);
+    let program = format!("/{}", workload.file_name().unwrap().to_str().unwrap());
+    let argv = [
+        program,
+        "--ready".into(),
+        "/sync/ready".into(),
+        "--wait-for".into(),
+        "/sync/go".into(),
+        "--count".into(),
+        "4".into(),
+        "socket".into(),
+    ];
+    let container = Container::run(&image, "gone", &sync, &argv);
+    wait_for_file(&sync.join("ready"));
+    let mut run = ChaosRun::start(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "socket",
+        "--errno",
+        "EMFILE",
+        "--every",
+        "2",
+        "--duration",
+        "10m",
+        "--json",
+        "--container",
+        container.short_id(),
+    ]);
+    run.wait_injecting().expect("chaos injecting");
+    fs::write(sync.join("go"), b"").unwrap();
+    // The container makes its calls and exits; the engine removes its cgroup.
+    let hit = container.result();
+    assert_eq!(hit.sequence, ["ok", "EMFILE", "ok", "EMFILE"], "{hit:?}");
+    let outcome = run
+        .exits_within(Duration::from_secs(60))
+        .expect("chaos still running a minute after its container exited");
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    assert!(
+        outcome.stderr.contains("was removed") && outcome.stderr.contains("fault ended"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(outcome.counts(0), (4, 2), "report: {}", outcome.stdout);
+    drop((container, image));
+    let _ = fs::remove_dir_all(&sync);
     assert_nothing_left();
 }

@@ -935,3 +935,38 @@ fn chaos_run_uses_the_daemon_and_writes_the_journal() {
     assert_eq!(journal["status"], "aborted");
     assert_nothing_left();
 }
+
+#[test]
+fn fault_ends_when_its_target_cgroup_is_removed() {
+    if !need_root() {
+        return;
+    }
+    let daemon = DaemonRun::start("gone", false, &[]);
+    let client = daemon.client();
+    let cgroup = TestCgroup::new("daemon-gone");
+    let mut spec = socket_fault(&cgroup, "EMFILE");
+    spec["duration"] = "10m".into();
+    let fault = client.create_json(&spec).unwrap();
+    assert_eq!(sockets_in(&cgroup, 3).failed_with("EMFILE"), 3);
+    // The runtime removes the cgroup once its processes exited.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(&cgroup.path).is_err() {
+        assert!(Instant::now() < deadline, "rmdir {}", cgroup.path.display());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client.list().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "fault {} outlived its target",
+            fault.id
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let line = daemon.log_line(|l| l.contains("fault removed"));
+    assert!(
+        line.contains("its target cgroup was removed") && logged(&line, "injected") == 3,
+        "{line}"
+    );
+    assert_nothing_left();
+}

@@ -397,3 +397,59 @@ fn network_faults_run_in_experiments_too() {
     assert_eq!(service.health(), 200);
     assert_nothing_left();
 }
+
+#[test]
+fn a_fault_whose_target_cgroup_goes_away_is_ended_and_logged_with_its_counters() {
+    if !need_root() {
+        return;
+    }
+    let cgroup = TestCgroup::new("exp-gone");
+    let target = cgroup.path.to_str().unwrap();
+    let workload = workload_bin();
+    // The method makes two calls in the target, then removes the cgroup as a runtime would,
+    // then waits: the fault must end in that wait, not with the experiment.
+    let yaml = format!(
+        r#"title: the target goes away
+method:
+  - type: action
+    name: refuse-sockets
+    provider:
+      type: chaos
+      func: syscall
+      arguments: {{syscall: socket, errno: EMFILE, duration: 10m}}
+      target: {{cgroup: "{target}"}}
+  - type: action
+    name: sockets-in-target
+    provider:
+      type: process
+      path: sh
+      arguments: ["-c", "echo $$ > {target}/cgroup.procs && exec {workload} --count 2 socket"]
+  - type: action
+    name: target-removed
+    provider: {{type: process, path: rmdir, arguments: ["{target}"]}}
+    pauses: {{after: 3}}
+"#,
+        workload = workload.display()
+    );
+    let file = scratch("gone.yaml");
+    fs::write(&file, yaml).unwrap();
+    let journal_path = scratch("gone-journal.json");
+    let out = Command::new(chaos_bin())
+        .args(["run", file.to_str().unwrap(), "--journal"])
+        .arg(&journal_path)
+        .output()
+        .expect("chaos run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let journal: Value = serde_json::from_str(&fs::read_to_string(&journal_path).unwrap()).unwrap();
+    let sockets = &activity(&journal, "sockets-in-target")["output"];
+    let result = WorkloadResult::parse(sockets["stdout"].as_str().unwrap());
+    assert_eq!(result.failed_with("EMFILE"), 2, "{result:?}");
+    assert_eq!(activity(&journal, "target-removed")["status"], "succeeded");
+    assert!(
+        stderr.contains("fault refuse-sockets: its target cgroup was removed, removed"),
+        "{stderr}"
+    );
+    assert_eq!(final_counts(&journal, 0), (2, 2), "{journal:#}");
+    assert_nothing_left();
+}

@@ -120,7 +120,8 @@ fn cgroup_target_with_strace_like_schedule() {
     let inside = workload_result(inside);
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
-    // Calls 0..10: eligible are 2, 4, 6, 8; --max-hits 3 keeps 8 going through.
+    // Calls 1..=10: --after 2 --every 2 makes 4, 6, 8, 10 eligible (strace's when=4+2);
+    // --max-hits 3 lets 10 through.
     assert_eq!(inside.failed_with("EHOSTUNREACH"), 3, "inside: {inside:?}");
     assert_eq!(inside.ok, 7, "inside: {inside:?}");
     assert_eq!(outcome.counts(0), (10, 3), "report: {}", outcome.stdout);

@@ -233,7 +233,7 @@ fn schedule_after_every_max_hits_fails_exactly_the_predicted_calls() {
         "read",
         &file,
     ]))];
-    // strace's when=3..+2 with at most 3 hits: calls 3, 5, 7 (1-based) fail.
+    // --after 2 --every 2 is strace's when=4+2; at most 3 hits: calls 4, 6, 8 fail.
     let Some(run) = start_or_skip(
         &[
             "inject",
@@ -260,7 +260,7 @@ fn schedule_after_every_max_hits_fails_exactly_the_predicted_calls() {
     let result = workload_result(children.pop().unwrap());
     let outcome = run.interrupt();
     let want: Vec<&str> = (1..=12)
-        .map(|n| if [3, 5, 7].contains(&n) { "EIO" } else { "ok" })
+        .map(|n| if [4, 6, 8].contains(&n) { "EIO" } else { "ok" })
         .collect();
     assert_eq!(result.sequence, want);
     assert_eq!(outcome.counts(0), (12, 3), "report: {}", outcome.stdout);

@@ -4,7 +4,10 @@
 //! [`FaultSpec::check`] is the one place they are validated.
 use std::{path::PathBuf, time::Duration};
 
-use crate::spec::{FaultSpec, ScheduleSpec, SpecError, SyscallFilterSpec};
+use crate::{
+    fault::When,
+    spec::{FaultSpec, ScheduleSpec, SpecError, SyscallFilterSpec},
+};
 
 /// Which calls of the syscalls match.
 #[derive(Debug, Default, clap::Args)]
@@ -49,14 +52,30 @@ pub struct ScheduleArgs {
     #[arg(long, value_name = "P")]
     pub probability: Option<f64>,
     /// Let the first N matching calls through.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "when")]
     pub after: Option<u64>,
-    /// Affect every Nth eligible call (1 = each).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Affect the Nth eligible call and every Nth after it (with --after A: calls A+N, A+2N,
+    /// ...); 1 = each.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with = "when"
+    )]
     pub every: Option<u64>,
+    /// strace's when=: which matching calls are affected, counted from 1: FIRST (that one),
+    /// FIRST..LAST, FIRST+ (FIRST and after), FIRST+STEP (FIRST, FIRST+STEP, ...),
+    /// FIRST..LAST+STEP.
+    #[arg(long, value_name = "FIRST[..LAST][+[STEP]]")]
+    pub when: Option<When>,
     /// Stop after N affected calls.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_hits: Option<u64>,
+    /// Number calls per process, as strace does per traced process, instead of across the
+    /// whole target cgroup (--when, --after and --every then count each process's own calls;
+    /// --max-hits stays a total).
+    #[arg(long)]
+    pub per_process: bool,
 }
 
 impl ScheduleArgs {
@@ -66,7 +85,9 @@ impl ScheduleArgs {
             probability: self.probability,
             after: self.after,
             every: self.every,
+            when: self.when.map(|w| w.to_string()),
             max_hits: self.max_hits,
+            per_process: self.per_process,
         }
     }
 }

@@ -287,14 +287,22 @@ fn run_until_stopped(
     announce(fault, run);
     let started = Instant::now();
     let mut live = LiveView::new(run.json, Keys::Read);
-    while !stop.stopped() && started.elapsed() < run.duration && !live.quit_requested() {
+    let mut gone = false;
+    while !stop.stopped() && started.elapsed() < run.duration && !live.quit_requested() && !gone {
         // Short naps: a stop signal ends the fault within about 10 ms (the disarm time in
         // BENCHMARKS.md was 100 ms with 100 ms naps). The live view throttles itself.
         thread::sleep(Duration::from_millis(10));
         let left = run.duration.saturating_sub(started.elapsed());
         live.update(&live_rows(&report(fault)?, left));
+        gone = fault.target_gone();
     }
     live.finish();
+    if gone {
+        eprintln!(
+            "chaos: the target cgroup {} was removed (its processes are gone); fault ended",
+            fault.target
+        );
+    }
     let report = report(fault)?;
     fault.stop();
     print_report(&report, run.json)?;

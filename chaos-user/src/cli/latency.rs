@@ -10,6 +10,12 @@ use crate::{
 
 /// Options of `chaos inject latency`.
 #[derive(Debug, clap::Args)]
+// The schedule options are shared with `inject syscall`; here they say what this kind
+// does to a chosen call.
+#[command(mut_arg("probability", |a| a.help("Delay each eligible call with this probability, in (0, 1]")))]
+#[command(mut_arg("every", |a| a.help("Delay the Nth eligible call and every Nth after it (with --after A: calls A+N, A+2N, ...); 1 = each")))]
+#[command(mut_arg("when", |a| a.help("strace's when=: which matching calls to delay, counted from 1: FIRST (that one), FIRST..LAST, FIRST+ (FIRST and after), FIRST+STEP (FIRST, FIRST+STEP, ...), FIRST..LAST+STEP")))]
+#[command(mut_arg("max_hits", |a| a.help("Stop delaying calls after N")))]
 #[command(after_help = "Modes (see docs/signals-and-latency.md):\n  \
     spin   the calling thread busy-waits in the kernel before the call: exact to a few \
     microseconds, only that thread waits, but it burns its CPU; at most 100ms (delay + jitter).\n  \

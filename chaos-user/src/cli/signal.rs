@@ -7,6 +7,12 @@ use crate::spec::{FaultSpec, NameOrNumber, Names, SignalSpec};
 
 /// Options of `chaos inject signal`.
 #[derive(Debug, clap::Args)]
+// The schedule options are shared with `inject syscall`; here they say what this kind
+// does to a chosen call.
+#[command(mut_arg("probability", |a| a.help("Signal each eligible call with this probability, in (0, 1]")))]
+#[command(mut_arg("every", |a| a.help("Signal the Nth eligible call and every Nth after it (with --after A: calls A+N, A+2N, ...); 1 = each")))]
+#[command(mut_arg("when", |a| a.help("strace's when=: which matching calls to signal, counted from 1: FIRST (that one), FIRST..LAST, FIRST+ (FIRST and after), FIRST+STEP (FIRST, FIRST+STEP, ...), FIRST..LAST+STEP")))]
+#[command(mut_arg("max_hits", |a| a.help("Stop signalling calls after N")))]
 #[command(
     after_help = "The signal is raised at the syscall's entry, before the call runs. A \
     fatal signal ends the process when the call returns to user space, or interrupts the call \

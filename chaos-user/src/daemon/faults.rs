@@ -141,6 +141,11 @@ impl ActiveFaults {
         (expired, self.take(|f| !f.fault.active()))
     }
 
+    /// Takes out the faults whose target cgroup was removed.
+    pub fn remove_gone(&mut self) -> Taken {
+        self.take(|f| f.fault.target_gone())
+    }
+
     /// Takes out the faults of one experiment.
     pub fn remove_experiment(&mut self, experiment: u64) -> Vec<(u64, ActiveFault)> {
         self.take(|f| f.experiment == Some(experiment))

@@ -274,6 +274,8 @@ async fn reap_expired(daemon: Arc<Daemon>) {
         let (expired, removed) = daemon.faults().remove_ended(now);
         stop_all(&expired, "its duration passed");
         stop_all(&removed, "its experiment removed it");
+        let gone = daemon.faults().remove_gone();
+        stop_all(&gone, "its target cgroup was removed");
     }
 }
 

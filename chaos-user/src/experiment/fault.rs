@@ -155,14 +155,21 @@ impl RunningFault {
         if self.final_sampled {
             return None;
         }
+        // Its container exited (say): nothing left to fault. The daemon may have stopped it
+        // for the same reason already; the reason given is the same.
+        let gone = !expired && self.fault.target_gone();
+        if gone {
+            self.fault.stop();
+        }
         self.final_sampled = !self.fault.active();
         if let Some(counters) = self.fault.counters() {
             self.samples.push(Sample { at, counters });
         }
-        match (self.final_sampled, expired) {
-            (false, _) => None,
-            (true, true) => Some("duration over"),
-            (true, false) => Some("stopped from outside (chaos stop)"),
+        match (self.final_sampled, expired, gone) {
+            (false, _, _) => None,
+            (true, true, _) => Some("duration over"),
+            (true, false, true) => Some("its target cgroup was removed"),
+            (true, false, false) => Some("stopped from outside (chaos stop)"),
         }
     }
 

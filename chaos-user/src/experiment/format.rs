@@ -218,6 +218,7 @@ impl Experiment {
             return Err(Invalid(v.problems));
         };
         v.unknown_keys("", top, TOP_KEYS);
+        v.refuse_controls("", top);
         let title = v.string(top, "", "title", true).unwrap_or_default();
         let description = v.string(top, "", "description", false).unwrap_or_default();
         let tags = match top.get("tags") {
@@ -246,6 +247,7 @@ impl Experiment {
             Some(Value::Object(ssh)) => {
                 let path = "steady-state-hypothesis";
                 v.unknown_keys(path, ssh, &["title", "probes", "controls"]);
+                v.refuse_controls(path, ssh);
                 hypothesis_title = v.string(ssh, path, "title", true);
                 hypothesis = v.activities(
                     ssh.get("probes"),
@@ -314,6 +316,21 @@ impl Validator<'_> {
     fn problem(&mut self, path: &str, value: &Value, expected: impl Into<String>) {
         self.problems
             .push(self.doc.problem(path, show(value), expected));
+    }
+
+    /// Refuses `controls`, which the format allows at the top, in the steady-state hypothesis
+    /// and on each activity: Chaos Toolkit runs them as Python modules around each step, and
+    /// chaos does not, so running the experiment without them would silently change it.
+    fn refuse_controls(&mut self, path: &str, map: &Map<String, Value>) {
+        if map.contains_key("controls") {
+            self.problems.push(self.doc.problem(
+                &format!("{}#key", field(path, "controls")),
+                "controls".into(),
+                "not run by chaos: Chaos Toolkit controls are Python modules called around each \
+                 step, which chaos does not load; remove `controls` to run the experiment \
+                 without them, or run it with chaostoolkit",
+            ));
+        }
     }
 
     fn unknown_keys(&mut self, path: &str, map: &Map<String, Value>, known: &[&str]) {
@@ -432,6 +449,7 @@ impl Validator<'_> {
             return None;
         };
         self.unknown_keys(path, map, ACTIVITY_KEYS);
+        self.refuse_controls(path, map);
         let kind = match map.get("type") {
             Some(Value::String(s)) if s == "action" => Some(ActivityKind::Action),
             Some(Value::String(s)) if s == "probe" => Some(ActivityKind::Probe),
@@ -989,5 +1007,51 @@ runtime:
             .unwrap_err()
             .to_string();
         assert!(err.contains("method[0].ref: `nothing`"), "{err}");
+    }
+
+    #[test]
+    fn controls_are_refused_where_they_stand_never_ignored() {
+        let yaml = "\
+title: t
+controls:
+  - name: tracing
+    provider: {type: python, module: chaostracing.control}
+steady-state-hypothesis:
+  title: ok
+  controls: []
+  probes:
+    - type: probe
+      name: p
+      tolerance: 0
+      provider: {type: process, path: 'true'}
+method:
+  - type: action
+    name: a
+    provider: {type: process, path: 'true'}
+    controls: [{name: c, provider: {type: python, module: m}}]
+";
+        let err = load(yaml).unwrap_err().to_string();
+        for (at, path) in [
+            ("e.yaml:2:1", "controls"),
+            ("e.yaml:7:3", "steady-state-hypothesis.controls"),
+            ("e.yaml:17:5", "method[0].controls"),
+        ] {
+            let line = err
+                .lines()
+                .find(|l| l.starts_with(at))
+                .unwrap_or_else(|| panic!("nothing at {at}: {err}"));
+            assert!(
+                line.contains(path) && line.contains("not run by chaos"),
+                "{line}"
+            );
+        }
+        let without: String = yaml
+            .lines()
+            .filter(|l| {
+                !l.contains("controls") && !l.contains("tracing") && !l.contains("chaostracing")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(load(&without).is_ok(), "{without}");
     }
 }

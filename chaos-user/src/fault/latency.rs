@@ -221,7 +221,7 @@ mod tests {
         let err = f.rules(&target()).unwrap_err().to_string();
         assert!(err.contains("jitter"), "{err}");
         f.jitter = Duration::ZERO;
-        f.schedule.after = 3;
+        f.schedule.first = 3;
         let err = f.rules(&target()).unwrap_err().to_string();
         assert!(err.contains("block mode"), "{err}");
         assert_eq!("block".parse::<LatencyMode>().unwrap(), LatencyMode::Block);

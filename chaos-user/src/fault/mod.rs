@@ -10,6 +10,7 @@ mod errno;
 mod filter;
 mod injectable;
 mod latency;
+mod schedule;
 mod signal;
 mod syscall;
 
@@ -17,6 +18,7 @@ pub use errno::Errno;
 pub use filter::{Cidr, FdKind, FilterSpec, parse_comm};
 pub use injectable::{Injectable, Running, sum_counters};
 pub use latency::{LatencyFault, LatencyMode};
+pub use schedule::When;
 pub use signal::{SignalFault, SignalNumber, parse_any_syscalls};
 pub use syscall::{Mechanism, Syscall, knows_address, knows_file, mechanism};
 

@@ -169,12 +169,21 @@ pub struct ScheduleSpec {
     /// Let the first N matching calls through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
-    /// Affect every Nth eligible call (1 = each).
+    /// Affect the Nth eligible call and every Nth after it (with `after` A: calls A+N,
+    /// A+2N, ...); 1 = each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every: Option<u64>,
+    /// strace's `when=FIRST[..LAST][+[STEP]]`: which matching calls are affected, counted
+    /// from 1 (not with `after` or `every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
     /// Stop after N affected calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_hits: Option<u64>,
+    /// Number calls per process, as strace does per traced process, instead of across the
+    /// whole target cgroup (`max_hits` stays a total).
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub per_process: bool,
 }
 
 impl ScheduleSpec {
@@ -204,12 +213,27 @@ impl ScheduleSpec {
                 ));
             }
         }
+        let when = match &self.when {
+            Some(expr) => {
+                if self.after.is_some() || self.every.is_some() {
+                    return Err(SpecError::new(
+                        "schedule.when",
+                        "cannot be combined with `after` or `every`: give one or the other",
+                    ));
+                }
+                expr.parse::<crate::fault::When>()
+                    .map_err(|e| SpecError::from_error("schedule.when", e))?
+            }
+            None => {
+                crate::fault::When::after_every(self.after.unwrap_or(0), self.every.unwrap_or(1))
+            }
+        };
         Ok(chaos_common::Schedule {
-            after: self.after.unwrap_or(0),
-            every: self.every.unwrap_or(1),
-            max_hits: self.max_hits.unwrap_or(u64::MAX),
-            probability: chaos_common::Schedule::probability_from_f64(probability),
-            _pad: 0,
+            per_process: u32::from(self.per_process),
+            ..when.schedule(
+                self.max_hits,
+                chaos_common::Schedule::probability_from_f64(probability),
+            )
         })
     }
 }

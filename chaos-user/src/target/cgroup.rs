@@ -93,6 +93,16 @@ impl CgroupTarget {
         CgroupTarget::in_root(&cgroup2_root()?, &cgroup_of_pid(pid)?)
     }
 
+    /// Whether the cgroup was removed since it was resolved (its directory is gone, or a new
+    /// cgroup with another id took its path): a container that exited, a unit that stopped.
+    /// Its processes are gone with it, so a fault on it has nothing left to act on.
+    pub fn is_gone(&self) -> bool {
+        match fs::metadata(&self.path) {
+            Ok(meta) => meta.ino() != self.id,
+            Err(err) => err.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
     /// Whether `other` is this cgroup or one of its descendants, i.e. whether a fault on this
     /// cgroup reaches the processes of `other`.
     pub fn contains(&self, other: &Path) -> bool {

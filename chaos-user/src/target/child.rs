@@ -100,8 +100,12 @@ impl Drop for ChildCgroup {
             self.kill_all();
             thread::sleep(Duration::from_millis(20));
         }
-        // rmdir fails while the last task is still exiting; retry briefly.
-        while fs::remove_dir(&self.target.path).is_err() && Instant::now() < deadline {
+        // rmdir fails while the last task is still exiting; retry briefly. Someone else may
+        // have removed it already.
+        while fs::remove_dir(&self.target.path)
+            .is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound)
+            && Instant::now() < deadline
+        {
             thread::sleep(Duration::from_millis(20));
         }
         if let Some(parent) = self.target.path.parent() {

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use chaos::{
-    fault::{Errno, FilterSpec, Syscall, SyscallFault},
+    fault::{Errno, FilterSpec, Syscall, SyscallFault, When},
     loader::{Injector, PlannedRule},
     target::{CgroupTarget, ChildCgroup},
 };
@@ -191,7 +191,7 @@ impl Harness {
 
 fn never() -> Schedule {
     Schedule {
-        after: NEVER,
+        first: NEVER,
         ..Schedule::default()
     }
 }
@@ -356,14 +356,12 @@ fn injection(h: &Harness, use_strace: bool) -> anyhow::Result<Value> {
     let bench = &BENCHES[0];
     let iterations = h.iterations(bench);
     let expected = iterations / EVERY;
-    // strace's when=N+N fails the Nth, 2Nth... call (1-based); chaos counts from 0.
+    // The same when= expression for both: the Nth, 2Nth... call fails.
+    let when = format!("{EVERY}+{EVERY}");
     let fault = h.fault(
         bench.syscall,
-        Schedule {
-            after: EVERY - 1,
-            every: EVERY,
-            ..Schedule::default()
-        },
+        when.parse::<When>()?
+            .schedule(None, Schedule::ALWAYS.probability),
     )?;
     let mut names = vec!["baseline", "chaos"];
     if use_strace {
@@ -373,7 +371,7 @@ fn injection(h: &Harness, use_strace: bool) -> anyhow::Result<Value> {
         let mut cmd = Command::new("strace");
         cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=socket"]);
         cmd.arg("-e")
-            .arg(format!("inject=socket:error=EMFILE:when={EVERY}+{EVERY}"));
+            .arg(format!("inject=socket:error=EMFILE:when={when}"));
         if seccomp {
             cmd.arg("--seccomp-bpf");
         }
