@@ -5,8 +5,10 @@
 //! when the injector is dropped or the process dies for any reason, SIGKILL included.
 use std::{collections::BTreeSet, fs::File, path::PathBuf};
 
+mod cost;
 mod index;
 pub(crate) mod object;
+pub use cost::{VerifierCost, verifier_costs};
 pub use index::RuleIndex;
 use object::{array_mut, attach_to_cgroups, program_error, program_mut, write_array};
 

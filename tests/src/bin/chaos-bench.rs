@@ -46,6 +46,9 @@ struct Args {
     /// Skip the strace comparison.
     #[arg(long)]
     no_strace: bool,
+    /// Only print what the verifier spends on each program (JSON) and exit.
+    #[arg(long)]
+    verifier_only: bool,
     /// Accepted and ignored: the VM tier's /init runs the harness as it runs test binaries.
     #[arg(long, hide = true)]
     test_threads: Option<String>,
@@ -561,6 +564,13 @@ fn main() -> anyhow::Result<()> {
     // would otherwise see the benchmark's programs (and the benchmark their load).
     if !need_root() {
         bail!("the benchmark loads kernel programs: run it as root");
+    }
+    if args.verifier_only {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&chaos::loader::verifier_costs()?)?
+        );
+        return Ok(());
     }
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().context("exe dir")?.to_path_buf();
