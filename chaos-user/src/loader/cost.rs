@@ -14,6 +14,8 @@ use crate::Error;
 pub struct VerifierCost {
     /// The program's name (`chaos_*`).
     pub program: String,
+    /// Its program type, as bpftool names it (`lsm`, `cgroup_sock_addr`, ...).
+    pub program_type: &'static str,
     /// Instructions the verifier walked, or `None` where the kernel refused the program (or
     /// does not report the count); `error` then says why.
     pub verified_insns: Option<u32>,
@@ -33,18 +35,18 @@ pub fn verifier_costs() -> Result<Vec<VerifierCost>, Error> {
     for name in names {
         let prog = ebpf.program_mut(&name).expect("listed");
         let started = std::time::Instant::now();
-        let loaded = match prog {
-            Program::CgroupSockAddr(p) => p.load(),
-            Program::CgroupSock(p) => p.load(),
-            Program::CgroupSockopt(p) => p.load(),
-            Program::CgroupSkb(p) => CgroupSkb::load(p),
-            Program::SchedClassifier(p) => SchedClassifier::load(p),
+        let (program_type, loaded) = match prog {
+            Program::CgroupSockAddr(p) => ("cgroup_sock_addr", p.load()),
+            Program::CgroupSock(p) => ("cgroup_sock", p.load()),
+            Program::CgroupSockopt(p) => ("cgroup_sockopt", p.load()),
+            Program::CgroupSkb(p) => ("cgroup_skb", CgroupSkb::load(p)),
+            Program::SchedClassifier(p) => ("sched_cls", SchedClassifier::load(p)),
             Program::Lsm(p) => match (&btf, lsm_hook(&name)) {
-                (Some(btf), Some(hook)) => Lsm::load(p, hook, btf),
+                (Some(btf), Some(hook)) => ("lsm", Lsm::load(p, hook, btf)),
                 _ => continue,
             },
             Program::BtfTracePoint(p) => match &btf {
-                Some(btf) => BtfTracePoint::load(p, "sys_enter", btf),
+                Some(btf) => ("tracing", BtfTracePoint::load(p, "sys_enter", btf)),
                 None => continue,
             },
             _ => continue,
@@ -61,6 +63,7 @@ pub fn verifier_costs() -> Result<Vec<VerifierCost>, Error> {
         };
         costs.push(VerifierCost {
             program: name,
+            program_type,
             verified_insns,
             load_us,
             error,
