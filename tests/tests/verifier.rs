@@ -29,7 +29,11 @@ fn every_program_loads_within_the_verifier_budget() {
             // The host kernel refuses every program that needs a BPF trampoline (EPERM, see
             // PLATFORM.md); the VM tier's kernels run them, so there they must load.
             Some(err) if cost.program_type == "lsm" && !skips_forbidden() => {
-                assert!(err.contains("Operation not permitted"), "{}: {err}", cost.program)
+                assert!(
+                    err.contains("Operation not permitted"),
+                    "{}: {err}",
+                    cost.program
+                )
             }
             Some(err) => panic!("{} was refused: {err}", cost.program),
             None => {}
@@ -42,6 +46,9 @@ fn every_program_loads_within_the_verifier_budget() {
             );
         }
     }
-    let connect = costs.iter().find(|c| c.program == "chaos_connect4").unwrap();
+    let connect = costs
+        .iter()
+        .find(|c| c.program == "chaos_connect4")
+        .unwrap();
     assert!(connect.error.is_none(), "{connect:?}");
 }
