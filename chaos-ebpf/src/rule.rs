@@ -199,10 +199,13 @@ extern "C" fn try_level(index: u64, ctx: *mut c_void) -> i64 {
     if steps < 1 || steps > i64::from(len) {
         return 0;
     }
-    let Some(&slot) = rules.slots.get(steps as usize - 1) else {
-        return 0;
-    };
-    search.found = slot;
+    // The mask changes nothing (steps - 1 < len <= MAX_RULES_PER_TARGET, a power of two) but
+    // keeps the index bounded where 6.1's verifier looks: LLVM may index with `steps` itself
+    // after checking `steps - 1`, and 6.1 does not carry a bound from one to the other ("math
+    // between map_value pointer and register with unbounded min value").
+    const _: () = assert!(MAX_RULES_PER_TARGET.is_power_of_two());
+    let i = (steps as usize - 1) & (MAX_RULES_PER_TARGET as usize - 1);
+    search.found = rules.slots[i];
     1
 }
 
