@@ -135,10 +135,7 @@ fn words(addr: &[u8; 16]) -> (u64, u64) {
 #[inline(always)]
 const fn prefix_masks(prefix_len: u32) -> (u64, u64) {
     let bits = if prefix_len > 128 { 128 } else { prefix_len };
-    (
-        word_mask(bits),
-        word_mask(if bits > 64 { bits - 64 } else { 0 }),
-    )
+    (word_mask(bits), word_mask(bits.saturating_sub(64)))
 }
 
 /// A mask of the `n` high bits of a word (all of them from 64 on).
