@@ -85,7 +85,10 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if !args.figures.is_empty() {
         cmd.arg("--figures").arg(args.figures.join(","));
     }
-    run(cmd, "chaos-bench (root)")
+    run(cmd, "chaos-bench (root)")?;
+    let svg = crate::bench_chart::write_beside(&args.out)?;
+    println!("xtask: ratios drawn in {}", svg.display());
+    Ok(())
 }
 
 /// Boots `kernel` with the harness in the place of the integration tests (the guest's /init
@@ -145,5 +148,7 @@ fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::R
     std::fs::write(&args.out, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("xtask bench: VM results written to {}", args.out.display());
+    let svg = crate::bench_chart::write_beside(&args.out)?;
+    println!("xtask: ratios drawn in {}", svg.display());
     Ok(())
 }
