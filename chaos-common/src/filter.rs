@@ -108,19 +108,45 @@ impl Filter {
             if family != self.family {
                 return false;
             }
-            let mut bits = self.prefix_len;
-            let mut i = 0;
-            while i < 16 && bits > 0 {
-                let take = if bits >= 8 { 8 } else { bits };
-                let mask = (0xff00u16 >> take) as u8;
-                if (addr[i] ^ self.addr[i]) & mask != 0 {
-                    return false;
-                }
-                bits -= take;
-                i += 1;
+            // Two masked 64-bit compares instead of a loop over 16 bytes: the same test, but
+            // straight-line code, which the verifier walks once instead of once per byte and
+            // per prefix length it cannot rule out (the loop cost connect4 ~120k verified
+            // instructions on 6.18).
+            let (mask_hi, mask_lo) = prefix_masks(self.prefix_len);
+            let (a_hi, a_lo) = words(addr);
+            let (f_hi, f_lo) = words(&self.addr);
+            if (a_hi ^ f_hi) & mask_hi != 0 || (a_lo ^ f_lo) & mask_lo != 0 {
+                return false;
             }
         }
         true
+    }
+}
+
+/// A 128-bit address in network order as two big-endian words (high, low).
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> (u64, u64) {
+    // SAFETY: 16 bytes read as two unaligned u64s.
+    let [hi, lo] = unsafe { core::ptr::read_unaligned(addr.as_ptr().cast::<[u64; 2]>()) };
+    (u64::from_be(hi), u64::from_be(lo))
+}
+
+/// The masks of a `prefix_len`-bit prefix over [`words`] (lengths past 128 count as 128).
+#[inline(always)]
+const fn prefix_masks(prefix_len: u32) -> (u64, u64) {
+    let bits = if prefix_len > 128 { 128 } else { prefix_len };
+    (word_mask(bits), word_mask(bits.saturating_sub(64)))
+}
+
+/// A mask of the `n` high bits of a word (all of them from 64 on).
+#[inline(always)]
+const fn word_mask(n: u32) -> u64 {
+    if n == 0 {
+        0
+    } else if n >= 64 {
+        u64::MAX
+    } else {
+        u64::MAX << (64 - n)
     }
 }
 
@@ -185,5 +211,36 @@ mod tests {
             ..Filter::default()
         };
         assert!(any.addr_matches(AF_INET, &ip([1, 2, 3, 4]), 1));
+    }
+
+    /// The word compare agrees with a plain bit-by-bit prefix compare, for every prefix
+    /// length and addresses that differ in one bit anywhere.
+    #[test]
+    fn cidr_is_exact_at_every_prefix_length() {
+        let net: [u8; 16] = [
+            0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x11, 0x22,
+            0x33, 0x44,
+        ];
+        let bit = |a: &[u8; 16], i: u32| a[(i / 8) as usize] >> (7 - i % 8) & 1;
+        for prefix_len in 0..=130 {
+            let f = Filter {
+                flags: FILTER_CIDR,
+                family: AF_INET6,
+                prefix_len,
+                addr: net,
+                ..Filter::default()
+            };
+            assert!(f.addr_matches(AF_INET6, &net, 0));
+            for flip in 0..128u32 {
+                let mut addr = net;
+                addr[(flip / 8) as usize] ^= 0x80 >> (flip % 8);
+                let expected = (0..prefix_len.min(128)).all(|i| bit(&addr, i) == bit(&net, i));
+                assert_eq!(
+                    f.addr_matches(AF_INET6, &addr, 0),
+                    expected,
+                    "/{prefix_len}, bit {flip}"
+                );
+            }
+        }
     }
 }

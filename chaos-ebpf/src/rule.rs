@@ -154,12 +154,13 @@ pub fn apply(call: &Call) -> Option<&'static Rule> {
     let mut search = Search {
         call: *call,
         levels,
-        rules: core::ptr::null(),
-        now: 0,
         found: NOT_FOUND,
     };
     // Both walks are bpf_loops, so that the verifier sees each body once rather than once per
     // iteration of a plain loop (which, over levels times rules, exceeds its budget on 6.12).
+    // The verifier re-walks a callback until its context stops changing, and the inner walk
+    // once per walk of the outer body: so the inner context never changes (the rule that acts
+    // comes back as bpf_loop's count) and the outer one changes once (`found`).
     // SAFETY: the callback is a static function, the context points into this frame.
     unsafe {
         bpf_loop(
@@ -190,10 +191,25 @@ extern "C" fn try_level(index: u64, ctx: *mut c_void) -> i64 {
         Depth::Rules(rules) => rules,
     };
     let len = rules.len.min(MAX_RULES_PER_TARGET);
-    search.rules = rules;
-    // SAFETY: as above; `search` is the caller's context, passed on.
-    unsafe { bpf_loop(len, try_rule as *mut c_void, ctx, 0) };
-    i64::from(search.found != NOT_FOUND)
+    let mut walk = RuleWalk {
+        call: &raw const search.call,
+        rules,
+    };
+    // One step more than there are rules: that last step stops the loop, so bpf_loop returns
+    // `i + 1` when the rule at `i` acted and `len + 1` when none did.
+    // SAFETY: the callback is a static function, the context points into this frame.
+    let steps = unsafe { bpf_loop(len + 1, try_rule as *mut c_void, (&raw mut walk).cast(), 0) };
+    if steps < 1 || steps > i64::from(len) {
+        return 0;
+    }
+    // The mask changes nothing (steps - 1 < len <= MAX_RULES_PER_TARGET, a power of two) but
+    // keeps the index bounded where 6.1's verifier looks: LLVM may index with `steps` itself
+    // after checking `steps - 1`, and 6.1 does not carry a bound from one to the other ("math
+    // between map_value pointer and register with unbounded min value").
+    const _: () = assert!(MAX_RULES_PER_TARGET.is_power_of_two());
+    let i = (steps as usize - 1) & (MAX_RULES_PER_TARGET as usize - 1);
+    search.found = rules.slots[i];
+    1
 }
 
 /// Whether some rule on `hook` targets the current task's cgroup (or an ancestor of it).
@@ -282,17 +298,22 @@ fn rules_at_depth(hook: u32, levels: &HookLevels, index: u64) -> Depth {
 
 const NOT_FOUND: u32 = u32::MAX;
 
-/// The state of [`apply`]'s walk over one target's rules.
+/// The state of [`apply`]'s walk over the hook's target depths.
 struct Search {
     call: Call,
     /// The hook's target depths (a map value).
     levels: *const HookLevels,
-    /// The current target's rule list (a map value).
-    rules: *const TargetRules,
-    /// `CLOCK_BOOTTIME`, read at the first rule that needs it; 0 before.
-    now: u64,
     /// The slot of the rule that acts, or [`NOT_FOUND`].
     found: u32,
+}
+
+/// The state of [`try_level`]'s walk over one target's rules: read only, so that the
+/// verifier walks [`try_rule`] once per walk of `try_level`.
+struct RuleWalk {
+    /// The call (in [`apply`]'s frame).
+    call: *const Call,
+    /// The target's rule list (a map value).
+    rules: *const TargetRules,
 }
 
 /// The state of [`Call::is_under`]'s walk up the dentry tree.
@@ -328,21 +349,26 @@ extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// One bpf_loop iteration of [`apply`]: tries the `index`th rule of the target, counts it if
-/// it matches, and stops the loop (returns 1) at the first that acts.
+/// One bpf_loop iteration of [`try_level`]: tries the `index`th rule of the target, counts it
+/// if it matches, and stops the loop (returns 1) at the first that acts, or past the last.
 #[inline(never)]
 extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the pointer `apply` gave it, to a Search on its stack,
-    // whose `rules` points to a map value that outlives the loop.
-    let search = unsafe { &mut *ctx.cast::<Search>() };
-    let rules = unsafe { &*search.rules };
+    // SAFETY: bpf_loop passes back the pointer `try_level` gave it, to a RuleWalk on its
+    // stack, whose `call` points into `apply`'s frame and `rules` to a map value, both
+    // outliving the loop.
+    let walk = unsafe { &*ctx.cast::<RuleWalk>() };
+    let rules = unsafe { &*walk.rules };
+    if index >= u64::from(rules.len) {
+        return 1;
+    }
     let Some(&slot) = rules.slots.get(index as usize) else {
         return 1;
     };
     let Some(rule) = CHAOS_RULES.get(slot) else {
         return 0;
     };
-    let call = &search.call;
+    // SAFETY: as above.
+    let call = unsafe { &*walk.call };
     if !rule.is_active() || rule.hook != call.hook as u32 {
         return 0;
     }
@@ -374,15 +400,12 @@ extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
         return 0;
     }
     // The deadline is checked only where the rule would act: reading the clock on every
-    // matching call was the largest part of a quiet rule's cost.
-    if rule.deadline_ns != 0 {
-        if search.now == 0 {
-            // SAFETY: a plain helper call.
-            search.now = unsafe { bpf_ktime_get_boot_ns() };
-        }
-        if rule.expired(search.now) {
-            return 0;
-        }
+    // matching call was the largest part of a quiet rule's cost. (Not cached across rules:
+    // a second rule getting this far on one call is rare, and a cache would be context the
+    // verifier sees change.)
+    // SAFETY: a plain helper call.
+    if rule.deadline_ns != 0 && rule.expired(unsafe { bpf_ktime_get_boot_ns() }) {
+        return 0;
     }
     if fetch_add(injected, 1) >= rule.schedule.max_hits {
         fetch_sub(injected, 1);
@@ -391,7 +414,6 @@ extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
     if rule.is_dry_run() {
         return 0;
     }
-    search.found = slot;
     1
 }
 

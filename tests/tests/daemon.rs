@@ -970,3 +970,90 @@ fn fault_ends_when_its_target_cgroup_is_removed() {
     );
     assert_nothing_left();
 }
+
+/// The kernel programs named `name` (as the kernel truncates names: 15 characters) that
+/// are loaded now.
+fn loaded_programs_named(name: &str) -> usize {
+    let short = &name[..name.len().min(15)];
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str() == Some(short))
+        .count()
+}
+
+#[test]
+fn many_faults_share_one_load_and_go_one_by_one() {
+    if !need_root() {
+        return;
+    }
+    const FAULTS: usize = 16;
+    let daemon = DaemonRun::start("many", false, &[]);
+    let client = daemon.client();
+    let errnos = ["EMFILE", "ENFILE"];
+    let cgroups: Vec<TestCgroup> = (0..FAULTS)
+        .map(|i| TestCgroup::new(&format!("daemon-many-{i}")))
+        .collect();
+    let started = Instant::now();
+    let faults: Vec<FaultStatus> = cgroups
+        .iter()
+        .enumerate()
+        .map(|(i, cgroup)| {
+            client
+                .create_json(&socket_fault(cgroup, errnos[i % 2]))
+                .unwrap()
+        })
+        .collect();
+    eprintln!(
+        "MEASURED: {FAULTS} socket faults created through the daemon in {:?}",
+        started.elapsed()
+    );
+    // One program verified and loaded for all of them, attached once per target cgroup.
+    assert_eq!(loaded_programs_named("chaos_sock_create"), 1);
+
+    // Each fault fails its own cgroup's calls with its own errno and counts exactly them.
+    for (i, cgroup) in cgroups.iter().enumerate() {
+        let n = 2 + i as u32 % 3;
+        let seen = sockets_in(cgroup, n);
+        assert_eq!(
+            (seen.ok, seen.failed_with(errnos[i % 2])),
+            (0, u64::from(n)),
+            "{i}: {seen:?}"
+        );
+    }
+    let outside = sockets_outside(5);
+    assert_eq!((outside.ok, outside.failed()), (5, 0), "{outside:?}");
+    let listed = client.list().unwrap();
+    for (i, fault) in faults.iter().enumerate() {
+        let f = by_id(&listed, fault.id);
+        let n = 2 + i as u64 % 3;
+        assert_eq!((f.matched, f.injected), (n, n), "{i}: {f:?}");
+    }
+
+    // Removing one releases its cgroup only; the others keep failing, counting on.
+    client.remove(faults[0].id).unwrap();
+    assert_eq!(sockets_in(&cgroups[0], 2).ok, 2);
+    for (i, cgroup) in cgroups.iter().enumerate().skip(1) {
+        assert_eq!(sockets_in(cgroup, 1).failed_with(errnos[i % 2]), 1, "{i}");
+    }
+    // A new fault reuses the freed slot with fresh counters.
+    let again = client
+        .create_json(&socket_fault(&cgroups[0], "EACCES"))
+        .unwrap();
+    assert_eq!(sockets_in(&cgroups[0], 3).failed_with("EACCES"), 3);
+    let status = by_id(&client.list().unwrap(), again.id).clone();
+    assert_eq!((status.matched, status.injected), (3, 3), "{status:?}");
+    let last = by_id(&client.list().unwrap(), faults[FAULTS - 1].id).clone();
+    let n = 2 + (FAULTS as u64 - 1) % 3 + 1;
+    assert_eq!((last.matched, last.injected), (n, n), "{last:?}");
+
+    // One by one until none: the last removal leaves nothing loaded.
+    let remaining: Vec<u64> = client.list().unwrap().iter().map(|f| f.id).collect();
+    for id in remaining {
+        assert_eq!(loaded_programs_named("chaos_sock_create"), 1);
+        client.remove(id).unwrap();
+    }
+    for cgroup in &cgroups {
+        assert_eq!(sockets_in(cgroup, 1).ok, 1);
+    }
+    assert_nothing_left();
+}

@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Repetitions of each configuration (default 11, 3 with --quick).
     #[arg(long)]
     reps: Option<usize>,
+    /// Only these figures: overhead, injection, arm, daemon, verifier (default all).
+    #[arg(long, value_delimiter = ',')]
+    figures: Vec<String>,
     /// Run in the VM tier instead, on this Debian kernel (6.1 or 6.12), for the LSM hooks the
     /// host refuses. Always quick-sized (software emulation); the figures are ratios only.
     #[arg(long, value_name = "KERNEL")]
@@ -79,6 +82,9 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(reps) = args.reps {
         cmd.arg("--reps").arg(reps.to_string());
     }
+    if !args.figures.is_empty() {
+        cmd.arg("--figures").arg(args.figures.join(","));
+    }
     run(cmd, "chaos-bench (root)")?;
     let svg = crate::bench_chart::write_beside(&args.out)?;
     println!("xtask: ratios drawn in {}", svg.display());
@@ -111,6 +117,9 @@ fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::R
     }
     if let Some(reps) = args.reps {
         harness_args.extend(["--reps".into(), reps.to_string()]);
+    }
+    if !args.figures.is_empty() {
+        harness_args.extend(["--figures".into(), args.figures.join(",")]);
     }
     let initrd = vm::initramfs::build(&vm::initramfs::Spec {
         work_dir: &work_dir,

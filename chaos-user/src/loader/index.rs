@@ -1,7 +1,8 @@
 //! The rule index: how the kernel programs find the rules for a call without scanning every
 //! rule slot (see `chaos_common::TargetKey`). Planned here, where it can be tested, and written
-//! to the `CHAOS_TARGETS` and `CHAOS_HOOK_LEVELS` maps by the [`super::Injector`].
-use std::collections::BTreeMap;
+//! to the `CHAOS_TARGETS` and `CHAOS_HOOK_LEVELS` maps by the shared loaded object
+//! (`super::loaded`), which adds and removes faults as changes to it.
+use std::collections::{BTreeMap, BTreeSet};
 
 use chaos_common::{
     Hook, HookLevels, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, Rule, TargetKey, TargetRules,
@@ -22,8 +23,21 @@ impl RuleIndex {
     /// Indexes `rules` (slot `i` holds `rules[i]`). Within one target rules keep their order,
     /// so the first of them that acts on a call still decides it.
     pub fn plan(rules: &[Rule]) -> Result<RuleIndex, Error> {
+        RuleIndex::plan_slots(
+            rules
+                .iter()
+                .enumerate()
+                .map(|(slot, rule)| (u32::try_from(slot).expect("slots fit in u32"), rule)),
+        )
+    }
+
+    /// Indexes rules in the given slots (ascending, as the loaded object keeps them): the
+    /// rules of every fault loaded at once.
+    pub fn plan_slots<'r>(
+        rules: impl IntoIterator<Item = (u32, &'r Rule)>,
+    ) -> Result<RuleIndex, Error> {
         let mut index = RuleIndex::default();
-        for (slot, rule) in rules.iter().enumerate() {
+        for (slot, rule) in rules {
             let hook = Hook::from_raw(rule.hook).ok_or_else(|| Error::Invalid {
                 field: "rule.hook",
                 value: rule.hook.to_string(),
@@ -67,10 +81,95 @@ impl RuleIndex {
                     ),
                 });
             }
-            list.slots[list.len as usize] = u32::try_from(slot).expect("slots fit in u32");
+            list.slots[list.len as usize] = slot;
             list.len += 1;
         }
         Ok(index)
+    }
+
+    /// What to write to turn the maps holding `self` into `next`: only the keys whose list
+    /// changed, the keys no rule uses any more, and the depths of every hook whose depths
+    /// changed (an emptied hook gets an empty list, so its programs stop looking).
+    pub fn changes_to(&self, next: &RuleIndex) -> IndexChanges {
+        let upserts = next
+            .targets
+            .iter()
+            .filter(|(key, list)| self.targets.get(key) != Some(list))
+            .map(|(key, list)| (*key, *list))
+            .collect();
+        let removals = self
+            .targets
+            .keys()
+            .filter(|key| !next.targets.contains_key(key))
+            .copied()
+            .collect();
+        let hooks: BTreeSet<Hook> = self
+            .levels
+            .keys()
+            .chain(next.levels.keys())
+            .copied()
+            .collect();
+        let levels = hooks
+            .into_iter()
+            .filter_map(|hook| {
+                let levels = next.levels.get(&hook).copied().unwrap_or_default();
+                (self.levels.get(&hook) != Some(&levels)).then_some((hook, levels))
+            })
+            .collect();
+        IndexChanges {
+            upserts,
+            removals,
+            levels,
+        }
+    }
+}
+
+/// Writes that move the index maps from one [`RuleIndex`] to another.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct IndexChanges {
+    /// Keys to insert or overwrite with their new slot list.
+    pub upserts: Vec<(TargetKey, TargetRules)>,
+    /// Keys to delete.
+    pub removals: Vec<TargetKey>,
+    /// Hooks whose depth list to overwrite.
+    pub levels: Vec<(Hook, HookLevels)>,
+}
+
+/// The rule slots of the loaded object: which are free. The lowest free slots are handed out
+/// first, so a fault's rules keep their order within each target.
+#[derive(Debug)]
+pub struct Slots {
+    free: BTreeSet<u32>,
+}
+
+impl Slots {
+    /// `capacity` free slots, `0..capacity`.
+    pub fn new(capacity: u32) -> Slots {
+        Slots {
+            free: (0..capacity).collect(),
+        }
+    }
+
+    /// The `n` lowest free slots, ascending, or `None` (and nothing taken) if fewer are free.
+    pub fn take(&mut self, n: usize) -> Option<Vec<u32>> {
+        if self.free.len() < n {
+            return None;
+        }
+        Some(
+            (0..n)
+                .map(|_| self.free.pop_first().expect("counted"))
+                .collect(),
+        )
+    }
+
+    /// Frees `slots` again.
+    pub fn give_back(&mut self, slots: &[u32]) {
+        self.free.extend(slots);
+    }
+
+    /// How many are free.
+    pub fn free(&self) -> usize {
+        self.free.len()
     }
 }
 
@@ -139,6 +238,41 @@ mod tests {
         let err = RuleIndex::plan(&rules).unwrap_err().to_string();
         assert!(err.contains("different depths"), "{err}");
         assert!(RuleIndex::plan(&rules[1..]).is_ok());
+    }
+
+    #[test]
+    fn changes_write_only_what_moved_and_delete_what_went() {
+        let a = rule(Hook::Connect, 2, 10);
+        let b = rule(Hook::Connect, 2, 11);
+        let c = rule(Hook::SockCreate, 3, 10);
+        let before = RuleIndex::plan_slots([(0, &a), (1, &b)]).unwrap();
+        // A fault on a new hook and a second rule on an existing target arrive.
+        let after = RuleIndex::plan_slots([(0, &a), (1, &b), (2, &c), (3, &a)]).unwrap();
+        let changes = before.changes_to(&after);
+        let keys: Vec<u64> = changes.upserts.iter().map(|(k, _)| k.cgroup_id).collect();
+        assert_eq!(keys, [10, 10], "{changes:?}");
+        assert_eq!(changes.upserts[0].1.len, 2);
+        assert!(changes.removals.is_empty());
+        assert_eq!(changes.levels.len(), 1);
+        assert_eq!(changes.levels[0].0, Hook::SockCreate);
+        // The first fault leaves: its targets go, the emptied hook gets no depths.
+        let last = RuleIndex::plan_slots([(1, &b)]).unwrap();
+        let changes = after.changes_to(&last);
+        assert!(changes.upserts.is_empty(), "{changes:?}");
+        assert_eq!(changes.removals.len(), 2);
+        assert_eq!(changes.levels, [(Hook::SockCreate, HookLevels::default())]);
+        assert_eq!(last.changes_to(&last), IndexChanges::default());
+    }
+
+    #[test]
+    fn slots_are_handed_out_lowest_first_and_reused() {
+        let mut slots = Slots::new(8);
+        assert_eq!(slots.take(3).unwrap(), [0, 1, 2]);
+        assert_eq!(slots.take(2).unwrap(), [3, 4]);
+        slots.give_back(&[0, 1, 2]);
+        assert_eq!(slots.take(4).unwrap(), [0, 1, 2, 5]);
+        assert!(slots.take(3).is_none());
+        assert_eq!(slots.free(), 2);
     }
 
     #[test]

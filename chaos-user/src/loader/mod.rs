@@ -1,30 +1,25 @@
 //! Loading the kernel programs, installing rules and attaching only what the rules need.
 //!
-//! An [`Injector`] owns the loaded object and every link it made. All links are bpf_link file
-//! descriptors owned by this process and nothing is pinned, so the kernel detaches everything
-//! when the injector is dropped or the process dies for any reason, SIGKILL included.
-use std::{collections::BTreeSet, fs::File, path::PathBuf};
+//! The object is loaded once per process and shared by its faults (`loaded.rs`); an
+//! [`Injector`] is one fault in it. All links are bpf_link file descriptors owned by this
+//! process and nothing is pinned, so the kernel detaches everything when the last injector is
+//! dropped or the process dies for any reason, SIGKILL included.
+use std::path::PathBuf;
 
+mod cost;
 pub(crate) mod fmod_ret;
 mod index;
+mod loaded;
 mod mechanism;
 pub(crate) mod object;
-use fmod_ret::{FmodRetLink, FmodRetObject};
-pub use index::RuleIndex;
+pub use cost::{VerifierCost, verifier_costs};
+pub use index::{IndexChanges, RuleIndex, Slots};
+use loaded::{FaultSlots, LoadedObject};
 pub use mechanism::{HookMechanism, MechanismChoice, choose as choose_mechanism, choose_for};
-use object::{array_mut, attach_to_cgroups, program_error, program_mut, write_array};
 
-use aya::{
-    Btf, Ebpf, EbpfLoader,
-    programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, Program,
-        ProgramError,
-    },
-};
-use chaos_common::{
-    HitCounter, Hook, HookLevels, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_BITS,
-    SYS_ENTER_FILTER_WORDS, TargetKey, TargetRules,
-};
+use std::sync::{Mutex, MutexGuard};
+
+use chaos_common::{HitCounter, Hook, MAX_RULES, Rule};
 
 use crate::{Error, btf};
 
@@ -89,6 +84,19 @@ fn programs(hook: Hook) -> (&'static [&'static str], Attach) {
         Hook::Getsockopt => (&["chaos_getsockopt"], Sockopt),
         Hook::Setsockopt => (&["chaos_setsockopt"], Sockopt),
         Hook::SysEnter => (&["chaos_sys_enter"], TpBtf("sys_enter")),
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit: every cgroup a rule
+/// targets holds one bpf_link file descriptor per program attached there, and a thousand
+/// targets pass the usual soft limit of 1024 long before the hard one.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        // Failing leaves the old limit, and attaching reports EMFILE if it is too low.
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
@@ -251,19 +259,6 @@ fn fmod_ret_twin(hook: Hook) -> Option<(&'static str, btf::Twin)> {
     }
 }
 
-/// Raises this process's soft limit on open files to its hard limit: every cgroup a rule
-/// targets holds one bpf_link file descriptor per program attached there, and a thousand
-/// targets pass the usual soft limit of 1024 long before the hard one.
-fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        // Failing leaves the old limit, and attaching reports EMFILE if it is too low.
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
 /// A rule, the cgroup directory it targets (cgroup programs attach there) and what it is
 /// for, in reports.
 #[derive(Clone, Debug)]
@@ -276,22 +271,29 @@ pub struct PlannedRule {
     pub label: String,
 }
 
-/// Loaded programs with rules installed and attached.
+/// The object this process loaded, shared by all its faults; `None` while no fault runs.
+static LOADED: Mutex<Option<LoadedObject>> = Mutex::new(None);
+
+fn loaded() -> MutexGuard<'static, Option<LoadedObject>> {
+    // The object's bookkeeping is updated only after each kernel write succeeds: keep going
+    // after a panic elsewhere.
+    LOADED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One fault's rules, installed in the process's shared loaded object and attached where they
+/// need to be. The programs are loaded and verified once per process, by the first fault that
+/// needs them; later faults only write their rules and the index, and attach cgroup programs
+/// to target cgroups that have none yet. Dropping the injector removes the fault (and, with
+/// the last fault, everything that was loaded).
 pub struct Injector {
-    // The fmod_ret links go first (fields drop in order): programs before the maps they use.
-    fmod_ret_links: Vec<FmodRetLink>,
-    // Boxed: aya-obj's Object is large, and injectors are moved around in enums.
-    fmod_ret: Option<Box<FmodRetObject>>,
-    ebpf: Ebpf,
-    slots: usize,
-    btf: Option<Btf>,
+    fault: FaultSlots,
     /// How the security hooks' programs run, when the rules need any.
     mechanism: Option<MechanismChoice>,
 }
 
 impl Injector {
-    /// Loads the object, installs `rules` in slots `0..rules.len()` and attaches the programs
-    /// they need. All or nothing: on error, whatever was attached is detached again (by drop).
+    /// Installs `rules` and attaches the programs they need. All or nothing: on error, nothing
+    /// of this fault stays (and nothing at all, when no other fault is running).
     /// The security hooks' programs take the mechanism [`choose_mechanism`] picks.
     pub fn start(rules: &[PlannedRule]) -> Result<Injector, Error> {
         Self::start_with(rules, None)
@@ -310,17 +312,9 @@ impl Injector {
                 expected: format!("at most {MAX_RULES} rules at once"),
             });
         }
-        let planned: Vec<Rule> = rules.iter().map(|r| r.rule).collect();
-        // Also checks every rule's hook.
-        let index = RuleIndex::plan(&planned)?;
-        let hooks: BTreeSet<Hook> = index.levels.keys().copied().collect();
-        raise_open_file_limit();
-        let loading_since = crate::fault::boot_time_ns()?;
-        // Owned by the injector from here on, so that an error below drops it, and with it
-        // every link made so far.
-        let needs_security_hooks = hooks
-            .iter()
-            .any(|h| matches!(programs(*h).1, Attach::Lsm(_)));
+        let needs_security_hooks = rules.iter().any(|r| {
+            Hook::from_raw(r.rule.hook).is_some_and(|h| matches!(programs(h).1, Attach::Lsm(_)))
+        });
         // Chosen before loading, so that a refusal changes nothing.
         let mechanism = match (needs_security_hooks, forced) {
             (true, _) => Some(mechanism::choose(forced)?),
@@ -338,72 +332,32 @@ impl Injector {
                 });
             }
         };
-        let mut injector = Injector {
-            fmod_ret_links: Vec::new(),
-            fmod_ret: None,
-            ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
-            slots: rules.len(),
-            btf: None,
-            mechanism,
-        };
-        if needs_security_hooks {
-            injector.write_config(&hooks)?;
+        let loading_since = crate::fault::boot_time_ns()?;
+        let mut guard = loaded();
+        if guard.is_none() {
+            *guard = Some(LoadedObject::load()?);
         }
-        injector.write_rules(rules)?;
-        injector.write_index(&index)?;
-        if hooks.contains(&Hook::SysEnter) {
-            injector.write_sys_enter_filter(rules)?;
-        }
-        for hook in hooks {
-            let dirs: BTreeSet<&PathBuf> = rules
-                .iter()
-                .filter(|r| r.rule.hook == hook as u32)
-                .map(|r| &r.cgroup_dir)
-                .collect();
-            let (names, attach) = programs(hook);
-            for name in names {
-                match attach {
-                    Attach::Lsm(lsm_hook) => match injector.mechanism() {
-                        Some(HookMechanism::FmodRet) => injector.attach_fmod_ret(hook)?,
-                        _ => injector.attach_lsm(name, lsm_hook)?,
-                    },
-                    Attach::SockAddr => injector.attach_cgroup(
-                        name,
-                        &dirs,
-                        CgroupSockAddr::load,
-                        CgroupSockAddr::attach::<File>,
-                    )?,
-                    Attach::Sock => injector.attach_cgroup(
-                        name,
-                        &dirs,
-                        CgroupSock::load,
-                        CgroupSock::attach::<File>,
-                    )?,
-                    Attach::TpBtf(tracepoint) => injector.attach_tp_btf(name, tracepoint)?,
-                    Attach::Sockopt => injector.attach_cgroup(
-                        name,
-                        &dirs,
-                        CgroupSockopt::load,
-                        CgroupSockopt::attach::<File>,
-                    )?,
+        let object = guard.as_mut().expect("just loaded");
+        let fault = match object.add(rules, mechanism.as_ref().map(|c| c.mechanism)) {
+            Ok(fault) => fault,
+            Err(err) => {
+                if object.is_idle() {
+                    *guard = None;
                 }
+                return Err(err);
             }
-        }
-        // Deadlines were set when the rules were planned; loading (the verifier, seconds on a
-        // slow machine) must not eat into the fault's time, so they move by the time it took.
+        };
+        // Deadlines were set when the rules were planned; loading (the verifier, on the first
+        // fault) must not eat into the fault's time, so they move by the time it took.
         let shift = crate::fault::boot_time_ns()?.saturating_sub(loading_since);
-        let shifted: Vec<PlannedRule> = rules
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                if r.rule.deadline_ns != 0 {
-                    r.rule.deadline_ns = r.rule.deadline_ns.saturating_add(shift);
-                }
-                r
-            })
-            .collect();
-        injector.write_rules(&shifted)?;
-        Ok(injector)
+        if let Err(err) = object.shift_deadlines(&fault.slots, shift) {
+            let _ = object.remove(&fault);
+            if object.is_idle() {
+                *guard = None;
+            }
+            return Err(err);
+        }
+        Ok(Injector { fault, mechanism })
     }
 
     /// The mechanism the security hooks' programs run with (None when the rules need none).
@@ -416,167 +370,41 @@ impl Injector {
         self.mechanism.as_ref()
     }
 
-    /// Writes the kernel's offsets, read for the functions the programs of `hooks` attach to.
-    fn write_config(&mut self, hooks: &BTreeSet<Hook>) -> Result<(), Error> {
-        let path = std::path::Path::new(btf::VMLINUX_BTF);
-        let config: KernelConfig = match self.mechanism() {
-            Some(HookMechanism::FmodRet) => {
-                let twins: Vec<btf::Twin> = hooks
-                    .iter()
-                    .filter_map(|h| fmod_ret_twin(*h).map(|(_, twin)| twin))
-                    .collect();
-                btf::kernel_config_for(path, &twins, "security_inode_setattr")?
-            }
-            _ => btf::kernel_config(path)?,
-        };
-        write_array(&mut self.ebpf, CONFIG_MAP, [config])
-    }
-
-    /// Loads and attaches the fmod_ret twin of `hook`'s LSM program.
-    fn attach_fmod_ret(&mut self, hook: Hook) -> Result<(), Error> {
-        let (program, twin) = fmod_ret_twin(hook).ok_or_else(|| Error::Unsupported {
-            fault: format!("hook {hook:?}"),
-            why: "it has no fmod_ret program".to_owned(),
-        })?;
-        let btf = Self::kernel_btf(&mut self.btf, &format!("fmod_ret on {}", twin.function))?;
-        if self.fmod_ret.is_none() {
-            self.fmod_ret = Some(Box::new(FmodRetObject::new(EBPF_OBJECT, &self.ebpf)?));
-        }
-        let object = self.fmod_ret.as_ref().expect("just set");
-        self.fmod_ret_links
-            .push(object.attach(program, twin.function, btf)?);
-        Ok(())
-    }
-
-    fn write_rules(&mut self, rules: &[PlannedRule]) -> Result<(), Error> {
-        write_array(&mut self.ebpf, RULES_MAP, rules.iter().map(|r| r.rule))
-    }
-
-    fn write_index(&mut self, index: &RuleIndex) -> Result<(), Error> {
-        let mut targets = object::hash_mut::<TargetKey, TargetRules>(&mut self.ebpf, TARGETS_MAP)?;
-        for (key, list) in &index.targets {
-            targets.insert(key, list, 0).map_err(|source| Error::Map {
-                map: TARGETS_MAP,
-                source,
-            })?;
-        }
-        let mut levels = array_mut::<HookLevels>(&mut self.ebpf, HOOK_LEVELS_MAP)?;
-        for (hook, hook_levels) in &index.levels {
-            levels
-                .set(*hook as u32, hook_levels, 0)
-                .map_err(|source| Error::Map {
-                    map: HOOK_LEVELS_MAP,
-                    source,
-                })?;
-        }
-        Ok(())
-    }
-
-    /// Sets the bit of every syscall a `sys_enter` rule names (all of them for a rule on any
-    /// syscall) in the program's quick filter.
-    fn write_sys_enter_filter(&mut self, rules: &[PlannedRule]) -> Result<(), Error> {
-        let mut words = [0u64; SYS_ENTER_FILTER_WORDS as usize];
-        for planned in rules {
-            let rule = &planned.rule;
-            if rule.hook != Hook::SysEnter as u32 {
-                continue;
-            }
-            match u32::try_from(rule.syscall_nr) {
-                Ok(nr) if nr < SYS_ENTER_FILTER_BITS => {
-                    words[(nr / 64) as usize] |= 1 << (nr % 64);
-                }
-                _ if rule.syscall_nr == chaos_common::ANY_SYSCALL => words = [u64::MAX; _],
-                _ => {
-                    return Err(Error::Invalid {
-                        field: "rule.syscall_nr",
-                        value: rule.syscall_nr.to_string(),
-                        expected: format!("a syscall number below {SYS_ENTER_FILTER_BITS}"),
-                    });
-                }
-            }
-        }
-        write_array(&mut self.ebpf, SYS_ENTER_NRS_MAP, words)
-    }
-
-    /// The kernel's BTF, parsed once per injector; `what` names the hook for errors.
-    fn kernel_btf<'b>(btf: &'b mut Option<Btf>, what: &str) -> Result<&'b Btf, Error> {
-        if btf.is_none() {
-            *btf = Some(Btf::from_sys_fs().map_err(|err| Error::Unsupported {
-                fault: what.to_owned(),
-                why: format!("cannot read the kernel's BTF ({}): {err}", btf::VMLINUX_BTF),
-            })?);
-        }
-        Ok(btf.as_ref().expect("just set"))
-    }
-
-    fn attach_lsm(&mut self, name: &'static str, hook: &str) -> Result<(), Error> {
-        let btf = Self::kernel_btf(&mut self.btf, &format!("LSM hook {hook}"))?;
-        let prog: &mut Lsm = program_mut(&mut self.ebpf, name)?;
-        prog.load(hook, btf).map_err(|err| Error::Unsupported {
-            fault: format!("LSM hook {hook}"),
-            why: format!(
-                "the kernel refused the BPF LSM program ({err}); this needs CONFIG_BPF_LSM, `bpf` \
-                 in the active LSMs (lsm= boot parameter) and BPF trampolines; without them, \
-                 the cgroup hooks still fail {}; `chaos doctor` shows what this kernel lacks",
-                crate::fault::Syscall::supported_by(crate::fault::Mechanism::Cgroup).join(", ")
-            ),
-        })?;
-        prog.attach()
-            .map_err(|source| program_error(name, "attach", source))?;
-        Ok(())
-    }
-
-    fn attach_tp_btf(&mut self, name: &'static str, tracepoint: &str) -> Result<(), Error> {
-        let btf = Self::kernel_btf(&mut self.btf, &format!("tracepoint {tracepoint}"))?;
-        let prog: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
-        prog.load(tracepoint, btf)
-            .map_err(|source| program_error(name, "load", source))?;
-        prog.attach()
-            .map_err(|source| program_error(name, "attach", source))?;
-        Ok(())
-    }
-
-    /// Loads the cgroup program `name` of type `P` and attaches it to every cgroup in `dirs`.
-    fn attach_cgroup<P, L>(
-        &mut self,
-        name: &'static str,
-        dirs: &BTreeSet<&PathBuf>,
-        load: fn(&mut P) -> Result<(), ProgramError>,
-        attach: fn(&mut P, File, CgroupAttachMode) -> Result<L, ProgramError>,
-    ) -> Result<(), Error>
-    where
-        for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
-    {
-        let prog: &mut P = program_mut(&mut self.ebpf, name)?;
-        load(prog).map_err(|source| program_error(name, "load", source))?;
-        // On 5.7+ aya attaches through bpf_link, which the kernel always treats as
-        // multi-attach (and refuses flags for): the program coexists with others on the same
-        // cgroup and keeps running for descendants that attach their own.
-        attach_to_cgroups(name, dirs, |cgroup| {
-            attach(prog, cgroup, CgroupAttachMode::Single).map(drop)
-        })
-    }
-
-    /// Takes the map of processes stopped by pause rules (thread group id -> boot-clock ns at
-    /// which to continue them), for a [`crate::pause::Resumer`].
+    /// A handle on the map of processes stopped by pause rules (thread group id -> boot-clock
+    /// ns at which to continue them), for a [`crate::pause::Resumer`]. Every pause fault of
+    /// the process shares the map; each resumer continues whatever is due.
     pub fn take_paused(
         &mut self,
     ) -> Result<aya::maps::HashMap<aya::maps::MapData, u32, u64>, Error> {
-        let map = self.ebpf.take_map(PAUSED_MAP).ok_or(Error::Map {
-            map: PAUSED_MAP,
-            source: aya::maps::MapError::InvalidName {
-                name: PAUSED_MAP.into(),
-            },
-        })?;
+        let guard = loaded();
+        let object = guard.as_ref().expect("an injector keeps the object loaded");
+        let map = aya::maps::Map::LruHashMap(object.map_handle(PAUSED_MAP)?);
         aya::maps::HashMap::try_from(map).map_err(|source| Error::Map {
             map: PAUSED_MAP,
             source,
         })
     }
 
-    /// The counters of the installed rules, in rule order.
+    /// The counters of this fault's rules, in rule order.
     pub fn counters(&self) -> Result<Vec<HitCounter>, Error> {
-        object::read_array(&self.ebpf, COUNTERS_MAP, self.slots)
+        let guard = loaded();
+        let object = guard.as_ref().expect("an injector keeps the object loaded");
+        object.counters(&self.fault.slots)
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let mut guard = loaded();
+        if let Some(object) = guard.as_mut() {
+            if let Err(err) = object.remove(&self.fault) {
+                tracing::warn!("removing a fault's rules: {err}");
+            }
+            if object.is_idle() {
+                // Unloads every program and map: nothing of chaos stays in the kernel.
+                *guard = None;
+            }
+        }
     }
 }
 

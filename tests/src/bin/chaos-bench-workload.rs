@@ -48,7 +48,27 @@ enum Op {
     Openat,
     /// read() of one byte from PATH (/dev/zero), opened once: LSM file_permission.
     Read,
+    /// UDP socket + bind to a loopback port chosen by the kernel + close: cgroup bind4.
+    Bind,
+    /// setsockopt(SO_REUSEADDR) on a UDP socket opened once: cgroup setsockopt.
+    Setsockopt,
+    /// getppid(); "fails" when SIGUSR1 arrived (signal faults) or when the call took over
+    /// 10 ms (latency faults): tp_btf sys_enter.
+    Getppid,
+    /// One byte over UDP to a socket of this process on loopback, read back within 50 ms;
+    /// "fails" when it does not arrive or arrives changed (packet drop and corruption).
+    UdpEcho,
 }
+
+/// Set by the SIGUSR1 handler.
+static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The receiving socket of [`Op::UdpEcho`].
+static ECHO: std::sync::OnceLock<std::net::UdpSocket> = std::sync::OnceLock::new();
 
 /// What the operation needs set up beforehand, outside the timed loop.
 struct Fixture {
@@ -67,6 +87,19 @@ impl Fixture {
         .expect("path without NUL");
         let mut listener = None;
         let mut port = 9;
+        if matches!(op, Op::UdpEcho) {
+            // The receiving end: a UDP socket bound to a kernel-chosen port, 50 ms timeout.
+            let r = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+                .expect("bind the echo socket");
+            r.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            port = r.local_addr().expect("local addr").port();
+            ECHO.set(r).expect("one fixture");
+        }
+        if matches!(op, Op::Getppid) {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { libc::signal(libc::SIGUSR1, on_sigusr1 as *const () as libc::sighandler_t) };
+        }
         if matches!(op, Op::Connect) {
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
             port = l.local_addr().expect("local addr").port();
@@ -83,12 +116,14 @@ impl Fixture {
         // SAFETY: plain syscalls on values we own; failures are checked.
         let fd = unsafe {
             match op {
-                Op::UdpSend => libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0),
+                Op::UdpSend | Op::Setsockopt | Op::UdpEcho => {
+                    libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)
+                }
                 Op::Read => libc::open(path_c.as_ptr(), libc::O_RDONLY),
                 _ => -1,
             }
         };
-        if matches!(op, Op::UdpSend | Op::Read) {
+        if matches!(op, Op::UdpSend | Op::Read | Op::Setsockopt | Op::UdpEcho) {
             assert!(
                 fd >= 0,
                 "setting up {op:?}: {}",
@@ -148,6 +183,50 @@ impl Fixture {
                 Op::Read => {
                     let mut byte = 0u8;
                     libc::read(self.fd, (&mut byte as *mut u8).cast(), 1) == 1
+                }
+                Op::Bind => {
+                    let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                    if fd < 0 {
+                        return false;
+                    }
+                    let mut any = self.addr;
+                    any.sin_port = 0;
+                    let ok = libc::bind(fd, (&raw const any).cast(), addr_len) == 0;
+                    libc::close(fd);
+                    ok
+                }
+                Op::Setsockopt => {
+                    let one: libc::c_int = 1;
+                    libc::setsockopt(
+                        self.fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_REUSEADDR,
+                        (&raw const one).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    ) == 0
+                }
+                Op::Getppid => {
+                    let start = Instant::now();
+                    libc::getppid();
+                    let slow = start.elapsed() > Duration::from_millis(10);
+                    !slow && !SIGNALLED.load(std::sync::atomic::Ordering::SeqCst)
+                }
+                Op::UdpEcho => {
+                    let echo = ECHO.get().expect("echo socket");
+                    let payload = *b"chaos-bench-echo";
+                    let sent = libc::sendto(
+                        self.fd,
+                        payload.as_ptr().cast(),
+                        payload.len(),
+                        0,
+                        addr_ptr,
+                        addr_len,
+                    );
+                    if sent != payload.len() as isize {
+                        return false;
+                    }
+                    let mut buf = [0u8; 64];
+                    matches!(echo.recv(&mut buf), Ok(n) if buf[..n] == payload)
                 }
             }
         }

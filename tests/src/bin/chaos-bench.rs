@@ -46,6 +46,17 @@ struct Args {
     /// Skip the strace comparison.
     #[arg(long)]
     no_strace: bool,
+    /// Only print what the verifier spends on each program (JSON) and exit.
+    #[arg(long)]
+    verifier_only: bool,
+    /// Figures to measure (comma separated): overhead, injection, arm, daemon, verifier;
+    /// default all.
+    #[arg(long, value_delimiter = ',')]
+    figures: Vec<String>,
+    /// Fault kinds whose arm time to measure (socket, connect, bind, setsockopt, signal,
+    /// latency, net-drop, net-corrupt); default all.
+    #[arg(long, value_delimiter = ',')]
+    arm_kinds: Vec<String>,
     /// Accepted and ignored: the VM tier's /init runs the harness as it runs test binaries.
     #[arg(long, hide = true)]
     test_threads: Option<String>,
@@ -451,31 +462,113 @@ fn injection(h: &Harness, use_strace: bool) -> anyhow::Result<Value> {
     Ok(Value::Object(out))
 }
 
+/// A fault kind whose arm time is measured: the workload operation that notices it and the
+/// `chaos inject` arguments (before `--json --cgroup X`).
+struct ArmCase {
+    kind: &'static str,
+    op: &'static str,
+    inject: &'static [&'static str],
+}
+
+const ARM_CASES: &[ArmCase] = &[
+    ArmCase {
+        kind: "socket",
+        op: "socket",
+        inject: &["syscall", "--syscall", "socket", "--errno", "EMFILE"],
+    },
+    ArmCase {
+        kind: "connect",
+        op: "connect",
+        inject: &["syscall", "--syscall", "connect", "--errno", "ECONNREFUSED"],
+    },
+    ArmCase {
+        kind: "bind",
+        op: "bind",
+        inject: &["syscall", "--syscall", "bind", "--errno", "EADDRINUSE"],
+    },
+    ArmCase {
+        kind: "setsockopt",
+        op: "setsockopt",
+        inject: &[
+            "syscall",
+            "--syscall",
+            "setsockopt",
+            "--errno",
+            "ENOPROTOOPT",
+        ],
+    },
+    ArmCase {
+        kind: "signal",
+        op: "getppid",
+        inject: &["signal", "--syscall", "getppid", "--signal", "SIGUSR1"],
+    },
+    ArmCase {
+        kind: "latency",
+        op: "getppid",
+        inject: &[
+            "latency",
+            "--syscall",
+            "getppid",
+            "--delay",
+            "30ms",
+            "--mode",
+            "spin",
+        ],
+    },
+    ArmCase {
+        kind: "net-drop",
+        op: "udp-echo",
+        inject: &["net-drop", "--probability", "1", "--protocol", "udp"],
+    },
+    ArmCase {
+        kind: "net-corrupt",
+        op: "udp-echo",
+        inject: &[
+            "net-corrupt",
+            "--probability",
+            "1",
+            "--protocol",
+            "udp",
+            "--fix-checksum",
+            "--device",
+            "lo",
+        ],
+    },
+];
+
 /// Figure 4: `chaos inject` start to the first injected fault, and SIGINT to the last chaos
-/// program gone from the kernel's list.
-fn arm_disarm(h: &Harness) -> anyhow::Result<Value> {
-    let chaos = chaos_bin();
+/// program gone from the kernel's list, for every fault kind this tier runs.
+fn arm_disarm(h: &Harness, kinds: &[String]) -> anyhow::Result<Value> {
+    let mut out = serde_json::Map::new();
+    for case in ARM_CASES {
+        if !kinds.is_empty() && !kinds.iter().any(|k| k == case.kind) {
+            continue;
+        }
+        let figures =
+            arm_disarm_of(h, case).with_context(|| format!("arm time of {}", case.kind))?;
+        out.insert(case.kind.into(), figures);
+    }
+    Ok(json!({
+        "chaos_binary": chaos_bin().display().to_string(),
+        "kinds": out,
+    }))
+}
+
+fn arm_disarm_of(h: &Harness, case: &ArmCase) -> anyhow::Result<Value> {
     let (mut arm, mut disarm, mut exit) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..h.reps {
         let mut cmd = Command::new(&h.workload);
-        cmd.args(["--op", "socket", "--until-fail"])
+        cmd.args(["--op", case.op, "--until-fail"])
             .stdout(Stdio::piped());
         let workload = h.target.spawn(&mut cmd);
         thread::sleep(Duration::from_millis(200));
         let cgroup = h.target.path.to_string_lossy().into_owned();
         let before = chaos_program_ids();
+        let mut args = vec!["inject"];
+        args.extend(case.inject);
+        args.extend(["--json", "--cgroup", &cgroup]);
         let start = monotonic_ns();
-        let mut run = ChaosRun::start(&[
-            "inject",
-            "syscall",
-            "--syscall",
-            "socket",
-            "--errno",
-            "EMFILE",
-            "--json",
-            "--cgroup",
-            &cgroup,
-        ]);
+        let mut run = ChaosRun::start(&args);
         let out = workload.wait_with_output()?;
         let line = String::from_utf8_lossy(&out.stdout).into_owned();
         let v: Value = serde_json::from_str(line.trim()).context("until-fail result")?;
@@ -509,22 +602,111 @@ fn arm_disarm(h: &Harness) -> anyhow::Result<Value> {
             bail!("chaos failed: {outcome:?}");
         }
         eprintln!(
-            "bench: arm/disarm: repetition {} of {} done",
+            "bench: arm/disarm {}: repetition {} of {} done",
+            case.kind,
             rep + 1,
             h.reps
         );
     }
-    let ms = |s: &[f64]| {
-        let (median, min, max) = stats(s);
-        json!({"median_ms": median / 1e6, "min_ms": min / 1e6, "max_ms": max / 1e6,
-               "samples_ms": s.iter().map(|x| x / 1e6).collect::<Vec<_>>()})
-    };
     Ok(json!({
-        "chaos_binary": chaos.display().to_string(),
+        "inject": case.inject,
+        "workload_op": case.op,
         "arm_start_to_first_fault": ms(&arm),
         "disarm_sigint_to_last_program_gone": ms(&disarm),
         "disarm_sigint_to_chaos_exit": ms(&exit),
     }))
+}
+
+fn ms(s: &[f64]) -> Value {
+    let (median, min, max) = stats(s);
+    json!({"median_ms": median / 1e6, "min_ms": min / 1e6, "max_ms": max / 1e6,
+           "samples_ms": s.iter().map(|x| x / 1e6).collect::<Vec<_>>()})
+}
+
+/// How many faults the daemon figure creates.
+const DAEMON_FAULTS: usize = 64;
+
+/// Figure 5: the daemon's fault creation time, `POST /faults` to its answer, for
+/// [`DAEMON_FAULTS`] socket+connect faults on as many cgroups, one after the other; then
+/// their removal.
+fn daemon_creation(h: &Harness) -> anyhow::Result<Value> {
+    let socket = std::env::temp_dir().join(format!("chaos-bench-{}.sock", std::process::id()));
+    let mut daemon = Command::new(chaos_bin())
+        .args(["daemon", "--socket"])
+        .arg(&socket)
+        .args(["--max-faults", "1000"])
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting chaos daemon")?;
+    let result = (|| {
+        let client = chaos::daemon::client::DaemonClient::new(Some(&socket));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !client.answers() {
+            if Instant::now() > deadline {
+                bail!("the daemon never answered");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let pid = std::process::id();
+        let cgroups = (0..DAEMON_FAULTS)
+            .map(|i| TestCgroup::named(&format!("bench-{pid}-daemon-{i}")))
+            .collect::<Vec<_>>();
+        let mut create = Vec::new();
+        let mut ids = Vec::new();
+        let all = Instant::now();
+        for cgroup in &cgroups {
+            let spec = json!({
+                "kind": "syscall",
+                "syscalls": ["socket", "connect"],
+                "errno": "EACCES",
+                "target": {"cgroup": cgroup.path},
+            });
+            let started = Instant::now();
+            let fault = client.create_json(&spec)?;
+            create.push(started.elapsed().as_nanos() as f64);
+            ids.push(fault.id);
+        }
+        let create_all = all.elapsed();
+        // The last fault works: its cgroup's socket() fails, counted.
+        let mut cmd = Command::new(&h.workload);
+        cmd.args(["--op", "socket", "--iterations", "10"])
+            .stdout(Stdio::piped());
+        let out = cgroups[DAEMON_FAULTS - 1]
+            .spawn(&mut cmd)
+            .wait_with_output()?;
+        let v: Value = serde_json::from_slice(&out.stdout).context("workload result")?;
+        if v["failed"] != 10 {
+            bail!("the {DAEMON_FAULTS}th fault did not fail its cgroup's socket(): {v}");
+        }
+        let programs = chaos_program_ids().len();
+        let removal = Instant::now();
+        for id in ids {
+            client.remove(id)?;
+        }
+        let remove_all = removal.elapsed();
+        let rest = create[1..].to_vec();
+        eprintln!(
+            "bench: daemon: {DAEMON_FAULTS} faults in {create_all:?}, first {:.1} ms, \
+             64th {:.1} ms",
+            create[0] / 1e6,
+            create[DAEMON_FAULTS - 1] / 1e6
+        );
+        Ok(json!({
+            "faults": DAEMON_FAULTS,
+            "fault": "syscall --syscall socket,connect --errno EACCES, one cgroup each",
+            "first_ms": create[0] / 1e6,
+            "last_ms": create[DAEMON_FAULTS - 1] / 1e6,
+            "after_first": ms(&rest),
+            "create_all_s": create_all.as_secs_f64(),
+            "remove_all_s": remove_all.as_secs_f64(),
+            "programs_loaded_with_all_faults": programs,
+            "samples_ms": create.iter().map(|x| x / 1e6).collect::<Vec<_>>(),
+        }))
+    })();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = fs::remove_file(&socket);
+    result
 }
 
 /// Ids of the chaos programs the kernel has loaded now, from its own list.
@@ -560,6 +742,13 @@ fn main() -> anyhow::Result<()> {
     // would otherwise see the benchmark's programs (and the benchmark their load).
     if !need_root() {
         bail!("the benchmark loads kernel programs: run it as root");
+    }
+    if args.verifier_only {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&chaos::loader::verifier_costs()?)?
+        );
+        return Ok(());
     }
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().context("exe dir")?.to_path_buf();
@@ -603,8 +792,9 @@ fn main() -> anyhow::Result<()> {
     };
     let started = std::time::SystemTime::now();
     let machine_before = machine();
+    let figure = |name: &str| args.figures.is_empty() || args.figures.iter().any(|f| f == name);
     let mut overheads = serde_json::Map::new();
-    for bench in BENCHES {
+    for bench in BENCHES.iter().filter(|_| figure("overhead")) {
         if !args.ops.is_empty() && !args.ops.iter().any(|o| o == bench.op) {
             continue;
         }
@@ -616,8 +806,26 @@ fn main() -> anyhow::Result<()> {
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-    let injection = injection(&h, use_strace)?;
-    let arm = arm_disarm(&h)?;
+    let injection = if figure("injection") {
+        injection(&h, use_strace)?
+    } else {
+        Value::Null
+    };
+    let arm = if figure("arm") {
+        arm_disarm(&h, &args.arm_kinds)?
+    } else {
+        Value::Null
+    };
+    let daemon = if figure("daemon") {
+        daemon_creation(&h)?
+    } else {
+        Value::Null
+    };
+    let verifier = if figure("verifier") {
+        serde_json::to_value(chaos::loader::verifier_costs()?)?
+    } else {
+        Value::Null
+    };
     let _ = fs::remove_file(&tmpfs_file);
     let results = json!({
         "tier": args.tier,
@@ -629,6 +837,8 @@ fn main() -> anyhow::Result<()> {
         "overhead": overheads,
         "injection_path": injection,
         "arm_disarm": arm,
+        "daemon_fault_creation": daemon,
+        "verified_insns": verifier,
         "max_rules": MAX_RULES,
     });
     fs::write(&args.out, serde_json::to_string_pretty(&results)? + "\n")?;
