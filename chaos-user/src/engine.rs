@@ -21,7 +21,23 @@ use crate::{
         net::NetInjection,
     },
     loader::Injector,
+    target::{CgroupTarget, Target},
 };
+
+/// Where a fault would land, shown to a [`TargetCheck`] after the target is resolved and
+/// before anything is attached.
+pub struct Placement<'a> {
+    /// The target as it was named.
+    pub named: &'a Target,
+    /// Its cgroup.
+    pub cgroup: &'a CgroupTarget,
+    /// Whether the blast-radius guards were bypassed (`--i-know-what-i-am-doing`).
+    pub guards_overridden: bool,
+}
+
+/// Decides whether a fault may land where it would (the daemon authorizes its caller there);
+/// an error refuses the fault with nothing attached.
+pub type TargetCheck = dyn Fn(&Placement<'_>) -> anyhow::Result<()> + Send + Sync;
 
 /// One rule's counters at one moment.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,6 +73,16 @@ impl StartedFault {
     /// `owner` says who runs it, for the message refusing a command after `--`, which only
     /// `chaos inject` itself can start and wait for.
     pub fn start(command: InjectCommand, owner: &str) -> anyhow::Result<StartedFault> {
+        StartedFault::start_checked(command, owner, &|_| Ok(()))
+    }
+
+    /// [`StartedFault::start`], with `check` deciding on the resolved target before anything
+    /// is attached.
+    pub fn start_checked(
+        command: InjectCommand,
+        owner: &str,
+        check: &TargetCheck,
+    ) -> anyhow::Result<StartedFault> {
         let kind = command.kind();
         let request = command.into_request()?;
         let (target_args, run) = match &request {
@@ -71,6 +97,13 @@ impl StartedFault {
         }
         let (duration, dry_run) = (run.duration, run.dry_run);
         let target = target_args.resolve()?;
+        if let Some(named) = target_args.target() {
+            check(&Placement {
+                named: &named,
+                cgroup: &target,
+                guards_overridden: target_args.i_know_what_i_am_doing,
+            })?;
+        }
         let (description, engine) = match request {
             FaultRequest::Rules(request) => {
                 let planned = request.fault.rules(&target)?;

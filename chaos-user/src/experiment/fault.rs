@@ -15,7 +15,10 @@ use clap::Parser as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{cli::inject::InjectCommand, engine::StartedFault};
+use crate::{
+    cli::inject::InjectCommand,
+    engine::{StartedFault, TargetCheck},
+};
 
 /// `chaos inject` arguments as the experiment gave them.
 #[derive(Debug, clap::Parser)]
@@ -175,10 +178,20 @@ pub struct RunningFault {
 
 impl RunningFault {
     /// Starts the fault now. On error nothing stays attached.
-    pub fn start(activity: &str, spec: &FaultSpec, dry_run: bool) -> anyhow::Result<RunningFault> {
+    /// `check`, if given, decides on the resolved target first.
+    pub fn start(
+        activity: &str,
+        spec: &FaultSpec,
+        dry_run: bool,
+        check: Option<&TargetCheck>,
+    ) -> anyhow::Result<RunningFault> {
         let command = spec.parse(dry_run).map_err(anyhow::Error::msg)?;
         // Every `chaos inject` fault kind, through the code the daemon runs them with too.
-        let fault = StartedFault::start(command, "a fault in an experiment")?;
+        let fault = StartedFault::start_checked(
+            command,
+            "a fault in an experiment",
+            check.unwrap_or(&|_| Ok(())),
+        )?;
         Ok(RunningFault {
             activity: activity.to_owned(),
             command_line: if dry_run {
