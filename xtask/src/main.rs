@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 mod summary;
 mod vm;
 mod workspace;
@@ -29,6 +30,8 @@ enum Task {
     /// Set up, then run every test: fmt, clippy, unit tests, host-tier and VM-tier
     /// integration tests.
     Test(TestArgs),
+    /// Run the fuzz targets of fuzz/ (cargo-fuzz, nightly), minutes each by default.
+    Fuzz(fuzz::FuzzArgs),
     /// Boot a Debian kernel under QEMU and run the integration tests inside it.
     VmTest(vm::VmTestArgs),
     /// Set up, build and run `chaos quickstart` (as root).
@@ -115,6 +118,16 @@ fn test(args: &TestArgs) -> anyhow::Result<Summary> {
     ]);
     total.add(run_tests(unit, "unit tests")?);
 
+    // A few seconds of each fuzz target from its committed corpus: the parsers still take
+    // every input found so far without panicking.
+    fuzz::run(
+        &workspace,
+        &fuzz::FuzzArgs {
+            seconds: 5,
+            targets: Vec::new(),
+        },
+    )?;
+
     let mut build = cargo();
     build.args(["build", "-p", "chaos-user", "-p", "chaos-tests", "--bins"]);
     run(build, "building chaos and the test workload")?;
@@ -174,6 +187,7 @@ fn main() -> ExitCode {
             println!("{total}");
         }),
         Task::VmTest(args) => vm::run(&args).map(|_summary| ()),
+        Task::Fuzz(args) => Workspace::locate().and_then(|w| fuzz::run(&w, &args)),
         Task::Quickstart => quickstart(),
         Task::Bench(args) => bench::run_bench(&args),
     };

@@ -400,6 +400,12 @@ async fn serve_connections(
 }
 
 /// Creates the socket 0660 root:GROUP, refusing to replace one a daemon still answers on.
+///
+/// The socket is bound under a temporary name and renamed into place only once its owner and
+/// mode are final: a client that can connect to `path` meets the final permissions. (Binding
+/// at `path` itself let a client connect between listen() and chmod(); a test that opened the
+/// socket to everyone in that window had its chmod undone by the daemon's, and its uid-65534
+/// client got EACCES. Under the VM tier's emulation that window was milliseconds wide.)
 fn bind_socket(path: &Path, access: &AccessPolicy) -> anyhow::Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -411,22 +417,30 @@ fn bind_socket(path: &Path, access: &AccessPolicy) -> anyhow::Result<UnixListene
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "chaos.sock".into(), |n| n.to_string_lossy().into_owned());
+    let staging = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
     // No moment where the socket is more open than 0660.
     let old = umask(Mode::from_bits_truncate(0o117));
-    let listener = UnixListener::bind(path);
+    let listener = UnixListener::bind(&staging);
     umask(old);
-    let listener = listener.with_context(|| format!("listening on {}", path.display()))?;
-    let owned = chown(path, Some(Uid::from_raw(0)), Some(access.socket_gid()))
-        .with_context(|| format!("giving {} to root and the group", path.display()))
+    let listener = listener.with_context(|| format!("listening on {}", staging.display()))?;
+    let placed = chown(&staging, Some(Uid::from_raw(0)), Some(access.socket_gid()))
+        .with_context(|| format!("giving {} to root and the group", staging.display()))
         .and_then(|()| {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-                .with_context(|| format!("making {} 0660", path.display()))
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))
+                .with_context(|| format!("making {} 0660", staging.display()))
+        })
+        .and_then(|()| {
+            std::fs::rename(&staging, path)
+                .with_context(|| format!("moving the socket to {}", path.display()))
         });
-    if let Err(err) = owned {
-        let _ = std::fs::remove_file(path);
+    if let Err(err) = placed {
+        let _ = std::fs::remove_file(&staging);
         return Err(err);
     }
     Ok(listener)
