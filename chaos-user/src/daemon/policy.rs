@@ -93,6 +93,8 @@ pub struct ResolvedTarget {
     pub containers: Vec<(String, Option<String>)>,
     /// Whether the blast-radius guards were bypassed (`--i-know-what-i-am-doing`).
     pub guards_overridden: bool,
+    /// Whether the subtree was too large to inspect whole (see [`MAX_INSPECTED`]).
+    pub truncated: bool,
 }
 
 /// Most directories and processes read below a target, so that a huge subtree cannot stall
@@ -109,10 +111,11 @@ impl ResolvedTarget {
         let mut owners = BTreeMap::new();
         let mut processes = Vec::new();
         let mut pending = vec![cgroup.path.clone()];
+        let mut truncated = false;
         while let Some(dir) = pending.pop() {
-            if owners.len() >= MAX_INSPECTED {
-                // Recorded as owned by nobody: refused below unless root or granted.
-                owners.insert(PathBuf::from("/(too many cgroups to inspect)"), u32::MAX);
+            if owners.len() + processes.len() >= MAX_INSPECTED {
+                // Refused below unless root or granted: what was not read cannot be vouched for.
+                truncated = true;
                 break;
             }
             let owner = fs::metadata(&dir).map_or(u32::MAX, |m| m.uid());
@@ -153,6 +156,7 @@ impl ResolvedTarget {
             processes,
             containers,
             guards_overridden: false,
+            truncated,
         }
     }
 
@@ -222,7 +226,7 @@ impl fmt::Display for Grant {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message} [refused by rule: {rule}]")]
 pub struct Refusal {
-    /// The rule: `guards-override`, `foreign-process` or `ownership`.
+    /// The rule: `guards-override`, `too-large`, `foreign-process` or `ownership`.
     pub rule: &'static str,
     /// What was refused and what would be allowed.
     pub message: String,
@@ -448,6 +452,16 @@ impl Policy {
         }
         if let Some(grant) = self.granted(caller, target) {
             return Ok(grant);
+        }
+        if target.truncated {
+            return Err(Refusal {
+                rule: "too-large",
+                message: format!(
+                    "{who} may not fault {what}: it has more than {MAX_INSPECTED} cgroups and \
+                     processes, too many to check that they are all its own; {} can grant it",
+                    self.source_name()
+                ),
+            });
         }
         if let Some(p) = target.foreign_process(caller.uid) {
             return Err(Refusal {
@@ -688,6 +702,16 @@ mod tests {
             refused.message.contains("belongs to uid 0"),
             "{}",
             refused.message
+        );
+    }
+
+    #[test]
+    fn a_subtree_too_large_to_inspect_is_refused() {
+        let mut t = target(USER_SVC, &[(USER_SVC, ALICE)], &[(10, [ALICE; 4])]);
+        t.truncated = true;
+        assert_eq!(
+            Policy::empty().authorize(&alice(), &t).unwrap_err().rule,
+            "too-large"
         );
     }
 
