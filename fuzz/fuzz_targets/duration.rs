@@ -10,8 +10,14 @@ fuzz_target!(|text: &str| {
     }
     let (delay, jitter) = text.split_once(',').unwrap_or((text, "0s"));
     for (func, extra) in [
-        ("latency", serde_json::json!({"syscall": "getppid", "delay": delay, "jitter": jitter, "duration": delay})),
-        ("net-delay", serde_json::json!({"delay": delay, "jitter": jitter})),
+        (
+            "latency",
+            serde_json::json!({"syscall": "getppid", "delay": delay, "jitter": jitter, "duration": delay}),
+        ),
+        (
+            "net-delay",
+            serde_json::json!({"delay": delay, "jitter": jitter}),
+        ),
     ] {
         let provider = serde_json::json!({
             "func": func, "arguments": extra, "target": {"cgroup": "/fuzz"}

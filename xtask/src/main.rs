@@ -46,6 +46,9 @@ struct TestArgs {
     /// Skip the VM tier (it downloads kernels and boots them under emulation).
     #[arg(long)]
     no_vm: bool,
+    /// Skip the fuzz targets' smoke run (it builds fuzz/ with cargo-fuzz and nightly).
+    #[arg(long)]
+    no_fuzz: bool,
     /// Kernels for the VM tier.
     #[arg(long, value_delimiter = ',', default_value = "6.1,6.12")]
     kernels: Vec<String>,
@@ -120,13 +123,17 @@ fn test(args: &TestArgs) -> anyhow::Result<Summary> {
 
     // A few seconds of each fuzz target from its committed corpus: the parsers still take
     // every input found so far without panicking.
-    fuzz::run(
-        &workspace,
-        &fuzz::FuzzArgs {
-            seconds: 5,
-            targets: Vec::new(),
-        },
-    )?;
+    if args.no_fuzz {
+        println!("xtask: fuzz smoke run skipped (--no-fuzz)");
+    } else {
+        fuzz::run(
+            &workspace,
+            &fuzz::FuzzArgs {
+                seconds: 5,
+                targets: Vec::new(),
+            },
+        )?;
+    }
 
     let mut build = cargo();
     build.args(["build", "-p", "chaos-user", "-p", "chaos-tests", "--bins"]);
