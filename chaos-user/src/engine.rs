@@ -19,8 +19,23 @@ use crate::{
     packet::NetInjection,
     report::AnyReport,
     spec::{CheckedFault, Fault, FaultKind, FaultSpec},
-    target::{CgroupTarget, Guards, cgroup2_root},
+    target::{CgroupTarget, Guards, Target, cgroup2_root},
 };
+
+/// Where a fault would land, shown to a [`TargetCheck`] after the target is resolved and
+/// before anything is attached.
+pub struct Placement<'a> {
+    /// The target as it was named.
+    pub named: &'a Target,
+    /// Its cgroup.
+    pub cgroup: &'a CgroupTarget,
+    /// Whether the blast-radius guards were bypassed (`--i-know-what-i-am-doing`).
+    pub guards_overridden: bool,
+}
+
+/// Decides whether a fault may land where it would (the daemon authorizes its caller there);
+/// an error refuses the fault with nothing attached.
+pub type TargetCheck = dyn Fn(&Placement<'_>) -> anyhow::Result<()> + Send + Sync;
 
 /// One rule's counters at one moment.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -61,12 +76,23 @@ impl StartedFault {
     /// Checks the spec, resolves its target (with the blast-radius guards unless the spec
     /// says `i_know_what_i_am_doing`) and attaches the fault, all or nothing.
     pub fn start(spec: &FaultSpec) -> anyhow::Result<StartedFault> {
+        StartedFault::start_checked(spec, &|_| Ok(()))
+    }
+
+    /// [`StartedFault::start`], with `check` deciding on the resolved target before anything
+    /// is attached.
+    pub fn start_checked(spec: &FaultSpec, check: &TargetCheck) -> anyhow::Result<StartedFault> {
         let checked = spec.check()?;
         let root = cgroup2_root()?;
         let target = checked.target.resolve(&root)?;
         if !checked.unguarded {
             Guards::current(&root)?.check(&target, &checked.target.to_string())?;
         }
+        check(&Placement {
+            named: &checked.target,
+            cgroup: &target,
+            guards_overridden: checked.unguarded,
+        })?;
         StartedFault::start_on(checked, &target)
     }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_chart;
+mod fuzz;
 mod summary;
 mod vm;
 mod workspace;
@@ -31,6 +32,8 @@ enum Task {
     /// Set up, then run every test: fmt, clippy, unit tests, host-tier and VM-tier
     /// integration tests.
     Test(TestArgs),
+    /// Run the fuzz targets of fuzz/ (cargo-fuzz, nightly), minutes each by default.
+    Fuzz(fuzz::FuzzArgs),
     /// Boot a Debian kernel under QEMU and run the integration tests inside it.
     VmTest(vm::VmTestArgs),
     /// Set up, build and run `chaos quickstart` (as root).
@@ -52,6 +55,9 @@ struct TestArgs {
     /// Skip the VM tier (it downloads kernels and boots them under emulation).
     #[arg(long)]
     no_vm: bool,
+    /// Skip the fuzz targets' smoke run (it builds fuzz/ with cargo-fuzz and nightly).
+    #[arg(long)]
+    no_fuzz: bool,
     /// Kernels for the VM tier.
     #[arg(long, value_delimiter = ',', default_value = "6.1,6.12")]
     kernels: Vec<String>,
@@ -124,6 +130,20 @@ fn test(args: &TestArgs) -> anyhow::Result<Summary> {
     ]);
     total.add(run_tests(unit, "unit tests")?);
 
+    // A few seconds of each fuzz target from its committed corpus: the parsers still take
+    // every input found so far without panicking.
+    if args.no_fuzz {
+        println!("xtask: fuzz smoke run skipped (--no-fuzz)");
+    } else {
+        fuzz::run(
+            &workspace,
+            &fuzz::FuzzArgs {
+                seconds: 5,
+                targets: Vec::new(),
+            },
+        )?;
+    }
+
     let mut build = cargo();
     build.args(["build", "-p", "chaos-user", "-p", "chaos-tests", "--bins"]);
     run(build, "building chaos and the test workload")?;
@@ -191,6 +211,7 @@ fn main() -> ExitCode {
             println!("{total}");
         }),
         Task::VmTest(args) => vm::run(&args).map(|_summary| ()),
+        Task::Fuzz(args) => Workspace::locate().and_then(|w| fuzz::run(&w, &args)),
         Task::Quickstart => quickstart(),
         Task::Bench(args) => bench::run_bench(&args),
         Task::BenchChart { results } => results.iter().try_for_each(|json| {

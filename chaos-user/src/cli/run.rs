@@ -127,6 +127,9 @@ fn in_daemon(daemon: &DaemonClient, args: &RunArgs, stop: &AtomicBool) -> anyhow
             .and_then(|s| clap::ValueEnum::to_possible_value(&s).map(|v| v.get_name().to_owned())),
         // `configuration` entries of type env are this user's, as standalone.
         env: std::env::vars().collect(),
+        cwd: std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
     })?;
     let id = started.id;
     eprintln!(

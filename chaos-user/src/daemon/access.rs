@@ -1,8 +1,7 @@
 //! Who may talk to the daemon: root, or a member of its group, by the peer credentials the
 //! kernel gives for the socket's other end (SO_PEERCRED), never by anything the client says.
-use axum::serve::IncomingStream;
 use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
-use tokio::net::UnixListener;
+use tokio::net::UnixStream;
 
 /// The credentials of a connected client, as the kernel recorded them at connect().
 #[derive(Clone, Copy, Debug)]
@@ -15,9 +14,10 @@ pub struct Peer {
     pub pid: Option<i32>,
 }
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Peer {
-        match stream.io().peer_cred() {
+impl Peer {
+    /// The credentials of the process at the other end of `stream`.
+    pub fn of(stream: &UnixStream) -> Peer {
+        match stream.peer_cred() {
             Ok(cred) => Peer {
                 uid: cred.uid(),
                 gid: cred.gid(),

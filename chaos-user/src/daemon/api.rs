@@ -84,6 +84,10 @@ pub struct StartExperiment {
     /// own); the daemon's environment is never used.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The client's working directory: process and python activities run there when the
+    /// client may enter it (they run as the client, with `env` as their whole environment).
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 /// Where an experiment the daemon runs is.

@@ -14,9 +14,10 @@ use clap::ValueEnum as _;
 use super::api::{ExperimentState, ExperimentStatus, StartExperiment};
 use crate::experiment::{
     Experiment,
+    credentials::RunAs,
     document::Document,
     format::RollbackStrategy,
-    runner::{self, FaultObserver, RunOptions},
+    runner::{self, FaultCheck, FaultObserver, RunOptions},
 };
 
 /// How many finished experiments stay readable; older ones are forgotten.
@@ -83,14 +84,24 @@ impl PlannedExperiment {
         &self.experiment.title
     }
 
-    /// Runs it on a thread of its own; `observer` is told of each fault it starts.
-    pub fn start(self, created_by: u32, observer: FaultObserver) -> ExperimentRun {
+    /// Runs it on a thread of its own: its process and python activities as `run_as`,
+    /// each fault's target decided by `check` before it is attached, `observer` told of each
+    /// fault it starts.
+    pub fn start(
+        self,
+        created_by: u32,
+        run_as: RunAs,
+        check: FaultCheck,
+        observer: FaultObserver,
+    ) -> ExperimentRun {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let outcome = Arc::new(Mutex::new(None));
         let options = RunOptions {
             observer: Some(observer),
             log: Some(Arc::clone(&log)),
+            run_as: Some(Arc::new(run_as)),
+            fault_check: Some(check),
             ..self.options
         };
         let (thread_stop, thread_outcome) = (Arc::clone(&stop), Arc::clone(&outcome));
@@ -138,6 +149,11 @@ pub struct ExperimentRun {
 }
 
 impl ExperimentRun {
+    /// The uid that started it.
+    pub fn created_by(&self) -> u32 {
+        self.created_by
+    }
+
     /// Whether it has ended.
     pub fn finished(&self) -> bool {
         self.outcome
@@ -209,6 +225,14 @@ impl Experiments {
         {
             self.runs.remove(id);
         }
+    }
+
+    /// How many experiments `uid` started are still running.
+    pub fn running_by(&self, uid: u32) -> usize {
+        self.runs
+            .values()
+            .filter(|r| r.created_by == uid && !r.finished())
+            .count()
     }
 
     /// The experiment with this id.

@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 use serde_json::Value;
 
 use super::api::FaultStatus;
-use crate::{engine::StartedFault, spec::FaultSpec};
+use crate::{
+    engine::{StartedFault, TargetCheck},
+    spec::FaultSpec,
+};
 
 /// Why a fault could not be created.
 pub enum Refusal {
@@ -14,6 +17,8 @@ pub enum Refusal {
     Invalid(String),
     /// The target could not be resolved or guarded it, or the kernel refused the programs.
     NotStarted(String),
+    /// The caller may not fault the target ([`super::policy`]).
+    Forbidden(super::policy::Refusal),
 }
 
 /// A fault whose programs are attached.
@@ -25,12 +30,22 @@ pub struct ActiveFault {
 }
 
 impl ActiveFault {
-    /// Reads and checks a fault spec (JSON), resolves the target (with its guards) and
-    /// attaches the fault (blocking: loads and attaches kernel programs).
-    pub fn start(body: Value, created_by: u32) -> Result<ActiveFault, Refusal> {
+    /// Reads and checks a fault spec (JSON), resolves the target (with its guards), lets
+    /// `check` decide on it and attaches the fault (blocking: loads and attaches kernel
+    /// programs).
+    pub fn start(
+        body: Value,
+        created_by: u32,
+        check: &TargetCheck,
+    ) -> Result<ActiveFault, Refusal> {
         let spec = FaultSpec::parse(body).map_err(|e| Refusal::Invalid(e.to_string()))?;
         let fault =
-            StartedFault::start(&spec).map_err(|e| Refusal::NotStarted(format!("{e:#}")))?;
+            StartedFault::start_checked(&spec, check).map_err(|e| match e
+                .downcast::<super::policy::Refusal>()
+            {
+                Ok(refusal) => Refusal::Forbidden(refusal),
+                Err(e) => Refusal::NotStarted(format!("{e:#}")),
+            })?;
         Ok(ActiveFault::started(Arc::new(fault), created_by, None))
     }
 
@@ -56,6 +71,11 @@ impl ActiveFault {
     /// The target cgroup directory.
     pub fn target(&self) -> &str {
         &self.fault.target
+    }
+
+    /// The uid that created it.
+    pub fn created_by(&self) -> u32 {
+        self.created_by
     }
 
     /// The experiment that started it, if any.
@@ -113,6 +133,11 @@ impl ActiveFaults {
         self.faults.len()
     }
 
+    /// How many of them `uid` created.
+    pub fn count_by(&self, uid: u32) -> usize {
+        self.faults.values().filter(|f| f.created_by == uid).count()
+    }
+
     /// Adds a started fault and returns its id.
     pub fn insert(&mut self, fault: ActiveFault) -> u64 {
         self.next_id += 1;
@@ -144,6 +169,11 @@ impl ActiveFaults {
     /// Takes out the faults whose target cgroup was removed.
     pub fn remove_gone(&mut self) -> Taken {
         self.take(|f| f.fault.target_gone())
+    }
+
+    /// Takes out the faults `uid` created.
+    pub fn remove_created_by(&mut self, uid: u32) -> Taken {
+        self.take(|f| f.created_by == uid)
     }
 
     /// Takes out the faults of one experiment.

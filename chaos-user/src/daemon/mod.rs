@@ -13,6 +13,14 @@
 //! `DELETE /experiments/{id}` (abort). Faults of every kind start through
 //! [`crate::engine`], as experiments' faults do; an experiment's faults are registered here
 //! too, so they are listed, counted in the metrics and removed by `DELETE /faults`.
+//!
+//! Security (see docs/daemon-security.md): who may connect is [`access`]'s (root and
+//! `--group`); what each caller may fault is [`policy`]'s, decided on the resolved target
+//! before anything is attached, for `POST /faults` and for each fault of an experiment alike;
+//! an experiment's commands run with the caller's rights ([`crate::experiment::credentials`]);
+//! every change asked for, allowed or refused, goes to the [`audit`] log. [`Limits`] bound
+//! what one client can hold: body size (413), faults and running experiments per caller
+//! (429), connections, and the time to send a request (a silent client is disconnected).
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -25,7 +33,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, Path as UrlPath, Request, State},
+    body::Body,
+    extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -38,22 +47,62 @@ use nix::{
 use tokio::{
     net::{TcpListener, UnixListener},
     signal::unix::{SignalKind, signal},
+    sync::Semaphore,
 };
 use tracing::{info, warn};
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod client;
 mod experiments;
 mod faults;
 mod metrics;
+pub mod policy;
 
 use access::{AccessPolicy, Peer};
 use api::{ApiError, ExperimentStatus, FaultStatus, Removed, StartExperiment};
+use audit::AuditLog;
 use experiments::{Experiments, PlannedExperiment};
 use faults::{ActiveFault, ActiveFaults, Refusal};
+use policy::{Caller, Policy, ResolvedTarget};
 
-use crate::{engine::StartedFault, experiment::runner::FaultObserver};
+use crate::{
+    engine::{Placement, StartedFault, TargetCheck},
+    experiment::{
+        credentials::RunAs,
+        runner::{FaultCheck, FaultObserver},
+    },
+    target::cgroup2_root,
+};
+
+/// What one client may hold of the daemon.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The largest request body, in bytes (larger ones get 413).
+    pub max_body: usize,
+    /// The most faults one uid may have active at once (429 past it).
+    pub faults_per_caller: usize,
+    /// The most experiments one uid may have running at once (429 past it).
+    pub experiments_per_caller: usize,
+    /// How long a client has to send a request's headers, and then its body, before it is
+    /// disconnected (408 for a body too slow).
+    pub request_timeout: Duration,
+    /// The most connections served at once; more wait to be accepted.
+    pub connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body: 1 << 20,
+            faults_per_caller: 16,
+            experiments_per_caller: 4,
+            request_timeout: Duration::from_secs(10),
+            connections: 256,
+        }
+    }
+}
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -66,6 +115,12 @@ pub struct DaemonConfig {
     pub access: AccessPolicy,
     /// The most faults active at once.
     pub max_faults: usize,
+    /// What each caller may fault besides its own.
+    pub policy: Policy,
+    /// Where the audit log goes, if anywhere.
+    pub audit_log: Option<PathBuf>,
+    /// What one client may hold.
+    pub limits: Limits,
 }
 
 struct Daemon {
@@ -73,6 +128,9 @@ struct Daemon {
     experiments: Mutex<Experiments>,
     access: AccessPolicy,
     max_faults: usize,
+    policy: Policy,
+    audit: AuditLog,
+    limits: Limits,
 }
 
 impl Daemon {
@@ -113,15 +171,71 @@ impl Daemon {
         }
     }
 
-    /// What an experiment started as `experiment` by `uid` does with each fault it starts:
-    /// register it (or refuse it past `--max-faults`).
-    fn observer(self: &Arc<Daemon>, experiment: u64, uid: u32) -> FaultObserver {
+    /// The message refusing a fault when `uid` has `--max-faults-per-caller` active.
+    fn full_for(&self, uid: u32) -> String {
+        format!(
+            "uid {uid} already has its maximum of {} faults active \
+             (--max-faults-per-caller); stop one first",
+            self.limits.faults_per_caller
+        )
+    }
+
+    /// Decides whether `peer` may fault a resolved target ([`Policy::authorize`]) and audits
+    /// the decision as `action` on `what`.
+    fn target_check(
+        self: &Arc<Daemon>,
+        peer: Peer,
+        action: &'static str,
+        what: String,
+    ) -> Arc<TargetCheck> {
         let daemon = Arc::clone(self);
+        let caller = Caller::of(peer.uid, peer.gid);
+        Arc::new(move |place: &Placement<'_>| {
+            let resolved = if caller.is_root() {
+                // Root's targets need no inspection (the guards have had their say).
+                ResolvedTarget {
+                    given: place.named.to_string(),
+                    cgroup: place.cgroup.path.clone(),
+                    ..ResolvedTarget::default()
+                }
+            } else {
+                let mut resolved =
+                    ResolvedTarget::inspect(&cgroup2_root()?, place.named, place.cgroup);
+                resolved.guards_overridden = place.guards_overridden;
+                resolved
+            };
+            let decision = daemon.policy.authorize(&caller, &resolved);
+            let target = format!("{} ({})", resolved.given, resolved.cgroup.display());
+            let (allowed, reason) = match &decision {
+                Ok(grant) => (true, format!("allowed by rule: {grant}")),
+                Err(refusal) => (false, refusal.to_string()),
+            };
+            daemon
+                .audit
+                .record(&peer, action, what.clone(), target, allowed, reason);
+            match decision {
+                Ok(grant) => {
+                    info!(uid = peer.uid, target = %resolved.given, %grant, "target authorized");
+                    Ok(())
+                }
+                Err(refusal) => Err(refusal.into()),
+            }
+        })
+    }
+
+    /// What an experiment started as `experiment` by `peer` does with each fault it starts:
+    /// register it (or refuse it past `--max-faults` or `--max-faults-per-caller`).
+    fn observer(self: &Arc<Daemon>, experiment: u64, peer: Peer) -> FaultObserver {
+        let daemon = Arc::clone(self);
+        let uid = peer.uid;
         FaultObserver(Arc::new(
             move |activity: &str, fault: &Arc<StartedFault>| {
                 let mut faults = daemon.faults();
                 if faults.len() >= daemon.max_faults {
                     return Err(daemon.full());
+                }
+                if faults.count_by(uid) >= daemon.limits.faults_per_caller {
+                    return Err(daemon.full_for(uid));
                 }
                 let active = ActiveFault::started(Arc::clone(fault), uid, Some(experiment));
                 let (target, description) = (active.target().to_owned(), active.description());
@@ -174,6 +288,9 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         experiments: Mutex::default(),
         access: config.access.clone(),
         max_faults: config.max_faults,
+        policy: config.policy.clone(),
+        audit: AuditLog::open(config.audit_log.as_deref())?,
+        limits: config.limits.clone(),
     });
     let mut term = signal(SignalKind::terminate()).context("installing signal handlers")?;
     let mut int = signal(SignalKind::interrupt()).context("installing signal handlers")?;
@@ -206,17 +323,20 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             Arc::clone(&daemon),
             authorize,
         ))
+        // The body is read (within the limit) by `authorize`, not by axum's extractors.
+        .layer(DefaultBodyLimit::disable())
         .with_state(Arc::clone(&daemon));
-    let api = axum::serve(listener, api.into_make_service_with_connect_info::<Peer>());
+    let api = serve_connections(listener, api, config.limits.clone());
     info!(
         socket = %config.socket.display(),
         max_faults = config.max_faults,
+        grants = config.policy.len(),
         "chaos daemon listening"
     );
 
     let reaper = tokio::spawn(reap_expired(Arc::clone(&daemon)));
     let outcome = tokio::select! {
-        r = api.into_future() => r.context("serving the API"),
+        r = api => r.context("serving the API"),
         r = async {
             match metrics {
                 Some(m) => m.into_future().await,
@@ -233,7 +353,61 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     outcome
 }
 
+/// Serves the API on every connection `listener` accepts, each on a task of its own with the
+/// client's peer credentials ([`Peer`]) attached to its requests. A connection that does not
+/// send a request's headers within the limit is closed, so a silent client holds a socket
+/// for that long and no worker at all; at most `limits.connections` are served at once.
+async fn serve_connections(
+    listener: UnixListener,
+    api: Router,
+    limits: Limits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    loop {
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors and the like: pass, and keep serving.
+            Err(err) => {
+                warn!(%err, "accepting a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = Peer::of(&stream);
+        let api = api.clone();
+        let timeout = limits.request_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    api.clone().oneshot(request.map(Body::new))
+                },
+            );
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = connection.await {
+                tracing::debug!(uid = peer.uid, %err, "connection ended");
+            }
+        });
+    }
+}
+
 /// Creates the socket 0660 root:GROUP, refusing to replace one a daemon still answers on.
+///
+/// The socket is bound under a temporary name and renamed into place only once its owner and
+/// mode are final: a client that can connect to `path` meets the final permissions. (Binding
+/// at `path` itself let a client connect between listen() and chmod(); a test that opened the
+/// socket to everyone in that window had its chmod undone by the daemon's, and its uid-65534
+/// client got EACCES. Under the VM tier's emulation that window was milliseconds wide.)
 fn bind_socket(path: &Path, access: &AccessPolicy) -> anyhow::Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -245,22 +419,30 @@ fn bind_socket(path: &Path, access: &AccessPolicy) -> anyhow::Result<UnixListene
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "chaos.sock".into(), |n| n.to_string_lossy().into_owned());
+    let staging = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
     // No moment where the socket is more open than 0660.
     let old = umask(Mode::from_bits_truncate(0o117));
-    let listener = UnixListener::bind(path);
+    let listener = UnixListener::bind(&staging);
     umask(old);
-    let listener = listener.with_context(|| format!("listening on {}", path.display()))?;
-    let owned = chown(path, Some(Uid::from_raw(0)), Some(access.socket_gid()))
-        .with_context(|| format!("giving {} to root and the group", path.display()))
+    let listener = listener.with_context(|| format!("listening on {}", staging.display()))?;
+    let placed = chown(&staging, Some(Uid::from_raw(0)), Some(access.socket_gid()))
+        .with_context(|| format!("giving {} to root and the group", staging.display()))
         .and_then(|()| {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-                .with_context(|| format!("making {} 0660", path.display()))
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))
+                .with_context(|| format!("making {} 0660", staging.display()))
+        })
+        .and_then(|()| {
+            std::fs::rename(&staging, path)
+                .with_context(|| format!("moving the socket to {}", path.display()))
         });
-    if let Err(err) = owned {
-        let _ = std::fs::remove_file(path);
+    if let Err(err) = placed {
+        let _ = std::fs::remove_file(&staging);
         return Err(err);
     }
     Ok(listener)
@@ -294,18 +476,79 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// Lets in root and the group's members ([`AccessPolicy`]), then reads the body within the
+/// size and time limits (413, 408) before any handler sees it.
 async fn authorize(
     State(daemon): State<Arc<Daemon>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     if let Err(message) = daemon.access.check(&peer) {
         warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, method = %request.method(), path = %request.uri(), "refused");
+        if request.method() != axum::http::Method::GET {
+            daemon.audit.record(
+                &peer,
+                "connect",
+                format!("{} {}", request.method(), request.uri()),
+                "",
+                false,
+                message.clone(),
+            );
+        }
         return Failure(StatusCode::FORBIDDEN, message).into_response();
     }
-    request.extensions_mut().insert(peer);
-    next.run(request).await
+    let (mut parts, body) = request.into_parts();
+    let limits = &daemon.limits;
+    let too_large = || {
+        Failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than the daemon accepts ({} bytes); \
+                 send a smaller experiment or fault",
+                limits.max_body
+            ),
+        )
+        .into_response()
+    };
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        warn!(uid = peer.uid, ?declared, "request body too large");
+        return too_large();
+    }
+    let read =
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limits.max_body));
+    let bytes = match tokio::time::timeout(limits.request_timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+            warn!(uid = peer.uid, "request body too large");
+            return too_large();
+        }
+        Ok(Err(err)) => {
+            return Failure(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request: {err}"),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            warn!(uid = peer.uid, "request body too slow");
+            return Failure(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:?}",
+                    limits.request_timeout
+                ),
+            )
+            .into_response();
+        }
+    };
+    parts.extensions.insert(peer);
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn create(
@@ -314,32 +557,58 @@ async fn create(
     Json(body): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<FaultStatus>), Failure> {
     let full = || Failure(StatusCode::TOO_MANY_REQUESTS, daemon.full());
-    if daemon.faults().len() >= daemon.max_faults {
-        return Err(full());
+    let full_for = || Failure(StatusCode::TOO_MANY_REQUESTS, daemon.full_for(peer.uid));
+    let what = body.to_string();
+    let refuse = |failure: Failure| {
+        warn!(uid = peer.uid, pid = ?peer.pid, spec = %body, error = %failure.1, "fault refused");
+        // A refusal of the policy was audited where it was decided.
+        if failure.0 != StatusCode::FORBIDDEN {
+            daemon.audit.record(
+                &peer,
+                "create-fault",
+                what.clone(),
+                "",
+                false,
+                failure.1.clone(),
+            );
+        }
+        failure
+    };
+    {
+        let faults = daemon.faults();
+        if faults.len() >= daemon.max_faults {
+            return Err(refuse(full()));
+        }
+        if faults.count_by(peer.uid) >= daemon.limits.faults_per_caller {
+            return Err(refuse(full_for()));
+        }
     }
     let spec = body.clone();
+    let check = daemon.target_check(peer, "create-fault", what.clone());
     // Resolving the target reads the filesystem and starting loads and attaches programs:
     // blocking work, off the async threads.
     let started = tokio::task::spawn_blocking(move || {
-        ActiveFault::start(spec, peer.uid).map_err(|refusal| match refusal {
+        ActiveFault::start(spec, peer.uid, &*check).map_err(|refusal| match refusal {
             Refusal::Invalid(msg) => Failure(StatusCode::BAD_REQUEST, msg),
             Refusal::NotStarted(msg) => Failure(StatusCode::UNPROCESSABLE_ENTITY, msg),
+            Refusal::Forbidden(refusal) => Failure(StatusCode::FORBIDDEN, refusal.to_string()),
         })
     })
     .await
     .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let fault = match started {
-        Ok(fault) => fault,
-        Err(failure) => {
-            warn!(uid = peer.uid, pid = ?peer.pid, spec = %body, error = %failure.1, "fault refused");
-            return Err(failure);
-        }
-    };
+    let fault = started.map_err(refuse)?;
     let mut faults = daemon.faults();
-    if faults.len() >= daemon.max_faults {
+    let over = if faults.len() >= daemon.max_faults {
+        Some(full())
+    } else if faults.count_by(peer.uid) >= daemon.limits.faults_per_caller {
+        Some(full_for())
+    } else {
+        None
+    };
+    if let Some(failure) = over {
         drop(faults);
         fault.stop();
-        return Err(full());
+        return Err(refuse(failure));
     }
     let (target, description) = (fault.target().to_owned(), fault.description());
     let id = faults.insert(fault);
@@ -379,7 +648,30 @@ async fn remove(
     ConnectInfo(peer): ConnectInfo<Peer>,
     UrlPath(id): UrlPath<u64>,
 ) -> Result<Json<FaultStatus>, Failure> {
-    let fault = daemon.faults().remove(id).ok_or_else(|| no_such(id))?;
+    let fault = {
+        let mut faults = daemon.faults();
+        let creator = faults.get(id).ok_or_else(|| no_such(id))?.created_by();
+        if let Err(message) = may_remove(&peer, creator, &format!("fault {id}")) {
+            daemon.audit.record(
+                &peer,
+                "remove-fault",
+                id.to_string(),
+                "",
+                false,
+                message.clone(),
+            );
+            return Err(Failure(StatusCode::FORBIDDEN, message));
+        }
+        faults.remove(id).ok_or_else(|| no_such(id))?
+    };
+    daemon.audit.record(
+        &peer,
+        "remove-fault",
+        id.to_string(),
+        fault.target(),
+        true,
+        "",
+    );
     // The last counters, then detach.
     let status = fault.status(id);
     fault.stop();
@@ -387,11 +679,58 @@ async fn remove(
     Ok(Json(status))
 }
 
+/// Whether `peer` may remove or abort what `creator` started: root may remove anything, others
+/// only their own.
+fn may_remove(peer: &Peer, creator: u32, what: &str) -> Result<(), String> {
+    if peer.uid == 0 || peer.uid == creator {
+        return Ok(());
+    }
+    Err(format!(
+        "uid {} may not remove {what}: uid {creator} started it, and only root removes what \
+         another user started [refused by rule: creator]",
+        peer.uid
+    ))
+}
+
+/// `DELETE /faults`: root removes everything; another caller what it started.
 async fn remove_all(
     State(daemon): State<Arc<Daemon>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
 ) -> Json<Removed> {
-    Json(daemon.remove_all(&format!("stop all by uid {}", peer.uid)))
+    let why = format!("stop all by uid {}", peer.uid);
+    let removed = if peer.uid == 0 {
+        daemon.remove_all(&why)
+    } else {
+        let mut aborted_experiments = Vec::new();
+        for (id, run) in daemon.experiments().iter() {
+            if run.created_by() == peer.uid && !run.finished() {
+                run.abort();
+                aborted_experiments.push(id);
+            }
+        }
+        let taken = daemon.faults().remove_created_by(peer.uid);
+        stop_all(&taken, &why);
+        Removed {
+            removed: taken.iter().map(|(id, _)| *id).collect(),
+            aborted_experiments,
+        }
+    };
+    daemon.audit.record(
+        &peer,
+        "remove-all",
+        format!(
+            "faults {:?}, experiments {:?}",
+            removed.removed, removed.aborted_experiments
+        ),
+        "",
+        true,
+        if peer.uid == 0 {
+            "root"
+        } else {
+            "its own only"
+        },
+    );
+    Json(removed)
 }
 
 /// The ids of the active faults of each experiment.
@@ -417,16 +756,54 @@ async fn start_experiment(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Json(body): Json<StartExperiment>,
 ) -> Result<(StatusCode, Json<ExperimentStatus>), Failure> {
+    let name = body.name.clone().unwrap_or_default();
     let planned = PlannedExperiment::from_request(&body).map_err(|msg| {
         warn!(uid = peer.uid, pid = ?peer.pid, file = ?body.name, error = %msg, "experiment refused");
+        daemon.audit.record(&peer, "start-experiment", name.clone(), "", false, msg.clone());
         Failure(
             StatusCode::BAD_REQUEST,
             format!("invalid experiment, nothing was run:\n{msg}"),
         )
     })?;
-    let id = daemon.experiments().reserve_id();
+    let id = {
+        let mut experiments = daemon.experiments();
+        if experiments.running_by(peer.uid) >= daemon.limits.experiments_per_caller {
+            let message = format!(
+                "uid {} already runs its maximum of {} experiments \
+                 (--max-experiments-per-caller); wait for one to end or abort it",
+                peer.uid, daemon.limits.experiments_per_caller
+            );
+            daemon.audit.record(
+                &peer,
+                "start-experiment",
+                name.clone(),
+                "",
+                false,
+                message.clone(),
+            );
+            return Err(Failure(StatusCode::TOO_MANY_REQUESTS, message));
+        }
+        experiments.reserve_id()
+    };
     info!(id, uid = peer.uid, pid = ?peer.pid, title = %planned.title(), "experiment started");
-    let run = planned.start(peer.uid, daemon.observer(id, peer.uid));
+    daemon.audit.record(
+        &peer,
+        "start-experiment",
+        format!("{name}: {}", planned.title()),
+        "",
+        true,
+        format!("experiment {id}; its faults are authorized one by one"),
+    );
+    let run_as = RunAs {
+        uid: peer.uid,
+        gid: peer.gid,
+        groups: Caller::of(peer.uid, peer.gid).groups,
+        env: body.env.clone(),
+        cwd: body.cwd.clone().map(PathBuf::from),
+    };
+    let check =
+        FaultCheck(daemon.target_check(peer, "experiment-fault", format!("experiment {id}")));
+    let run = planned.start(peer.uid, run_as, check, daemon.observer(id, peer));
     let status = run.status(id, Vec::new(), false);
     daemon.experiments().insert(id, run);
     Ok((StatusCode::CREATED, Json(status)))
@@ -463,8 +840,22 @@ async fn abort_experiment(
     {
         let experiments = daemon.experiments();
         let run = experiments.get(id).ok_or_else(|| no_such_experiment(id))?;
+        if let Err(message) = may_remove(&peer, run.created_by(), &format!("experiment {id}")) {
+            daemon.audit.record(
+                &peer,
+                "abort-experiment",
+                id.to_string(),
+                "",
+                false,
+                message.clone(),
+            );
+            return Err(Failure(StatusCode::FORBIDDEN, message));
+        }
         run.abort();
     }
+    daemon
+        .audit
+        .record(&peer, "abort-experiment", id.to_string(), "", true, "");
     // Its faults go now, not at the runner's next check.
     let removed = daemon.faults().remove_experiment(id);
     stop_all(

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 pub use crate::spec::FaultSpec;
 use crate::{
-    engine::StartedFault,
+    engine::{StartedFault, TargetCheck},
     spec::{FaultKind, SpecError},
 };
 
@@ -113,13 +113,19 @@ pub struct RunningFault {
 
 impl RunningFault {
     /// Starts the fault now. On error nothing stays attached.
-    pub fn start(activity: &str, spec: &FaultSpec, dry_run: bool) -> anyhow::Result<RunningFault> {
+    /// `check`, if given, decides on the resolved target first.
+    pub fn start(
+        activity: &str,
+        spec: &FaultSpec,
+        dry_run: bool,
+        check: Option<&TargetCheck>,
+    ) -> anyhow::Result<RunningFault> {
         let mut spec = spec.clone();
         if dry_run {
             spec.set_dry_run(true);
         }
         // Every fault kind, through the code the daemon and `chaos inject` run them with too.
-        let fault = StartedFault::start(&spec)?;
+        let fault = StartedFault::start_checked(&spec, check.unwrap_or(&|_| Ok(())))?;
         Ok(RunningFault {
             activity: activity.to_owned(),
             command_line: spec.command_line(),

@@ -4,8 +4,9 @@
 //! Seams: [`document`] reads YAML/JSON with node locations, [`substitution`] resolves
 //! `configuration`/`secrets` and `${...}`, [`format`] validates the document into an
 //! [`Experiment`], [`tolerance`] judges probe outputs, [`providers`] runs http/process/python
-//! activities, [`fault`] starts and stops this project's faults, [`runner`] runs it all,
+//! activities (as [`credentials`] says, for the daemon), [`fault`] starts and stops this project's faults, [`runner`] runs it all,
 //! [`journal`] records it and [`live`] shows it.
+pub mod credentials;
 pub mod document;
 pub mod fault;
 pub mod format;

@@ -11,7 +11,10 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use super::format::{HttpSpec, ProcessSpec, PythonSpec};
+use super::{
+    credentials::RunAs,
+    format::{HttpSpec, ProcessSpec, PythonSpec},
+};
 
 /// Runs an HTTP request.
 pub fn http(spec: &HttpSpec) -> Result<Value, String> {
@@ -83,16 +86,20 @@ pub fn http(spec: &HttpSpec) -> Result<Value, String> {
 }
 
 /// Runs a command to completion, killing it on timeout or when `stop` is set.
-pub fn process(spec: &ProcessSpec, stop: &AtomicBool) -> Result<Value, String> {
-    run_command(
-        Command::new(&spec.path)
-            .args(&spec.arguments)
-            .envs(spec.env.iter().map(|(k, v)| (k, v))),
-        None,
-        spec.timeout,
-        stop,
-    )
-    .map_err(|err| format!("{}: {err}", spec.path))
+/// With `run_as`, as that identity and in its environment (plus the activity's own `env`).
+pub fn process(
+    spec: &ProcessSpec,
+    stop: &AtomicBool,
+    run_as: Option<&RunAs>,
+) -> Result<Value, String> {
+    let mut command = Command::new(&spec.path);
+    command.args(&spec.arguments);
+    if let Some(run_as) = run_as {
+        run_as.apply(&mut command);
+    }
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    run_command(&mut command, None, spec.timeout, stop)
+        .map_err(|err| format!("{}: {err}", spec.path))
 }
 
 /// The program python activities run: imports the module, calls the function with the
@@ -113,15 +120,19 @@ result = func(**spec["arguments"])
 sys.stdout.write("\n" + json.dumps(result, default=str))
 "#;
 
-/// Calls `module.func(**arguments)` in the system's python3.
-pub fn python(spec: &PythonSpec, stop: &AtomicBool) -> Result<Value, String> {
+/// Calls `module.func(**arguments)` in the system's python3 (as `run_as`, if given).
+pub fn python(
+    spec: &PythonSpec,
+    stop: &AtomicBool,
+    run_as: Option<&RunAs>,
+) -> Result<Value, String> {
     let input = json!({"module": spec.module, "func": spec.func, "arguments": spec.arguments});
-    let out = run_command(
-        Command::new("python3").args(["-c", PYTHON_SHIM]),
-        Some(input.to_string()),
-        None,
-        stop,
-    )
+    let mut command = Command::new("python3");
+    command.args(["-c", PYTHON_SHIM]);
+    if let Some(run_as) = run_as {
+        run_as.apply(&mut command);
+    }
+    let out = run_command(&mut command, Some(input.to_string()), None, stop)
     .map_err(|err| {
         if err.contains("No such file") || err.contains("not found") {
             "python3 is not installed (not found on PATH): the python provider runs \
@@ -218,6 +229,7 @@ mod tests {
                 env: Vec::new(),
             },
             &stop,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -237,6 +249,7 @@ mod tests {
                 env: Vec::new(),
             },
             &stop,
+            None,
         )
         .unwrap_err();
         assert!(err.contains("timed out"), "{err}");
@@ -261,6 +274,7 @@ mod tests {
                 },
             },
             &stop,
+            None,
         )
         .unwrap();
         assert_eq!(out, json!("y"));
@@ -271,6 +285,7 @@ mod tests {
                 arguments: args,
             },
             &stop,
+            None,
         )
         .unwrap_err();
         assert!(

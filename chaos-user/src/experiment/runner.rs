@@ -16,9 +16,10 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::engine::StartedFault;
+use crate::engine::{StartedFault, TargetCheck};
 
 use super::{
+    credentials::RunAs,
     fault::RunningFault,
     format::{Activity, Experiment, HypothesisStrategy, Provider, RollbackStrategy},
     journal::{
@@ -40,6 +41,22 @@ pub struct RunOptions {
     pub observer: Option<FaultObserver>,
     /// Where the log lines go instead of stderr (see [`LiveView::recording`]).
     pub log: Option<Arc<Mutex<Vec<String>>>>,
+    /// Whose rights process and python activities run with (the daemon's client); `None`:
+    /// chaos's own.
+    pub run_as: Option<Arc<RunAs>>,
+    /// Decides on each fault's resolved target before it is attached (the daemon authorizes
+    /// its client).
+    pub fault_check: Option<FaultCheck>,
+}
+
+/// A shared [`TargetCheck`].
+#[derive(Clone)]
+pub struct FaultCheck(pub Arc<TargetCheck>);
+
+impl std::fmt::Debug for FaultCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultCheck")
+    }
 }
 
 /// Called with the action's name and the fault each time the experiment starts one. An error
@@ -121,6 +138,7 @@ pub fn run(exp: &Experiment, opts: RunOptions, stop: Arc<AtomicBool>) -> Journal
                 exp.hypothesis.clone(),
                 exp.runtime.frequency,
                 Arc::clone(&runner.stop),
+                runner.opts.run_as.clone(),
             )
         });
         if let Some(d) = &during
@@ -143,7 +161,8 @@ pub fn run(exp: &Experiment, opts: RunOptions, stop: Arc<AtomicBool>) -> Journal
                     activity.name
                 ));
                 let (a, stop) = (activity.clone(), Arc::clone(&runner.stop));
-                background.push(thread::spawn(move || execute(&a, &stop)));
+                let run_as = runner.opts.run_as.clone();
+                background.push(thread::spawn(move || execute(&a, &stop, run_as.as_deref())));
             } else {
                 let r = runner.activity(activity);
                 run.push(r);
@@ -329,21 +348,22 @@ impl Runner {
         let run = if let Provider::Chaos(spec) = &activity.provider {
             let start = SystemTime::now();
             let clock = Instant::now();
-            let result =
-                RunningFault::start(&activity.name, spec, self.opts.dry_run).and_then(|fault| {
-                    match &self.opts.observer {
-                        None => Ok(fault),
-                        Some(FaultObserver(observe)) => {
-                            match observe(&activity.name, fault.shared()) {
-                                Ok(()) => Ok(fault),
-                                Err(refused) => {
-                                    fault.shared().stop();
-                                    Err(anyhow::anyhow!(refused))
-                                }
-                            }
-                        }
+            let result = RunningFault::start(
+                &activity.name,
+                spec,
+                self.opts.dry_run,
+                self.opts.fault_check.as_ref().map(|c| &*c.0),
+            )
+            .and_then(|fault| match &self.opts.observer {
+                None => Ok(fault),
+                Some(FaultObserver(observe)) => match observe(&activity.name, fault.shared()) {
+                    Ok(()) => Ok(fault),
+                    Err(refused) => {
+                        fault.shared().stop();
+                        Err(anyhow::anyhow!(refused))
                     }
-                });
+                },
+            });
             let (output, error) = match result {
                 Ok(mut fault) => {
                     let _ = fault.tick(self.at());
@@ -363,9 +383,10 @@ impl Runner {
             finished(activity, start, clock, output, error)
         } else {
             let (a, stop) = (activity.clone(), Arc::clone(&self.stop));
+            let run_as = self.opts.run_as.clone();
             let (start, clock) = (SystemTime::now(), Instant::now());
             self.on_worker(
-                move || execute(&a, &stop),
+                move || execute(&a, &stop, run_as.as_deref()),
                 || finished(activity, start, clock, None, Some("interrupted".into())),
             )
         };
@@ -387,8 +408,9 @@ impl Runner {
 
     fn steady_state(&mut self, probes: &[Activity]) -> SteadyState {
         let (probes, stop) = (probes.to_vec(), Arc::clone(&self.stop));
+        let run_as = self.opts.run_as.clone();
         let ss = self.on_worker(
-            move || steady_state(&probes, &stop),
+            move || steady_state(&probes, &stop, run_as.as_deref()),
             || SteadyState {
                 steady_state_met: false,
                 probes: Vec::new(),
@@ -458,13 +480,13 @@ fn finished(
 }
 
 /// Runs an http, process or python activity (not a fault) to its end.
-fn execute(activity: &Activity, stop: &AtomicBool) -> ActivityRun {
+fn execute(activity: &Activity, stop: &AtomicBool, run_as: Option<&RunAs>) -> ActivityRun {
     let start = SystemTime::now();
     let clock = Instant::now();
     let result = match &activity.provider {
         Provider::Http(spec) => providers::http(spec),
-        Provider::Process(spec) => providers::process(spec, stop),
-        Provider::Python(spec) => providers::python(spec, stop),
+        Provider::Process(spec) => providers::process(spec, stop, run_as),
+        Provider::Python(spec) => providers::python(spec, stop, run_as),
         Provider::Chaos(_) => Err("faults start on the runner's thread".into()),
     };
     match result {
@@ -476,7 +498,7 @@ fn execute(activity: &Activity, stop: &AtomicBool) -> ActivityRun {
 /// Runs the probes and judges each against its tolerance. A probe that fails is not within
 /// tolerance. As Chaos Toolkit does, the first probe out of tolerance ends the check: the
 /// probes after it do not run.
-fn steady_state(probes: &[Activity], stop: &AtomicBool) -> SteadyState {
+fn steady_state(probes: &[Activity], stop: &AtomicBool, run_as: Option<&RunAs>) -> SteadyState {
     let mut runs = Vec::new();
     let mut met = true;
     for probe in probes {
@@ -484,7 +506,7 @@ fn steady_state(probes: &[Activity], stop: &AtomicBool) -> SteadyState {
             met = false;
             break;
         }
-        let mut run = execute(probe, stop);
+        let mut run = execute(probe, stop, run_as);
         let within = match (&run.output, &probe.tolerance) {
             (Some(output), Some(t)) => match tolerance::check(t, output) {
                 Verdict::Decided(ok, why) => {
@@ -497,7 +519,7 @@ fn steady_state(probes: &[Activity], stop: &AtomicBool) -> SteadyState {
                 }
                 Verdict::NeedsProbe(_) => match &probe.tolerance_probe {
                     Some(judge) => {
-                        let judged = execute(&with_value(judge, output), stop);
+                        let judged = execute(&with_value(judge, output), stop, run_as);
                         let ok = judged.status == "succeeded";
                         if let Some(e) = judged.exception {
                             run.exception.get_or_insert_with(Vec::new).extend(e);
@@ -547,7 +569,12 @@ struct DuringChecks {
 }
 
 impl DuringChecks {
-    fn start(probes: Vec<Activity>, every: Duration, stop: Arc<AtomicBool>) -> DuringChecks {
+    fn start(
+        probes: Vec<Activity>,
+        every: Duration,
+        stop: Arc<AtomicBool>,
+        run_as: Option<Arc<RunAs>>,
+    ) -> DuringChecks {
         let done = Arc::new(AtomicBool::new(false));
         let deviated = Arc::new(AtomicBool::new(false));
         let checks = Arc::new(Mutex::new(Vec::new()));
@@ -559,7 +586,7 @@ impl DuringChecks {
         let handle = thread::spawn(move || {
             while !d.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                 let next = Instant::now() + every;
-                let ss = steady_state(&probes, &stop);
+                let ss = steady_state(&probes, &stop, run_as.as_deref());
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }

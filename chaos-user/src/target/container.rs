@@ -56,7 +56,7 @@ pub(super) fn normalise_id(given: &str) -> Result<String, Error> {
 }
 
 /// The full id in a directory name, if the name is one a runtime gives a container's cgroup.
-fn id_in_dir_name(name: &str) -> Option<&str> {
+pub(crate) fn id_in_dir_name(name: &str) -> Option<&str> {
     let stem = name.strip_suffix(".scope").unwrap_or(name);
     PREFIXES.iter().find_map(|prefix| {
         let id = stem.strip_prefix(prefix)?;

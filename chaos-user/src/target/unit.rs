@@ -15,7 +15,7 @@ const TYPES: &[&str] = &[".service", ".scope", ".slice"];
 
 /// A unit name as the user gave it, with `.service` added when it has no type, as systemctl
 /// does.
-pub(super) fn normalise_name(given: &str) -> Result<String, Error> {
+pub(crate) fn normalise_name(given: &str) -> Result<String, Error> {
     let invalid = |expected: &str| Error::Invalid {
         field: "--unit",
         value: given.to_owned(),
