@@ -16,8 +16,9 @@ use crate::{Error, target::CgroupTarget};
 
 mod fq;
 mod injector;
+pub(crate) mod qdisc;
 
-pub use fq::{FqQdiscs, devices_up};
+pub use fq::{FqQdiscs, TCA_FQ_HORIZON, devices_up};
 pub use injector::PacketInjector;
 
 /// Which way packets travel, seen from the target.
