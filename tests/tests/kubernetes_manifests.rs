@@ -39,7 +39,10 @@ fn the_daemonset_parses_and_asks_for_least_privileges() {
         "containerPort: 9464",
         "- --metrics",
     ] {
-        assert!(yaml.contains(wanted), "the manifests lack {wanted:?}:\n{yaml}");
+        assert!(
+            yaml.contains(wanted),
+            "the manifests lack {wanted:?}:\n{yaml}"
+        );
     }
     assert!(!yaml.contains("privileged: true"), "{yaml}");
     assert!(!yaml.contains("Unconfined"), "{yaml}");
