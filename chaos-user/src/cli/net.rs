@@ -54,7 +54,7 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// Moves chaos (its main thread, which does all the device work and starts `tc`) into
+    /// Moves chaos (its main thread, which does all the device work and sets qdiscs over rtnetlink) into
     /// the namespace. The cgroup programs do not care: they follow the sockets.
     fn enter_netns(&self) -> anyhow::Result<()> {
         let Some(netns) = &self.netns else {
