@@ -10,6 +10,8 @@ pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod fault;
+pub mod journal_report;
+pub mod live_view;
 pub mod loader;
 pub mod mountinfo;
 pub mod packet;

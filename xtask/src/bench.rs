@@ -79,7 +79,10 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(reps) = args.reps {
         cmd.arg("--reps").arg(reps.to_string());
     }
-    run(cmd, "chaos-bench (root)")
+    run(cmd, "chaos-bench (root)")?;
+    let svg = crate::bench_chart::write_beside(&args.out)?;
+    println!("xtask: ratios drawn in {}", svg.display());
+    Ok(())
 }
 
 /// Boots `kernel` with the harness in the place of the integration tests (the guest's /init
@@ -136,5 +139,7 @@ fn run_in_vm(workspace: &Workspace, args: &BenchArgs, kernel: &str) -> anyhow::R
     std::fs::write(&args.out, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("xtask bench: VM results written to {}", args.out.display());
+    let svg = crate::bench_chart::write_beside(&args.out)?;
+    println!("xtask: ratios drawn in {}", svg.display());
     Ok(())
 }

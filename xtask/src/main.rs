@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup|test|vm-test|quickstart|bench`.
 use std::{
     io::{BufRead as _, BufReader},
+    path::PathBuf,
     process::{Command, ExitCode, Stdio},
 };
 
@@ -8,6 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_chart;
 mod summary;
 mod vm;
 mod workspace;
@@ -36,6 +38,13 @@ enum Task {
     /// Measure chaos's overhead, injection path, arm/disarm time and scale (as root); see
     /// BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Draw benchmark results (bench/*.json) as SVG charts of their ratios, each beside its
+    /// JSON (bench/host.json -> bench/host.svg).
+    BenchChart {
+        /// The results to draw.
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +185,11 @@ fn main() -> ExitCode {
         Task::VmTest(args) => vm::run(&args).map(|_summary| ()),
         Task::Quickstart => quickstart(),
         Task::Bench(args) => bench::run_bench(&args),
+        Task::BenchChart { results } => results.iter().try_for_each(|json| {
+            let svg = bench_chart::write_beside(json)?;
+            println!("xtask: {} drawn in {}", json.display(), svg.display());
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

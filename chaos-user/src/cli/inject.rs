@@ -1,6 +1,6 @@
 //! `chaos inject`: apply a fault to a target now, in the foreground, and report what it did.
 use std::{
-    io::{self, IsTerminal as _},
+    io,
     os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
     process::{Command, ExitCode, Stdio},
     sync::{
@@ -19,6 +19,7 @@ pub use super::target::TargetArgs;
 use crate::{
     daemon::client::DaemonClient,
     fault::{Cidr, Errno, FdKind, FilterSpec, Syscall, SyscallFault, parse_comm},
+    live_view::{Keys, LiveView, rows_of_report},
     loader::{Injector, PlannedRule},
     report::{FaultReport, Report},
     target::{CgroupTarget, ChildCgroup},
@@ -459,65 +460,6 @@ fn report(
     Ok(fault.report(target, rules, &injector.counters()?))
 }
 
-/// The counters while a fault runs: one line rewritten in place about once a second on a
-/// terminal, a plain line per change otherwise (none with `--json` off a terminal).
-struct LiveLine {
-    terminal: bool,
-    enabled: bool,
-    last_shown: Option<Instant>,
-    last: String,
-}
-
-impl LiveLine {
-    fn new(json: bool) -> LiveLine {
-        let terminal = io::stderr().is_terminal();
-        LiveLine {
-            terminal,
-            enabled: terminal || !json,
-            last_shown: None,
-            last: String::new(),
-        }
-    }
-
-    fn show(&mut self, started: Instant, report: &Report) {
-        if !self.enabled
-            || self
-                .last_shown
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        let line = report
-            .faults
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} matched {} injected {}",
-                    f.syscall, f.matched, f.injected
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        if line == self.last {
-            return;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        if self.terminal {
-            eprint!("\r\x1b[Kchaos: [{elapsed:>6.1}s] {line}");
-        } else {
-            eprintln!("chaos: [{elapsed:>6.1}s] {line}");
-        }
-        self.last_shown = Some(Instant::now());
-        self.last = line;
-    }
-
-    fn finish(&self) {
-        if self.terminal && self.last_shown.is_some() {
-            eprintln!();
-        }
-    }
-}
-
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(report)?);
@@ -546,12 +488,16 @@ fn run_until_stopped(
         humantime::format_duration(run.duration)
     );
     let started = Instant::now();
-    let mut live = LiveLine::new(run.json);
-    while !stop.stopped() && started.elapsed() < run.duration {
+    let mut live = LiveView::new(run.json, Keys::Read);
+    while !stop.stopped() && started.elapsed() < run.duration && !live.quit_requested() {
         // Short naps: a stop signal ends the fault within about 10 ms (the disarm time in
-        // BENCHMARKS.md was 100 ms with 100 ms naps). The live line throttles itself.
+        // BENCHMARKS.md was 100 ms with 100 ms naps). The live view throttles itself.
         thread::sleep(Duration::from_millis(10));
-        live.show(started, &report(fault, target, &rules, &injector)?);
+        let left = run.duration.saturating_sub(started.elapsed());
+        live.update(&rows_of_report(
+            &report(fault, target, &rules, &injector)?,
+            Some(left),
+        ));
     }
     live.finish();
     let report = report(fault, target, &rules, &injector)?;

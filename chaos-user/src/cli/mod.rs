@@ -9,6 +9,7 @@ pub mod inject;
 pub mod latency;
 pub mod net;
 pub mod quickstart;
+pub mod report;
 pub mod run;
 pub mod signal;
 pub mod status;
@@ -37,6 +38,8 @@ pub enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Run an experiment (Chaos Toolkit format): steady state, faults, rollbacks, journal.
     Run(run::RunArgs),
+    /// Turn an experiment's journal into one HTML page: timeline, fault rates, probes.
+    Report(report::ReportArgs),
     /// Check an experiment file without running anything.
     Validate(validate::ValidateArgs),
     /// Run the daemon: own every fault's kernel programs, serve the API on a Unix socket.
@@ -58,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Quickstart(args) => quickstart::run(args),
         Command::QuickstartClient(args) => quickstart::client(args),
         Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Status(args) => status::run(args),

@@ -1,8 +1,7 @@
 //! `chaos inject net-drop|net-delay|net-rate|net-duplicate|net-corrupt`: packet faults on the
 //! sockets of a target.
 use std::{
-    fmt,
-    io::{self, IsTerminal as _},
+    fmt, io,
     os::{fd::AsFd as _, unix::process::ExitStatusExt as _},
     process::{Command, ExitCode, Stdio},
     thread,
@@ -14,6 +13,7 @@ use serde::Serialize;
 
 use super::inject::{RunArgs, StopSignals, TargetArgs, parse_probability};
 use crate::{
+    live_view::{FaultRow, Keys, LiveView},
     packet::{
         Cidr, Direction, FqQdiscs, NetEffect, NetFault, PacketInjector, Protocol, Rate, devices_up,
     },
@@ -495,42 +495,32 @@ fn inject(
         target.path.display()
     );
     let started = Instant::now();
-    let live = io::stderr().is_terminal() || !run.json;
-    let mut last = None;
-    while !stop.stopped() && started.elapsed() < run.duration {
+    let mut live = LiveView::new(run.json, Keys::Read);
+    while !stop.stopped() && started.elapsed() < run.duration && !live.quit_requested() {
         thread::sleep(Duration::from_millis(100));
-        if live && started.elapsed() > Duration::from_millis(900) {
-            show_progress(&injection, started, &mut last)?;
-        }
+        let left = run.duration.saturating_sub(started.elapsed());
+        let Some(report) = injection.report()? else {
+            continue;
+        };
+        live.update(
+            &report
+                .faults
+                .iter()
+                .map(|f| FaultRow {
+                    kind: f.kind.to_owned(),
+                    what: f.fault.clone(),
+                    matched: f.seen,
+                    injected: f.affected,
+                    left: Some(left),
+                })
+                .collect::<Vec<_>>(),
+        );
     }
+    live.finish();
     let report = injection.report()?.expect("injecting");
     injection.end();
     print_report(&report, run.json)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn show_progress(
-    injection: &NetInjection,
-    started: Instant,
-    last: &mut Option<(u64, u64)>,
-) -> anyhow::Result<()> {
-    if let Some(report) = injection.report()? {
-        let now: Vec<String> = report
-            .faults
-            .iter()
-            .map(|f| format!("{} seen {} affected {}", f.kind, f.seen, f.affected))
-            .collect();
-        let key = report.faults.first().map(|f| (f.seen, f.affected));
-        if key != *last {
-            eprintln!(
-                "chaos: [{:>6.1}s] {}",
-                started.elapsed().as_secs_f64(),
-                now.join("; ")
-            );
-            *last = key;
-        }
-    }
-    Ok(())
 }
 
 fn run_command(

@@ -24,6 +24,7 @@ use crate::{
         format::RollbackStrategy,
         runner::{self, RunOptions},
     },
+    journal_report,
 };
 
 /// Options of `chaos run`.
@@ -41,6 +42,9 @@ pub struct RunArgs {
     /// Where to write the journal.
     #[arg(long, value_name = "FILE", default_value = "journal.json")]
     pub journal: PathBuf,
+    /// Also write the journal as an HTML report (as `chaos report` would) at the end.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Faults count what they would fail and fail nothing; every other activity runs.
     #[arg(long)]
     pub dry_run: bool,
@@ -84,6 +88,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop,
     );
     write_journal(&args.journal, &journal)?;
+    write_report(args.report.as_deref(), &journal)?;
     Ok(ExitCode::from(journal.status.exit_code()))
 }
 
@@ -93,6 +98,18 @@ fn write_journal(path: &std::path::Path, journal: &impl serde::Serialize) -> any
     serde_json::to_writer_pretty(std::io::BufWriter::new(file), journal)
         .with_context(|| format!("writing the journal {}", path.display()))?;
     eprintln!("chaos: journal written to {}", path.display());
+    Ok(())
+}
+
+fn write_report(
+    path: Option<&std::path::Path>,
+    journal: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let journal = journal_report::Journal::from_value(serde_json::to_value(journal)?)?;
+    std::fs::write(path, journal_report::render(&journal))
+        .with_context(|| format!("writing the report {}", path.display()))?;
+    eprintln!("chaos: report written to {}", path.display());
     Ok(())
 }
 
@@ -136,6 +153,7 @@ fn in_daemon(daemon: &DaemonClient, args: &RunArgs, stop: &AtomicBool) -> anyhow
                 .journal
                 .context("the daemon's answer has no journal for a finished experiment")?;
             write_journal(&args.journal, &journal)?;
+            write_report(args.report.as_deref(), &journal)?;
             return Ok(ExitCode::from(status.exit_code.unwrap_or(1)));
         }
         thread::sleep(Duration::from_millis(200));

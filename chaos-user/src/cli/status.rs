@@ -1,7 +1,22 @@
 //! `chaos status`: the active faults of a running daemon with live counters.
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
 
-use crate::daemon::client::DaemonClient;
+use anyhow::Context as _;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::{
+    daemon::client::DaemonClient,
+    live_view::{Keys, LiveView, rows_of_status},
+};
 
 /// Options of `chaos status`.
 #[derive(Debug, clap::Args)]
@@ -10,13 +25,20 @@ pub struct StatusArgs {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Print the faults as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Keep showing the faults, redrawn in place on a terminal, until q or Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Runs `chaos status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let faults = DaemonClient::new(args.socket.as_deref()).list()?;
+    let daemon = DaemonClient::new(args.socket.as_deref());
+    if args.watch {
+        return watch(&daemon);
+    }
+    let faults = daemon.list()?;
     if args.json {
         println!("{}", serde_json::to_string(&faults)?);
         return Ok(ExitCode::SUCCESS);
@@ -45,5 +67,21 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             f.target
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--watch`: the daemon's faults in the live view `chaos inject` uses, until q or Ctrl-C.
+fn watch(daemon: &DaemonClient) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let mut live = LiveView::new(false, Keys::Read);
+    while !stop.load(Ordering::Relaxed) && !live.quit_requested() {
+        live.update(&rows_of_status(&daemon.list()?));
+        thread::sleep(Duration::from_millis(250));
+    }
+    live.finish();
     Ok(ExitCode::SUCCESS)
 }
