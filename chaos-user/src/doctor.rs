@@ -471,12 +471,6 @@ fn earliest_departure(facts: &Facts, kind: &'static str, mechanism: &str) -> Fau
             kind,
             format!("{mechanism} ({detail}; chaos sets it above the delay)"),
         ),
-        Err(fail) if fail.errno == Some(nix::errno::Errno::ENOENT) => broken(
-            kind,
-            mechanism,
-            format!("cannot tell whether the fq qdisc exists: {}", fail.message),
-            "install iproute2 (`tc`) and run the doctor again",
-        ),
         Err(fail) => {
             let netem = match &facts.net.netem {
                 Ok(_) => "netem exists, but chaos delays through fq",

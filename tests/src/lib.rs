@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use chaos::target::ChildCgroup;
 use serde_json::Value;
 
+pub mod docker;
 pub mod netns;
 
 /// Whether this run is one where every test must really run (the VM tier): skipping there

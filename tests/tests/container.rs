@@ -1,203 +1,79 @@
-//! `--container ID` against real containers of the machine's Docker engine: a fault in one
-//! container, while a second container running the same program is untouched.
+//! `--container ID|NAME` and `--compose-project` against real containers of the machine's
+//! Docker engine: a fault in one container, while a second container running the same
+//! program is untouched; names resolved through the engine's socket, and refused when
+//! ambiguous or when no engine answers.
 //!
 //! Host-only by nature (the VM tier has no Docker engine): see `host_only`. The image is
 //! built locally (no registry): `docker import` of a root filesystem holding chaos-workload
 //! and the libraries `ldd` lists for it.
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::atomic::Ordering,
-    time::Duration,
-};
+use std::{fs, path::Path, process::Command, sync::atomic::Ordering, time::Duration};
 
-use chaos_tests::*;
+use chaos_tests::{docker::*, *};
 
-/// Runs `docker ARGS`, returning its trimmed stdout, or its stderr as the error.
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| format!("docker: {err}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+/// The workload's argv in a container: wait for /sync/go, then connect `count` times to
+/// `addr`, after writing /sync/`ready`.
+fn connect_argv(workload: &Path, ready: &str, addr: &str) -> Vec<String> {
+    let program = format!("/{}", workload.file_name().unwrap().to_str().unwrap());
+    [
+        program.as_str(),
+        "--ready",
+        &format!("/sync/{ready}"),
+        "--wait-for",
+        "/sync/go",
+        "--count",
+        "5",
+        "connect",
+        addr,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The workload's result from a container's logs, once it has exited with 0.
+fn result_of(id: &str) -> WorkloadResult {
+    let code = docker(&["wait", id]).unwrap();
+    let logs = docker(&["logs", id]).unwrap();
+    assert_eq!(code, "0", "container {id} exited with {code}: {logs}");
+    WorkloadResult::parse(&logs)
+}
+
+/// Whether the Docker tests can run here; skips (with the reason) when not.
+fn docker_here() -> bool {
+    if host_only("a Docker engine") || !need_root() {
+        return false;
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Whether a Docker engine answers, or why not.
-fn docker_engine() -> Result<String, String> {
-    docker(&["version", "--format", "{{.Server.Version}}"])
-}
-
-/// A label on everything this test process creates, to find (and check the removal of) it.
-fn label() -> String {
-    format!("chaos-test={}", std::process::id())
-}
-
-/// A locally built image, removed on drop.
-struct Image {
-    tag: String,
-}
-
-impl Image {
-    /// An image holding `binary` at its own file name in `/`, plus its shared libraries.
-    fn with_binary(binary: &Path) -> Image {
-        let rootfs = scratch("rootfs");
-        let _ = fs::remove_dir_all(&rootfs);
-        fs::create_dir_all(&rootfs).unwrap();
-        fs::copy(binary, rootfs.join(binary.file_name().unwrap())).unwrap();
-        for lib in shared_libraries(binary) {
-            let dest = rootfs.join(lib.strip_prefix("/").unwrap());
-            fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            fs::copy(&lib, &dest).unwrap_or_else(|e| panic!("copying {}: {e}", lib.display()));
-        }
-        let tag = format!("chaos-test-workload:{}", std::process::id());
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("tar");
-        let import = Command::new("docker")
-            .args([
-                "import",
-                "--change",
-                &format!("LABEL {}", label()),
-                "-",
-                &tag,
-            ])
-            .stdin(Stdio::from(tar.stdout.take().unwrap()))
-            .output()
-            .expect("docker import");
-        assert!(tar.wait().unwrap().success(), "tar of {}", rootfs.display());
-        let image = Image { tag };
-        assert!(
-            import.status.success(),
-            "docker import: {}",
-            String::from_utf8_lossy(&import.stderr)
-        );
-        let _ = fs::remove_dir_all(&rootfs);
-        image
+    if let Err(why) = docker_engine() {
+        skip(&format!("no Docker engine reachable: {why}"));
+        return false;
     }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = docker(&["rmi", "-f", &self.tag]);
-    }
-}
-
-/// The libraries the dynamic linker loads for `binary` (and the linker itself), from `ldd`.
-fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
-    let out = Command::new("ldd").arg(binary).output().expect("ldd");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
-            // `/lib64/ld-linux-x86-64.so.2 (0x...)`; the vDSO has no file.
-            let path = line.split("=>").last()?.split_whitespace().next()?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// A running container, removed (killed first) on drop, so that a failing test leaves none.
-struct Container {
-    id: String,
-}
-
-impl Container {
-    fn run(image: &Image, name: &str, volume: &Path, argv: &[String]) -> Container {
-        let name = format!("chaos-test-{}-{name}", std::process::id());
-        let volume = format!("{}:/sync", volume.display());
-        let mut args = vec!["run", "--detach", "--network", "host", "--label"];
-        let label = label();
-        args.extend([
-            label.as_str(),
-            "--name",
-            &name,
-            "--volume",
-            &volume,
-            &image.tag,
-        ]);
-        args.extend(argv.iter().map(String::as_str));
-        let id = docker(&args).expect("docker run");
-        Container { id }
-    }
-
-    /// The id as `docker ps` shows it.
-    fn short_id(&self) -> &str {
-        &self.id[..12]
-    }
-
-    /// The cgroup v2 directory the engine put the container's main process in, from its
-    /// /proc/PID/cgroup.
-    fn cgroup(&self) -> PathBuf {
-        let pid: u32 = docker(&["inspect", "--format", "{{.State.Pid}}", &self.id])
-            .unwrap()
-            .parse()
-            .unwrap();
-        let rel = chaos::target::cgroup_of_pid(pid).unwrap();
-        chaos::target::CgroupTarget::from_path(&rel).unwrap().path
-    }
-
-    /// Waits for the container to exit and parses the workload result from its logs.
-    fn result(&self) -> WorkloadResult {
-        let code = docker(&["wait", &self.id]).unwrap();
-        let logs = docker(&["logs", &self.id]).unwrap();
-        assert_eq!(
-            code, "0",
-            "container {} exited with {code}: {logs}",
-            self.id
-        );
-        WorkloadResult::parse(&logs)
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "--force", &self.id]);
-    }
+    true
 }
 
 #[test]
 fn fault_in_one_container_leaves_its_twin_alone() {
-    if host_only("a Docker engine") || !need_root() {
-        return;
+    if docker_here() {
+        twins(|target| target.short_id().to_owned());
     }
-    if let Err(why) = docker_engine() {
-        return skip(&format!("no Docker engine reachable: {why}"));
+}
+
+#[test]
+fn a_container_is_found_by_its_name() {
+    if docker_here() {
+        twins(|target| target.name.clone());
     }
+}
+
+/// Two containers running the same connecting workload; the one `--container` names (from
+/// `name_of`) gets ECONNREFUSED on every connect, the other connects.
+fn twins(name_of: impl Fn(&Container) -> String) {
     let (addr, accepted) = tcp_server();
     let sync = scratch("container-sync");
     let _ = fs::remove_dir_all(&sync);
     fs::create_dir_all(&sync).unwrap();
     let workload = workload_bin();
     let image = Image::with_binary(&workload);
-    let program = format!("/{}", workload.file_name().unwrap().to_str().unwrap());
-    let argv = |ready: &'static str| {
-        [
-            program.clone(),
-            "--ready".into(),
-            format!("/sync/{ready}"),
-            "--wait-for".into(),
-            "/sync/go".into(),
-            "--count".into(),
-            "5".into(),
-            "connect".into(),
-            addr.clone(),
-        ]
-    };
-    let target_argv = argv("target-ready");
-    let twin_argv = argv("twin-ready");
+    let target_argv = connect_argv(&workload, "target-ready", &addr);
+    let twin_argv = connect_argv(&workload, "twin-ready", &addr);
     let target = Container::run(&image, "target", &sync, &target_argv);
     let twin = Container::run(&image, "twin", &sync, &twin_argv);
     wait_for_file(&sync.join("target-ready"));
@@ -219,12 +95,12 @@ fn fault_in_one_container_leaves_its_twin_alone() {
         "ECONNREFUSED",
         "--json",
         "--container",
-        target.short_id(),
+        &name_of(&target),
     ]);
     run.wait_injecting().expect("chaos injecting");
     fs::write(sync.join("go"), b"").unwrap();
-    let hit = target.result();
-    let untouched = twin.result();
+    let hit = result_of(&target.id);
+    let untouched = result_of(&twin.id);
     let outcome = run.interrupt();
     assert!(outcome.status.success(), "chaos: {outcome:?}");
 
@@ -251,17 +127,146 @@ fn fault_in_one_container_leaves_its_twin_alone() {
     drop((target, twin, image));
     let _ = fs::remove_dir_all(&sync);
     assert_nothing_left();
-    let filter = format!("label={}", label());
+    assert_no_docker_leftovers();
+}
+
+/// A Compose file with one service, `workload`, connecting to `addr` once /sync/go exists.
+fn compose_file(image: &Image, sync: &Path, argv: &[String]) -> String {
+    let command = serde_json::to_string(argv).unwrap();
+    format!(
+        "version: \"2.4\"\nservices:\n  workload:\n    image: {}\n    network_mode: host\n    \
+         volumes: [\"{}:/sync\"]\n    labels: [\"{}\"]\n    command: {command}\n",
+        image.tag,
+        sync.display(),
+        label()
+    )
+}
+
+#[test]
+fn a_compose_service_in_two_projects_needs_its_project() {
+    if !docker_here() {
+        return;
+    }
+    let (addr, accepted) = tcp_server();
+    let sync = scratch("compose-sync");
+    let _ = fs::remove_dir_all(&sync);
+    fs::create_dir_all(&sync).unwrap();
+    let workload = workload_bin();
+    let image = Image::with_binary(&workload);
+    let shop = Compose::up(
+        "shop",
+        &compose_file(&image, &sync, &connect_argv(&workload, "shop-ready", &addr)),
+    )
+    .expect("compose up shop");
+    let blog = Compose::up(
+        "blog",
+        &compose_file(&image, &sync, &connect_argv(&workload, "blog-ready", &addr)),
+    )
+    .expect("compose up blog");
+    wait_for_file(&sync.join("shop-ready"));
+    wait_for_file(&sync.join("blog-ready"));
+    let shop_id = shop.container("workload");
+    let blog_id = blog.container("workload");
+    // Where the engine really put it (read while it runs).
+    let shop_cgroup = cgroup_of(&shop_id);
+
+    let fault = [
+        "inject",
+        "syscall",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--json",
+        "--container",
+        "workload",
+    ];
+    // Both projects have the service: refused, naming both.
+    let refused = chaos(&fault);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    for wanted in [
+        "ambiguous",
+        &format!("compose project {}", shop.project),
+        &format!("compose project {}", blog.project),
+        &shop_id[..12],
+        &blog_id[..12],
+        "--compose-project",
+    ] {
+        assert!(
+            refused.stderr.contains(wanted),
+            "stderr lacks {wanted:?}: {}",
+            refused.stderr
+        );
+    }
+
+    let mut args = fault.to_vec();
+    args.extend(["--compose-project", &shop.project]);
+    let mut run = ChaosRun::start(&args);
+    run.wait_injecting().expect("chaos injecting");
+    fs::write(sync.join("go"), b"").unwrap();
+    let hit = result_of(&shop_id);
+    let untouched = result_of(&blog_id);
+    let outcome = run.interrupt();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
     assert_eq!(
-        docker(&["ps", "--all", "--quiet", "--filter", &filter]).unwrap(),
-        "",
-        "containers left behind"
+        (hit.ok, hit.failed_with("ECONNREFUSED")),
+        (0, 5),
+        "service workload of {}: {hit:?}",
+        shop.project
     );
     assert_eq!(
-        docker(&["images", "--quiet", "--filter", &filter]).unwrap(),
-        "",
-        "images left behind"
+        (untouched.ok, untouched.failed()),
+        (5, 0),
+        "service workload of {}: {untouched:?}",
+        blog.project
     );
+    assert_eq!(outcome.counts(0), (5, 5), "report: {}", outcome.stdout);
+    assert_eq!(
+        outcome.report()["faults"][0]["target"],
+        shop_cgroup.to_str().unwrap(),
+        "report: {}",
+        outcome.stdout
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 5, "only blog's connects");
+
+    drop((shop, blog, image));
+    let _ = fs::remove_dir_all(&sync);
+    assert_nothing_left();
+    assert_no_docker_leftovers();
+}
+
+#[test]
+fn a_name_with_no_engine_reachable_is_a_clear_error() {
+    if !need_root() {
+        return;
+    }
+    let socket = scratch("no-engine.sock");
+    let out = Command::new(chaos_bin())
+        .args([
+            "inject",
+            "syscall",
+            "--syscall",
+            "connect",
+            "--errno",
+            "EIO",
+            "--container",
+            "redis",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .output()
+        .expect("chaos");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for wanted in [
+        "container redis",
+        "no container engine reachable",
+        "$DOCKER_HOST",
+        socket.to_str().unwrap(),
+        "give the container's id",
+    ] {
+        assert!(stderr.contains(wanted), "stderr lacks {wanted:?}: {stderr}");
+    }
+    assert_nothing_left();
 }
 
 #[test]
@@ -341,7 +346,7 @@ fn fault_ends_when_its_container_exits() {
     run.wait_injecting().expect("chaos injecting");
     fs::write(sync.join("go"), b"").unwrap();
     // The container makes its calls and exits; the engine removes its cgroup.
-    let hit = container.result();
+    let hit = result_of(&container.id);
     assert_eq!(hit.sequence, ["ok", "EMFILE", "ok", "EMFILE"], "{hit:?}");
     let outcome = run
         .exits_within(Duration::from_secs(60))

@@ -22,9 +22,18 @@ pub struct TargetArgs {
     #[arg(long, value_name = "PID", help_heading = "Target")]
     pub pid: Option<u32>,
     /// A container, by full or short id (Docker, containerd, CRI-O, Podman; cgroupfs or
-    /// systemd driver).
-    #[arg(long, value_name = "ID", help_heading = "Target")]
+    /// systemd driver), or by name or Compose service (asks the engine on its socket:
+    /// $DOCKER_HOST, /var/run/docker.sock, Podman's).
+    #[arg(long, value_name = "ID|NAME", help_heading = "Target")]
     pub container: Option<String>,
+    /// The Compose project whose service --container names, when several projects have it.
+    #[arg(
+        long,
+        value_name = "PROJECT",
+        requires = "container",
+        help_heading = "Target"
+    )]
+    pub compose_project: Option<String>,
     /// A systemd unit (NAME.service, .scope or .slice).
     #[arg(long, value_name = "NAME", help_heading = "Target")]
     pub unit: Option<String>,
@@ -51,8 +60,14 @@ impl TargetArgs {
             Some(TargetSpec::Cgroup(path.clone()))
         } else if let Some(pid) = self.pid {
             Some(TargetSpec::Pid(pid))
-        } else if let Some(id) = &self.container {
-            Some(TargetSpec::Container(id.clone()))
+        } else if let Some(given) = &self.container {
+            Some(match &self.compose_project {
+                Some(project) => TargetSpec::Compose {
+                    project: project.clone(),
+                    service: given.clone(),
+                },
+                None => TargetSpec::Container(given.clone()),
+            })
         } else if let Some(name) = &self.unit {
             Some(TargetSpec::Unit(name.clone()))
         } else {
@@ -72,7 +87,7 @@ impl TargetArgs {
     pub fn require(&self) -> anyhow::Result<()> {
         if self.target().is_none() && self.command.is_empty() {
             bail!(
-                "no target: give --cgroup PATH, --pid PID, --container ID, --unit NAME.service, \
+                "no target: give --cgroup PATH, --pid PID, --container ID|NAME, --unit NAME.service, \
                  --pod UID, or a command after `--` \
                  (chaos inject syscall --syscall connect --errno ECONNREFUSED -- curl ...)"
             );

@@ -70,17 +70,6 @@ pub fn has_cap(caps: u64, cap: u32) -> bool {
     caps & (1u64 << cap) != 0
 }
 
-/// The `horizon` the fq qdisc reports in `tc qdisc show` output (e.g. `10s`), if any.
-pub fn fq_horizon(tc_show: &str) -> Option<String> {
-    let mut words = tc_show.split_whitespace();
-    while let Some(word) = words.next() {
-        if word == "horizon" {
-            return words.next().map(str::to_owned);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,14 +125,5 @@ mod tests {
         // Bit 24 (CAP_SYS_RESOURCE) is the one missing from that mask.
         assert!(!has_cap(caps, 24));
         assert_eq!(effective_caps("Name:\tx\n"), None);
-    }
-
-    #[test]
-    fn reads_the_fq_horizon() {
-        let show = "qdisc fq 8001: root refcnt 2 limit 10000p flow_limit 100p buckets 1024 \
-                    orphan_mask 1023 quantum 3028b initial_quantum 15140b low_rate_threshold \
-                    550Kbit refill_delay 40ms timer_slack 10us horizon 10s horizon_drop\n";
-        assert_eq!(fq_horizon(show).as_deref(), Some("10s"));
-        assert_eq!(fq_horizon("qdisc noqueue 0: root refcnt 2\n"), None);
     }
 }

@@ -6,7 +6,6 @@ use std::{
     fs::{self, File},
     io,
     path::Path,
-    process::Command,
 };
 
 use aya::{
@@ -392,9 +391,9 @@ pub struct NetnsFacts {
     pub tcx: Outcome,
     /// The classifier attached to `lo` egress through a clsact qdisc (netlink).
     pub clsact: Outcome,
-    /// `tc qdisc replace dev lo root fq` worked.
+    /// A root fq qdisc on lo could be installed.
     pub fq: Outcome,
-    /// `tc qdisc replace dev lo root netem` worked.
+    /// A root netem qdisc on lo could be installed.
     pub netem: Outcome,
 }
 
@@ -431,8 +430,11 @@ pub fn in_netns(classifier: Result<&mut SchedClassifier, Failure>) -> NetnsFacts
                     Ok(prog) => tc_attach(prog),
                     Err(fail) => (Err(fail.clone()), Err(fail)),
                 };
-                let fq = qdisc(&["fq"]);
-                let netem = qdisc(&["netem", "delay", "1ms"]);
+                let fq = qdisc("fq", Vec::new());
+                // struct tc_netem_qopt (latency, limit, loss, gap, duplicate, jitter): netem's
+                // options are a C struct, not attributes; a 1000-packet limit, no delay.
+                let netem_qopt = [0u32, 1000, 0, 0, 0, 0].map(u32::to_ne_bytes).concat();
+                let netem = qdisc("netem", netem_qopt);
                 NetnsFacts {
                     tcx,
                     clsact,
@@ -482,35 +484,32 @@ fn tc_attach(prog: &mut SchedClassifier) -> (Outcome, Outcome) {
     (tcx, clsact)
 }
 
-/// Installs a root qdisc on `lo` with `tc`, which also makes the kernel load the qdisc's
-/// module if it is one; must run inside the throw-away namespace.
-fn qdisc(kind_and_args: &[&str]) -> Outcome {
-    let mut args = vec!["qdisc", "replace", "dev", "lo", "root"];
-    args.extend_from_slice(kind_and_args);
-    let shown = format!("`tc {}`", args.join(" "));
-    let output = Command::new("tc").args(&args).output().map_err(|err| {
-        let mut fail = Failure::io(&format!("cannot run {shown}"), &err);
-        if err.kind() == io::ErrorKind::NotFound {
-            fail.message = "cannot tell: `tc` (iproute2) is not installed".into();
+/// Installs the root qdisc `kind` on `lo` over rtnetlink (with `options` as its raw
+/// `TCA_OPTIONS`), which also makes the kernel load the qdisc's module if it is one; must run
+/// inside the throw-away namespace.
+fn qdisc(kind: &str, options: Vec<u8>) -> Outcome {
+    use crate::packet::qdisc;
+    let shown = format!("a root `{kind}` qdisc on lo (rtnetlink)");
+    qdisc::replace("lo", qdisc::ROOT, kind, options).map_err(|err| {
+        let mut fail = Failure::io(&format!("{shown} in a throw-away network namespace"), &err);
+        if fail.errno == Some(Errno::ENOENT) {
+            // The kernel's answer to an unknown qdisc kind (extack: "Specified qdisc kind is
+            // unknown."), after trying to load its module.
+            fail.message = format!("{shown}: the kernel does not know this qdisc (ENOENT)");
         }
         fail
     })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Failure::text(format!(
-            "{shown} in a throw-away network namespace failed: {}",
-            stderr.trim()
-        )));
-    }
-    let show = Command::new("tc")
-        .args(["qdisc", "show", "dev", "lo"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    Ok(match parse::fq_horizon(&show) {
-        Some(horizon) if kind_and_args[0] == "fq" => {
-            format!("{shown} works; default horizon {horizon} (later packets are dropped)")
-        }
-        _ => format!("{shown} works"),
+    let horizon = qdisc::list("lo").ok().and_then(|qdiscs| {
+        qdiscs
+            .into_iter()
+            .find(|q| q.parent == qdisc::ROOT && q.kind == "fq")?
+            .option_u32(crate::packet::TCA_FQ_HORIZON)
+    });
+    Ok(match horizon {
+        Some(us) => format!(
+            "{shown} works; default horizon {} (later packets are dropped)",
+            humantime::format_duration(std::time::Duration::from_micros(us.into()))
+        ),
+        None => format!("{shown} works"),
     })
 }

@@ -31,8 +31,8 @@ pub enum Provider {
     Process(ProcessSpec),
     /// `module.func(**arguments)` in the system's python3.
     Python(PythonSpec),
-    /// A fault of this project.
-    Chaos(FaultSpec),
+    /// A fault of this project (boxed: a spec is much larger than the other providers).
+    Chaos(Box<FaultSpec>),
 }
 
 /// An `http` provider.
@@ -700,7 +700,7 @@ impl Validator<'_> {
             "chaos" => {
                 self.unknown_keys(path, p, &["type", "func", "arguments", "target"]);
                 match super::fault::from_provider(p) {
-                    Ok(spec) => Some(Provider::Chaos(spec)),
+                    Ok(spec) => Some(Provider::Chaos(Box::new(spec))),
                     Err((key, value, expected)) => {
                         let at = if key.is_empty() {
                             path.to_owned()

@@ -1,30 +1,27 @@
 //! The fq qdisc that delay and rate need: it holds each packet until its earliest departure
 //! time (`skb->tstamp`), which the egress program sets.
 //!
-//! chaos installs fq with iproute2's `tc` (no maintained netlink crate speaks fq's options) as
-//! the root qdisc of each egress device, and only in place of the kernel's default root qdisc
+//! chaos installs fq over rtnetlink ([`super::qdisc`]; no iproute2 needed) as the root qdisc
+//! of each egress device, and only in place of the kernel's default root qdisc
 //! (handle `0:`), because that one it can restore exactly: deleting the root qdisc makes the
 //! kernel attach its default again. A device whose root qdisc someone configured is left
 //! alone: if it is fq already it does the job, anything else is refused.
-use std::{io, process::Command, time::Duration};
+use std::time::Duration;
 
-use serde::Deserialize;
-
+use super::qdisc::{self, Qdisc};
 use crate::Error;
+
+/// fq's options (`TCA_FQ_*`, include/uapi/linux/pkt_sched.h): total and per-flow packet
+/// limits, and the horizon in microseconds.
+const TCA_FQ_PLIMIT: u16 = 1;
+const TCA_FQ_FLOW_PLIMIT: u16 = 2;
+/// Public for the doctor, which reads the kernel's default.
+pub const TCA_FQ_HORIZON: u16 = 14;
 
 /// The root qdiscs chaos replaced with fq; dropping this restores them.
 #[derive(Debug, Default)]
 pub struct FqQdiscs {
     replaced: Vec<String>,
-}
-
-/// One entry of `tc -j qdisc show`.
-#[derive(Debug, Deserialize)]
-struct QdiscInfo {
-    kind: String,
-    handle: String,
-    #[serde(default)]
-    root: bool,
 }
 
 impl FqQdiscs {
@@ -36,12 +33,12 @@ impl FqQdiscs {
         let horizon_secs = horizon.as_secs().max(1) + 1;
         for dev in devices {
             let root = root_qdisc(dev)?;
-            if root.handle != "0:" {
+            if root.handle != 0 {
                 if root.kind == "fq" {
                     eprintln!(
                         "chaos: {dev} already has an fq root qdisc ({}); using it as it is \
                          (its horizon must exceed the delay)",
-                        root.handle
+                        root.shown_handle()
                     );
                     continue;
                 }
@@ -51,29 +48,23 @@ impl FqQdiscs {
                         "its root qdisc is a configured `{} {}`, which chaos will not replace \
                          (it could not put it back exactly); delays need fq there: remove it \
                          (`tc qdisc del dev {dev} root`) or name other devices with --device",
-                        root.kind, root.handle
+                        root.kind,
+                        root.shown_handle()
                     ),
                 });
             }
-            tc(&[
-                "qdisc",
-                "replace",
-                "dev",
-                dev,
-                "root",
-                "fq",
-                "horizon",
-                &format!("{horizon_secs}s"),
-                "limit",
-                "100000",
-                "flow_limit",
-                "10000",
-            ])
-            .map_err(|why| Error::Unsupported {
+            let horizon_us = u32::try_from(horizon_secs * 1_000_000).unwrap_or(u32::MAX);
+            let options = qdisc::u32_attributes(&[
+                (TCA_FQ_PLIMIT, 100_000),
+                (TCA_FQ_FLOW_PLIMIT, 10_000),
+                (TCA_FQ_HORIZON, horizon_us),
+            ]);
+            qdisc::replace(dev, qdisc::ROOT, "fq", options).map_err(|err| Error::Unsupported {
                 fault: format!("delaying packets on {dev}"),
                 why: format!(
-                    "{why}; delay and rate need the fq qdisc (CONFIG_NET_SCH_FQ, module \
-                     sch_fq); `chaos doctor` tells whether this kernel has it"
+                    "installing the fq root qdisc (horizon {horizon_secs}s) failed: {err}; \
+                     delay and rate need the fq qdisc (CONFIG_NET_SCH_FQ, module sch_fq); \
+                     `chaos doctor` tells whether this kernel has it"
                 ),
             })?;
             done.replaced.push(dev.clone());
@@ -91,7 +82,7 @@ impl Drop for FqQdiscs {
     fn drop(&mut self) {
         for dev in self.replaced.drain(..).rev() {
             // Deleting the root qdisc makes the kernel attach its default again.
-            if let Err(why) = tc(&["qdisc", "del", "dev", &dev, "root"]) {
+            if let Err(why) = qdisc::delete(&dev, qdisc::ROOT) {
                 eprintln!(
                     "chaos: could not restore the default root qdisc of {dev}: {why}; run \
                      `tc qdisc del dev {dev} root`"
@@ -123,10 +114,10 @@ pub(super) fn has_clsact(dev: &str) -> Result<bool, Error> {
     Ok(qdiscs(dev)?.iter().any(|q| q.kind == "clsact"))
 }
 
-fn root_qdisc(dev: &str) -> Result<QdiscInfo, Error> {
+fn root_qdisc(dev: &str) -> Result<Qdisc, Error> {
     qdiscs(dev)?
         .into_iter()
-        .find(|q| q.root)
+        .find(|q| q.parent == qdisc::ROOT)
         .ok_or_else(|| Error::Invalid {
             field: "--device",
             value: dev.to_owned(),
@@ -134,32 +125,9 @@ fn root_qdisc(dev: &str) -> Result<QdiscInfo, Error> {
         })
 }
 
-fn qdiscs(dev: &str) -> Result<Vec<QdiscInfo>, Error> {
-    let out = tc(&["-j", "qdisc", "show", "dev", dev]).map_err(|why| Error::Unsupported {
+fn qdiscs(dev: &str) -> Result<Vec<Qdisc>, Error> {
+    qdisc::list(dev).map_err(|err| Error::Unsupported {
         fault: format!("packet faults on {dev}"),
-        why,
-    })?;
-    serde_json::from_str(&out).map_err(|err| Error::Unsupported {
-        fault: format!("packet faults on {dev}"),
-        why: format!("cannot read `tc -j qdisc show dev {dev}`: {err}: {out}"),
+        why: format!("cannot list the qdiscs of {dev} over rtnetlink: {err}"),
     })
-}
-
-/// Runs `tc ARGS`, returning its stdout, or why it failed.
-pub(super) fn tc(args: &[&str]) -> Result<String, String> {
-    let shown = format!("`tc {}`", args.join(" "));
-    let output = Command::new("tc").args(args).output().map_err(|err| {
-        if err.kind() == io::ErrorKind::NotFound {
-            format!("cannot run {shown}: `tc` (iproute2) is not installed")
-        } else {
-            format!("cannot run {shown}: {err}")
-        }
-    })?;
-    if !output.status.success() {
-        return Err(format!(
-            "{shown} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -47,7 +47,7 @@ struct Clsact {
 impl Drop for Clsact {
     fn drop(&mut self) {
         for dev in self.added.drain(..) {
-            if let Err(why) = super::fq::tc(&["qdisc", "del", "dev", &dev, "clsact"]) {
+            if let Err(why) = super::qdisc::delete(&dev, super::qdisc::CLSACT) {
                 eprintln!(
                     "chaos: could not remove the clsact qdisc chaos added to {dev}: {why}; run \
                      `tc qdisc del dev {dev} clsact`"

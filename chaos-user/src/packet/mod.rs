@@ -17,8 +17,9 @@ use crate::{Error, target::CgroupTarget};
 mod fq;
 mod injection;
 mod injector;
+pub(crate) mod qdisc;
 
-pub use fq::{FqQdiscs, devices_up};
+pub use fq::{FqQdiscs, TCA_FQ_HORIZON, devices_up};
 pub use injection::{NetInjection, enter_netns};
 pub use injector::PacketInjector;
 

@@ -21,8 +21,16 @@ pub enum TargetSpec {
     Cgroup(PathBuf),
     /// The cgroup of this process.
     Pid(u32),
-    /// A container, by full or short id.
+    /// A container, by full or short id, or by name (through the Docker or Podman engine).
     Container(String),
+    /// A container of a Docker Compose project, by service or container name:
+    /// `{"compose": {"project": "shop", "service": "redis"}}`.
+    Compose {
+        /// The Compose project (`com.docker.compose.project`).
+        project: String,
+        /// The service, or a container's own name.
+        service: String,
+    },
     /// A systemd unit (NAME.service, .scope or .slice).
     Unit(String),
     /// A Kubernetes pod on this node, by UID.
@@ -35,6 +43,10 @@ impl From<&TargetSpec> for Target {
             TargetSpec::Cgroup(p) => Target::Cgroup(p.clone()),
             TargetSpec::Pid(p) => Target::Pid(*p),
             TargetSpec::Container(c) => Target::Container(c.clone()),
+            TargetSpec::Compose { project, service } => Target::ComposeService {
+                project: project.clone(),
+                service: service.clone(),
+            },
             TargetSpec::Unit(u) => Target::Unit(u.clone()),
             TargetSpec::Pod(p) => Target::Pod(p.clone()),
         }

@@ -111,14 +111,56 @@ impl CgroupTarget {
 }
 
 /// The cgroup v2 path of a process relative to the v2 mount (`/system.slice/x.service`), from
-/// the `0::` line of /proc/PID/cgroup.
+/// the `0::` line of /proc/PID/cgroup, or else from the hierarchy itself (see
+/// [`in_mounted_hierarchy`]).
 pub fn cgroup_of_pid(pid: u32) -> Result<PathBuf, Error> {
-    cgroup_of_process(&pid.to_string(), &format!("pid {pid}"))
+    let path = cgroup_of_process(&pid.to_string(), &format!("pid {pid}"))?;
+    Ok(in_mounted_hierarchy(pid, path))
 }
 
 /// The cgroup v2 path of chaos itself, relative to the v2 mount.
 pub fn own_cgroup() -> Result<PathBuf, Error> {
-    cgroup_of_process("self", "chaos itself")
+    let path = cgroup_of_process("self", "chaos itself")?;
+    Ok(in_mounted_hierarchy(std::process::id(), path))
+}
+
+/// `path` (from /proc/PID/cgroup) if the mounted hierarchy's directory of that name lists
+/// `pid`; otherwise the directory of the mounted hierarchy that does list it.
+///
+/// /proc/PID/cgroup shows paths relative to the reader's cgroup namespace. When chaos runs in
+/// a container with a cgroup namespace of its own (Docker's `--cgroupns private`, the default
+/// on cgroup v2 hosts) but with the host's hierarchy mounted, those paths are not paths of
+/// the mounted tree (`/`, or `/../../docker/<id>` for a process outside the namespace), so
+/// the process is looked up in the tree's `cgroup.procs` files instead, which list pids as
+/// chaos's PID namespace numbers them (the host's, with `--pid host`).
+fn in_mounted_hierarchy(pid: u32, path: PathBuf) -> PathBuf {
+    let Ok(root) = cgroup2_root() else {
+        return path;
+    };
+    let lists = |dir: &Path| {
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .is_ok_and(|procs| procs.lines().any(|l| l.trim().parse() == Ok(pid)))
+    };
+    let rel = path.strip_prefix("/").unwrap_or(&path);
+    let as_shown = root.join(rel);
+    if !rel
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+        && lists(&as_shown)
+    {
+        return path;
+    }
+    let found = if lists(&root) {
+        Some(root.clone())
+    } else {
+        super::tree::find_dirs(&root, |_| true)
+            .into_iter()
+            .find(|dir| lists(dir))
+    };
+    match found.as_deref().map(|dir| dir.strip_prefix(&root)) {
+        Some(Ok(rel)) => Path::new("/").join(rel),
+        _ => path,
+    }
 }
 
 fn cgroup_of_process(proc_name: &str, what: &str) -> Result<PathBuf, Error> {

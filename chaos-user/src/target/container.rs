@@ -24,7 +24,7 @@
 //! as a fault on a cgroup reaches its descendants.
 use std::path::{Path, PathBuf};
 
-use super::tree;
+use super::{engine, tree};
 use crate::Error;
 
 /// What may come before a container id in a directory name, by runtime.
@@ -47,8 +47,7 @@ pub(super) fn normalise_id(given: &str) -> Result<String, Error> {
             field: "--container",
             value: given.to_owned(),
             expected: "a container id: 1 to 64 hex digits, short or full, as `docker ps \
-                       --no-trunc`, `crictl ps` or `podman ps` show it (names are not \
-                       resolved)"
+                       --no-trunc`, `crictl ps` or `podman ps` show it"
                 .into(),
         });
     }
@@ -93,4 +92,56 @@ pub(super) fn find(root: &Path, given: &str) -> Result<PathBuf, Error> {
             ),
         }),
     }
+}
+
+/// Finds the cgroup directory of the container that `given` names: an id (found in the
+/// cgroup hierarchy, no engine needed), else a container name or Compose service (in
+/// `project` when given) that the container engine resolves to an id. A hex string that
+/// matches no container id is tried as a name too, when an engine answers.
+pub(super) fn find_named(
+    root: &Path,
+    given: &str,
+    project: Option<&str>,
+    list: &engine::Lister,
+) -> Result<PathBuf, Error> {
+    let by_id = match project {
+        Some(_) => None,
+        None => normalise_id(given).ok().map(|_| find(root, given)),
+    };
+    let by_id_error = match by_id {
+        Some(Ok(dir)) => return Ok(dir),
+        Some(Err(err)) => Some(err),
+        None => None,
+    };
+    let target = || match project {
+        Some(project) => format!("container {given} of compose project {project}"),
+        None => format!("container {given}"),
+    };
+    let containers = match list() {
+        Ok(containers) => containers,
+        // An id-like value with no engine to ask: the id search's error says more.
+        Err(why) => {
+            return Err(by_id_error.unwrap_or(Error::Target {
+                target: target(),
+                why,
+            }));
+        }
+    };
+    let container = match engine::pick(&containers, given, project) {
+        Ok(container) => container,
+        Err(why) => {
+            return Err(by_id_error.unwrap_or(Error::Target {
+                target: target(),
+                why,
+            }));
+        }
+    };
+    find(root, &container.id).map_err(|err| Error::Target {
+        target: target(),
+        why: format!(
+            "the container engine knows it as {} ({}), but its cgroup is not found: {err}",
+            container.name(),
+            container.id
+        ),
+    })
 }

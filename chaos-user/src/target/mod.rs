@@ -14,6 +14,7 @@ use crate::Error;
 mod cgroup;
 mod child;
 pub mod container;
+pub mod engine;
 mod guard;
 pub mod pod;
 mod tree;
@@ -30,8 +31,16 @@ pub enum Target {
     Cgroup(PathBuf),
     /// The cgroup of a running process.
     Pid(u32),
-    /// A container's cgroup, by full or short id (Docker, containerd, CRI-O, Podman).
+    /// A container's cgroup, by full or short id (Docker, containerd, CRI-O, Podman), or by
+    /// name or Compose service, which the container engine resolves ([`engine`]).
     Container(String),
+    /// A container of a Compose project, by service or container name.
+    ComposeService {
+        /// The Compose project (`com.docker.compose.project`).
+        project: String,
+        /// The service, or a container's own name.
+        service: String,
+    },
     /// A systemd unit's cgroup (`nginx.service`).
     Unit(String),
     /// A Kubernetes pod's cgroup, by UID.
@@ -42,10 +51,23 @@ impl Target {
     /// Finds the target's cgroup in the cgroup v2 hierarchy mounted at `root`. Errors say what
     /// was searched.
     pub fn resolve(&self, root: &Path) -> Result<CgroupTarget, Error> {
+        self.resolve_with(root, &engine::list_containers)
+    }
+
+    /// [`Target::resolve`], with the container engine's list of containers (used only for
+    /// container names) coming from `engine`.
+    pub fn resolve_with(
+        &self,
+        root: &Path,
+        engine: &engine::Lister,
+    ) -> Result<CgroupTarget, Error> {
         let dir = match self {
             Target::Cgroup(path) => path.clone(),
             Target::Pid(pid) => cgroup_of_pid(*pid)?,
-            Target::Container(id) => container::find(root, id)?,
+            Target::Container(given) => container::find_named(root, given, None, engine)?,
+            Target::ComposeService { project, service } => {
+                container::find_named(root, service, Some(project), engine)?
+            }
             Target::Unit(name) => unit::find(root, name)?,
             Target::Pod(uid) => pod::find(root, uid)?,
         };
@@ -59,6 +81,9 @@ impl fmt::Display for Target {
             Target::Cgroup(path) => write!(f, "cgroup {}", path.display()),
             Target::Pid(pid) => write!(f, "pid {pid}"),
             Target::Container(id) => write!(f, "container {id}"),
+            Target::ComposeService { project, service } => {
+                write!(f, "container {service} of compose project {project}")
+            }
             Target::Unit(name) => write!(f, "unit {name}"),
             Target::Pod(uid) => write!(f, "pod {uid}"),
         }

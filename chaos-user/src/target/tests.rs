@@ -36,8 +36,22 @@ impl Tree {
         path
     }
 
+    /// Resolves with no container engine reachable.
     fn resolve(&self, target: Target) -> Result<PathBuf, Error> {
-        target.resolve(self.root()).map(|t| t.path)
+        target
+            .resolve_with(self.root(), &|| Err("no engine here".into()))
+            .map(|t| t.path)
+    }
+
+    /// Resolves with an engine that lists `containers`.
+    fn resolve_listing(
+        &self,
+        target: Target,
+        containers: Vec<engine::EngineContainer>,
+    ) -> Result<PathBuf, Error> {
+        target
+            .resolve_with(self.root(), &move || Ok(containers.clone()))
+            .map(|t| t.path)
     }
 }
 
@@ -172,11 +186,64 @@ fn container_errors_say_what_was_searched() {
     assert!(missing.contains("cri-containerd-<id>.scope"), "{missing}");
     assert!(missing.contains("`abcdef`"), "{missing}");
 
-    let bad = message(tree.resolve(container("my-container")).unwrap_err());
+    let no_engine = message(tree.resolve(container("my-container")).unwrap_err());
+    assert_eq!(no_engine, "target container my-container: no engine here");
+}
+
+fn engine_container(
+    id: &str,
+    name: &str,
+    compose: Option<(&str, &str)>,
+) -> engine::EngineContainer {
+    engine::EngineContainer {
+        id: id.into(),
+        names: vec![format!("/{name}")],
+        state: "running".into(),
+        labels: compose.map(|(project, service)| {
+            [
+                (engine::PROJECT_LABEL.to_owned(), project.to_owned()),
+                (engine::SERVICE_LABEL.to_owned(), service.to_owned()),
+            ]
+            .into()
+        }),
+    }
+}
+
+#[test]
+fn names_and_compose_services_resolve_through_the_engine_to_the_id_cgroup() {
+    let tree = Tree::new();
+    let redis = tree.cgroup(&format!("/docker/{ID_A}"));
+    let web = tree.cgroup(&format!("/system.slice/docker-{ID_B}.scope"));
+    let listed = vec![
+        engine_container(ID_A, "shop_redis_1", Some(("shop", "redis"))),
+        engine_container(ID_B, "web", None),
+        engine_container(ID_C, "blog_redis_1", Some(("blog", "redis"))),
+    ];
+    let resolve = |target| tree.resolve_listing(target, listed.clone());
+    assert_eq!(resolve(container("web")).unwrap(), web);
+    assert_eq!(resolve(container("shop_redis_1")).unwrap(), redis);
+    let compose = |project: &str, service: &str| Target::ComposeService {
+        project: project.into(),
+        service: service.into(),
+    };
+    assert_eq!(resolve(compose("shop", "redis")).unwrap(), redis);
+    // An id still needs no engine.
+    assert_eq!(tree.resolve(container(&ID_B[..12])).unwrap(), web);
+
+    let ambiguous = message(resolve(container("redis")).unwrap_err());
+    assert!(ambiguous.contains("ambiguous"), "{ambiguous}");
+    assert!(ambiguous.contains("--compose-project"), "{ambiguous}");
+    // The engine knows it, the hierarchy does not (another host's cgroups mounted?).
+    let lost = message(resolve(compose("blog", "redis")).unwrap_err());
     assert!(
-        bad.starts_with("invalid --container `my-container`"),
-        "{bad}"
+        lost.contains(&format!(
+            "knows it as blog_redis_1 ({ID_C}), but its cgroup is not found"
+        )),
+        "{lost}"
     );
+    // An id that is no container's is reported as an id, even with an engine.
+    let missing = message(resolve(container("abcdef")).unwrap_err());
+    assert!(missing.contains("no container cgroup found"), "{missing}");
 }
 
 #[test]
