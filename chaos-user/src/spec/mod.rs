@@ -524,6 +524,14 @@ impl FaultSpec {
                         .collect();
                     out.extend([option(key), joined.join(",")]);
                 }
+                // A Compose target reads as the CLI spells it: --container S --compose-project P.
+                Value::Object(map) if key == "compose" => {
+                    for (k, option) in [("service", "container"), ("project", "compose_project")] {
+                        if let Some(v) = map.get(k) {
+                            push(out, option, v);
+                        }
+                    }
+                }
                 Value::Object(map) => {
                     for (k, v) in map {
                         push(out, k, v);
