@@ -17,4 +17,5 @@ VOLUME /run/chaos
 # Prometheus metrics, when the daemon is started with --metrics 0.0.0.0:9464.
 EXPOSE 9464
 ENTRYPOINT ["/chaos"]
-CMD ["daemon", "--metrics", "0.0.0.0:9464"]
+# The root filesystem may be read-only: the audit log goes beside the socket.
+CMD ["daemon", "--metrics", "0.0.0.0:9464", "--audit-log", "/run/chaos/audit.jsonl"]
