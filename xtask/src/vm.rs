@@ -60,6 +60,11 @@ impl fmt::Display for KernelVersion {
     }
 }
 
+/// The qdiscs the packet faults (and `chaos doctor`'s probes) need, tc's clsact and bpf
+/// classifier (how tc programs attach before TCX, 6.6), and veth for the packet tests'
+/// namespace pairs.
+const GUEST_MODULES: &str = "sch_fq,sch_netem,sch_ingress,cls_bpf,veth";
+
 /// Options of `cargo xtask vm-test`.
 #[derive(Debug, clap::Args)]
 pub struct VmTestArgs {
@@ -71,9 +76,10 @@ pub struct VmTestArgs {
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout: u64,
 
-    /// Kernel modules to load in the guest before the tests (e.g. sch_netem,sch_fq,veth);
-    /// their dependencies are loaded first.
-    #[arg(long, value_delimiter = ',')]
+    /// Kernel modules to load in the guest before the tests; their dependencies are loaded
+    /// first. The default is what the packet faults and doctor's probes need, as in
+    /// `cargo xtask test`.
+    #[arg(long, value_delimiter = ',', default_value = GUEST_MODULES)]
     pub modules: Vec<String>,
 
     /// The guest's `lsm=` boot parameter. Without `bpf` in it (e.g.
@@ -100,12 +106,7 @@ impl VmTestArgs {
         Self {
             kernel: kernel.to_owned(),
             timeout: DEFAULT_TIMEOUT_SECS,
-            // The qdiscs the packet faults (and `chaos doctor`'s probes) need, tc's clsact and
-            // bpf classifier (how tc programs attach before TCX, 6.6), and veth for the packet
-            // tests' namespace pairs.
-            modules: ["sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "veth"]
-                .map(String::from)
-                .to_vec(),
+            modules: GUEST_MODULES.split(',').map(String::from).collect(),
             test_args: Vec::new(),
             lsm: qemu::DEFAULT_LSM.to_owned(),
             tests: Vec::new(),
