@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     fault::{Injectable, Running},
-    loader::{HookMechanism, Injector, PlannedRule},
+    loader::{Injector, MechanismChoice, PlannedRule},
     packet::NetInjection,
     report::AnyReport,
     spec::{CheckedFault, Fault, FaultKind, FaultSpec},
@@ -61,10 +61,8 @@ pub struct StartedFault {
     /// Its `--duration`: the kernel programs of syscall-engine faults stop injecting then by
     /// themselves; the owner removes it then.
     pub duration: Duration,
-    /// How its programs reach the kernel's security hooks, for faults that use them.
-    pub mechanism: Option<HookMechanism>,
-    /// Why that mechanism was chosen (forced, or what this kernel offers).
-    pub mechanism_why: Option<String>,
+    /// How its programs reach the kernel's security hooks, and why, for faults that use them.
+    pub mechanism: Option<MechanismChoice>,
     engine: Mutex<Option<Engine>>,
     /// The resolved target, to notice when it goes away.
     cgroup: CgroupTarget,
@@ -99,15 +97,12 @@ impl StartedFault {
     /// Attaches a checked fault to `target`, resolved by the caller (`chaos inject` with a
     /// command after `--` makes a cgroup for it).
     pub fn start_on(checked: CheckedFault, target: &CgroupTarget) -> anyhow::Result<StartedFault> {
-        let (mut mechanism, mut mechanism_why) = (None, None);
+        let mut mechanism = None;
         let (description, engine) = match checked.fault {
             Fault::Rules(fault) => {
                 let planned = fault.rules(target)?;
                 let mut injector = Injector::start_with(&planned, fault.mechanism())?;
-                if let Some(choice) = injector.mechanism_choice() {
-                    mechanism = Some(choice.mechanism);
-                    mechanism_why = Some(choice.why.to_string());
-                }
+                mechanism = injector.mechanism_choice().cloned();
                 let resumer = fault.started(&mut injector, target)?;
                 (
                     fault.describe(),
@@ -132,7 +127,6 @@ impl StartedFault {
             dry_run: checked.dry_run,
             duration: checked.duration,
             mechanism,
-            mechanism_why,
             engine: Mutex::new(Some(engine)),
             cgroup: target.clone(),
             last: Mutex::new(None),

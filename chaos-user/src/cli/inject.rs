@@ -265,9 +265,9 @@ fn report(fault: &StartedFault) -> anyhow::Result<AnyReport> {
 }
 
 fn announce(fault: &StartedFault, run: &RunArgs) {
-    let mechanism = match (&fault.mechanism, &fault.mechanism_why) {
-        (Some(m), Some(why)) => format!(" through {m}: {why}"),
-        _ => String::new(),
+    let mechanism = match &fault.mechanism {
+        Some(choice) => format!(" through {}: {}", choice.mechanism, choice.why),
+        None => String::new(),
     };
     eprintln!(
         "chaos: injecting {} {} into cgroup {} for {}{mechanism}; Ctrl-C to stop",

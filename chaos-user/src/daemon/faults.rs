@@ -111,7 +111,7 @@ impl ActiveFault {
             matched: counters.iter().map(|c| c.matched).sum(),
             injected: counters.iter().map(|c| c.injected).sum(),
             counters,
-            mechanism: self.fault.mechanism,
+            mechanism: self.fault.mechanism.as_ref().map(|c| c.mechanism),
         }
     }
 }
