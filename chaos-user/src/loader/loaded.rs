@@ -155,16 +155,28 @@ impl LoadedObject {
             .filter(|h| matches!(programs(*h).1, Attach::Lsm(_)))
             .collect();
         let fmod_ret = mechanism == Some(HookMechanism::FmodRet);
-        if fmod_ret && !security_hooks.is_empty() {
-            // The twins read the security_ functions' arguments where the hooks have them:
-            // checked against this kernel's BTF for each twin before any is loaded.
-            let twins: Vec<btf::Twin> = security_hooks
+        // The twins read the security_ functions' arguments where the hooks have them: checked
+        // against this kernel's BTF for each twin before it is first loaded (an attached one
+        // passed already, so a later fault on the same hooks parses no BTF).
+        let new_twins: Vec<btf::Twin> = if fmod_ret {
+            security_hooks
                 .iter()
-                .filter_map(|h| fmod_ret_twin(*h).map(|(_, twin)| twin))
-                .collect();
+                .filter_map(|h| fmod_ret_twin(*h))
+                .filter(|(program, _)| {
+                    !self.links.contains_key(&AttachPoint {
+                        program,
+                        cgroup: None,
+                    })
+                })
+                .map(|(_, twin)| twin)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !new_twins.is_empty() {
             let config: KernelConfig = btf::kernel_config_for(
                 Path::new(btf::VMLINUX_BTF),
-                &twins,
+                &new_twins,
                 "security_inode_setattr",
             )?;
             if !self.config_written {
