@@ -128,12 +128,7 @@ fn the_agent_in_a_container_faults_a_sibling_by_name() {
     // logging its last counters.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let removed = loop {
-        // The daemon logs on stderr, which `docker logs` passes on as its own.
-        let out = Command::new("docker")
-            .args(["logs", &agent.id])
-            .output()
-            .unwrap();
-        let logs = String::from_utf8_lossy(&out.stderr).into_owned();
+        let logs = daemon_log(&agent);
         if let Some(line) = logs.lines().find(|l| l.contains("fault removed")) {
             break line.to_owned();
         }
@@ -163,7 +158,7 @@ fn the_agent_in_a_container_faults_a_sibling_by_name() {
     assert_eq!(accepted.load(Ordering::SeqCst), 5, "only the twin connects");
 
     // The agent's own log shows the daemon served (and nothing panicked).
-    let logs = docker(&["logs", &agent.id]).unwrap();
+    let logs = daemon_log(&agent);
     assert!(!logs.contains("panicked"), "agent log: {logs}");
     drop((target, twin, agent, image));
     for dir in [&sync, &socket_dir] {
@@ -171,6 +166,16 @@ fn the_agent_in_a_container_faults_a_sibling_by_name() {
     }
     assert_nothing_left();
     assert_no_docker_leftovers();
+}
+
+/// What the agent's daemon logged: on its stderr, which `docker logs` passes on as its own
+/// (the `docker` helper keeps stdout only).
+fn daemon_log(agent: &Container) -> String {
+    let out = Command::new("docker")
+        .args(["logs", &agent.id])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The workload's result from a container's logs, once it has exited with 0.
