@@ -168,9 +168,15 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
         skb: ctx.skb,
         len: ctx.len() as u64,
         l3,
-        direction,
-        hook,
         packet,
+    };
+    // One callback per program, each with its hook and direction constants: the verifier
+    // refuses helpers a program type lacks (bpf_clone_redirect in cgroup_skb, on 6.1) even on
+    // a path a runtime value rules out, so each body must hold only its own actions.
+    let step = match (hook, direction == DIRECTION_EGRESS) {
+        (Hook::CgroupSkb, true) => skb_egress_step as *mut c_void,
+        (Hook::CgroupSkb, false) => skb_ingress_step as *mut c_void,
+        (Hook::TcEgress, _) => tc_egress_step as *mut c_void,
     };
     // A bpf_loop, so that the verifier walks the slot body once instead of once per slot (a
     // plain loop over 16 slots cost it 23k-78k instructions per program, most of a packet
@@ -181,7 +187,7 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
     let steps = unsafe {
         bpf_loop(
             MAX_PACKET_RULES + 1,
-            packet_step as *mut c_void,
+            step,
             (&raw const walk).cast_mut().cast(),
             0,
         )
@@ -196,15 +202,30 @@ struct Walk {
     len: u64,
     /// Offset of the IP header.
     l3: usize,
-    direction: u32,
-    hook: Hook,
     packet: Packet,
 }
 
-/// One bpf_loop step of [`apply`]: runs the rule in slot `slot`; 1 (stop) to drop the packet,
-/// and at the step past the last slot.
+/// One bpf_loop step of [`apply`] in `chaos_skb_egress`: runs the rule in slot `slot`; 1
+/// (stop) to drop the packet, and at the step past the last slot.
 #[inline(never)]
-extern "C" fn packet_step(slot: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn skb_egress_step(slot: u64, ctx: *mut c_void) -> i64 {
+    step(slot, ctx, Hook::CgroupSkb, DIRECTION_EGRESS)
+}
+
+/// [`skb_egress_step`] for `chaos_skb_ingress`.
+#[inline(never)]
+extern "C" fn skb_ingress_step(slot: u64, ctx: *mut c_void) -> i64 {
+    step(slot, ctx, Hook::CgroupSkb, DIRECTION_INGRESS)
+}
+
+/// [`skb_egress_step`] for `chaos_tc_egress`.
+#[inline(never)]
+extern "C" fn tc_egress_step(slot: u64, ctx: *mut c_void) -> i64 {
+    step(slot, ctx, Hook::TcEgress, DIRECTION_EGRESS)
+}
+
+#[inline(always)]
+fn step(slot: u64, ctx: *mut c_void, hook: Hook, direction: u32) -> i64 {
     // SAFETY: bpf_loop passes back the pointer `apply` gave it, to a Walk on its stack.
     let walk = unsafe { &*ctx.cast::<Walk>() };
     let Ok(slot) = u32::try_from(slot) else {
@@ -213,19 +234,18 @@ extern "C" fn packet_step(slot: u64, ctx: *mut c_void) -> i64 {
     if slot >= MAX_PACKET_RULES {
         return 1;
     }
-    i64::from(try_packet_rule(walk, slot))
+    i64::from(try_packet_rule(walk, slot, hook, direction))
 }
 
 /// Runs the rule in `slot` over the packet; returns whether to drop it.
 #[inline(always)]
-fn try_packet_rule(walk: &Walk, slot: u32) -> bool {
+fn try_packet_rule(walk: &Walk, slot: u32, hook: Hook, direction: u32) -> bool {
     let Some(rule) = CHAOS_PACKET_RULES.get(slot) else {
         return false;
     };
-    let direction = walk.direction;
     let action = PacketAction::from_raw(rule.action);
     if !rule.is_active()
-        || !walk.hook.runs(action)
+        || !hook.runs(action)
         || !rule.wants_direction(direction)
         || !in_target(walk.skb, rule)
     {
@@ -275,20 +295,20 @@ fn try_packet_rule(walk: &Walk, slot: u32) -> bool {
     }
     match action {
         Some(PacketAction::Drop) => return true,
-        Some(PacketAction::Duplicate) => duplicate(skb),
-        Some(PacketAction::Corrupt) => corrupt(
+        Some(PacketAction::Duplicate) if hook == Hook::TcEgress => duplicate(skb),
+        Some(PacketAction::Corrupt) if hook == Hook::TcEgress => corrupt(
             &SkBuff { skb },
             l3,
             packet,
             payload_words,
             rule.flags & PACKET_FIX_CHECKSUM != 0,
         ),
-        Some(PacketAction::Delay) if direction == DIRECTION_EGRESS => {
+        Some(PacketAction::Delay) if hook == Hook::CgroupSkb && direction == DIRECTION_EGRESS => {
             // SAFETY: a plain helper call.
             let delay = rule.delay_for(unsafe { bpf_get_prandom_u32() });
             depart_at(skb, departure(skb) + delay);
         }
-        Some(PacketAction::Rate) if direction == DIRECTION_EGRESS => {
+        Some(PacketAction::Rate) if hook == Hook::CgroupSkb && direction == DIRECTION_EGRESS => {
             if let Some(state) = CHAOS_PACKET_STATE.get_ptr_mut(slot) {
                 pace(skb, state, len, rule.rate_bytes_per_sec);
             }

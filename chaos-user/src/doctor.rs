@@ -105,6 +105,9 @@ pub struct Facts {
     pub latency_block: Outcome,
     /// Classifier attachment and qdiscs, probed in a throw-away network namespace.
     pub net: NetnsFacts,
+    /// What the verifier spent on each program (`loader::verifier_costs`; empty when the
+    /// object did not load).
+    pub programs: Vec<crate::loader::VerifierCost>,
 }
 
 /// Whether one fault kind works on this kernel.
@@ -160,6 +163,9 @@ pub struct Report {
     pub faults: Vec<FaultSupport>,
     /// The raw facts behind them.
     pub checks: Vec<Check>,
+    /// Per program: `verified_insns` (what loading costs the verifier, most of a fault's
+    /// arm time; Linux 5.16+), load time, or why this kernel refused it.
+    pub programs: Vec<crate::loader::VerifierCost>,
 }
 
 /// The kernel's active LSMs, from securityfs where it is mounted, else through a temporary
@@ -251,6 +257,7 @@ pub fn examine() -> Facts {
         freezer,
         latency_block,
         net,
+        programs: crate::loader::verifier_costs().unwrap_or_default(),
     }
 }
 
@@ -271,6 +278,7 @@ impl Report {
                 signal(facts),
             ],
             checks: checks(facts),
+            programs: facts.programs.clone(),
         };
         for fault in &mut report.faults {
             fault.syscalls = syscalls_of(fault.kind);
@@ -710,6 +718,7 @@ mod tests {
                 fq: fail(None, "Specified qdisc kind is unknown."),
                 netem: fail(None, "Specified qdisc kind is unknown."),
             },
+            programs: Vec::new(),
         }
     }
 
