@@ -718,7 +718,7 @@ fn daemon_creation(h: &Harness) -> anyhow::Result<Value> {
     let mut daemon = Command::new(chaos_bin())
         .args(["daemon", "--socket"])
         .arg(&socket)
-        .args(["--max-faults", "1000"])
+        .args(["--max-faults", "1000", "--max-faults-per-caller", "1000"])
         .stderr(Stdio::null())
         .spawn()
         .context("starting chaos daemon")?;
