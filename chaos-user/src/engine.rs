@@ -14,6 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    dns::DnsInjection,
     fault::{Injectable, Running},
     loader::{Injector, MechanismChoice, PlannedRule},
     packet::NetInjection,
@@ -119,6 +120,10 @@ impl StartedFault {
                 let injection = NetInjection::start(&fault, &devices, target)?;
                 (fault.describe(), Engine::Net { injection })
             }
+            Fault::Dns(fault) => {
+                let injection = DnsInjection::start(&fault, target, Some(checked.duration))?;
+                (fault.describe(), Engine::Dns { injection })
+            }
         };
         Ok(StartedFault {
             kind: checked.kind,
@@ -152,6 +157,7 @@ impl StartedFault {
                 Some(AnyReport::Rules(report))
             }
             Some(Engine::Net { injection }) => injection.report()?.map(AnyReport::Net),
+            Some(Engine::Dns { injection }) => Some(AnyReport::Dns(injection.report()?)),
         })
     }
 
@@ -219,6 +225,8 @@ enum Engine {
     },
     /// A packet fault (programs, and fq qdiscs it installed).
     Net { injection: NetInjection },
+    /// A DNS fault (redirect programs and the responder).
+    Dns { injection: DnsInjection },
 }
 
 impl Engine {
@@ -260,6 +268,14 @@ impl Engine {
                         })
                         .collect(),
                 )
+            }
+            Engine::Dns { injection } => {
+                let counts = injection.counts().ok()?;
+                Some(vec![RuleCounters {
+                    rule: "dns".to_owned(),
+                    matched: counts.matched,
+                    injected: counts.injected,
+                }])
             }
         }
     }

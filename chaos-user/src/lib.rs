@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod cli;
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
 pub mod engine;
 pub mod error;

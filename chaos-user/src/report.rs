@@ -113,6 +113,8 @@ pub enum AnyReport {
     Rules(Report),
     /// Packet faults.
     Net(NetReport),
+    /// DNS faults.
+    Dns(crate::dns::DnsReport),
 }
 
 impl fmt::Display for AnyReport {
@@ -120,6 +122,7 @@ impl fmt::Display for AnyReport {
         match self {
             AnyReport::Rules(r) => r.fmt(f),
             AnyReport::Net(r) => r.fmt(f),
+            AnyReport::Dns(r) => r.fmt(f),
         }
     }
 }

@@ -17,6 +17,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::{
     args::{FilterArgs, RunArgs, ScheduleArgs, option_error},
+    dns::DnsArgs,
     latency::LatencyArgs,
     net::{NetCorruptArgs, NetDelayArgs, NetDropArgs, NetDuplicateArgs, NetRateArgs},
     signal::SignalArgs,
@@ -52,6 +53,8 @@ pub enum InjectCommand {
     NetDuplicate(NetDuplicateArgs),
     /// Flip bits in the payload of some of the packets the target sends.
     NetCorrupt(NetCorruptArgs),
+    /// Answer the target's DNS queries with an error code, late or never.
+    Dns(DnsArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -113,6 +116,7 @@ impl InjectCommand {
             InjectCommand::NetRate(a) => a.spec(),
             InjectCommand::NetDuplicate(a) => a.spec(),
             InjectCommand::NetCorrupt(a) => a.spec(),
+            InjectCommand::Dns(a) => a.spec(),
         }
     }
 
@@ -127,6 +131,7 @@ impl InjectCommand {
             InjectCommand::NetRate(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
             InjectCommand::NetDuplicate(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
             InjectCommand::NetCorrupt(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
+            InjectCommand::Dns(a) => (&a.run, &a.target, None),
         }
     }
 }
@@ -246,6 +251,13 @@ fn live_rows(report: &AnyReport, left: Duration) -> Vec<FaultRow> {
                 left: Some(left),
             })
             .collect(),
+        AnyReport::Dns(r) => vec![FaultRow {
+            kind: r.kind.to_owned(),
+            what: r.fault.clone(),
+            matched: r.counts.matched,
+            injected: r.counts.injected,
+            left: Some(left),
+        }],
     }
 }
 

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod args;
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
 pub mod inject;
 pub mod latency;

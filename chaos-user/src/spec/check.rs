@@ -150,6 +150,7 @@ impl FaultSpec {
                     deadline,
                 )?
             }
+            FaultSpec::Dns(s) => dns(s, dry_run)?,
         };
         Ok(CheckedFault {
             kind: self.kind(),
@@ -269,4 +270,69 @@ fn net(
         fault,
         devices: devices.to_vec(),
     })
+}
+
+fn dns(s: &super::DnsSpec, dry_run: bool) -> Result<Fault, SpecError> {
+    use crate::dns::{DnsEffect, DnsFault, Rcode};
+    for (name, set) in [
+        ("after", s.schedule.after.is_some()),
+        ("every", s.schedule.every.is_some()),
+        ("when", s.schedule.when.is_some()),
+        ("max_hits", s.schedule.max_hits.is_some()),
+        ("per_process", s.schedule.per_process),
+    ] {
+        if set {
+            return Err(SpecError::new(
+                format!("schedule.{name}"),
+                "not available to dns: it takes only schedule.probability",
+            ));
+        }
+    }
+    let effect = match (&s.rcode, s.drop, &s.delay) {
+        (Some(rcode), false, None) => DnsEffect::Rcode(
+            rcode
+                .parse::<Rcode>()
+                .map_err(|e| SpecError::from_error("rcode", e))?,
+        ),
+        (None, true, None) => DnsEffect::Drop,
+        (None, false, Some(delay)) => DnsEffect::Delay(parse_duration("delay", delay)?),
+        (None, false, None) => {
+            return Err(SpecError::new(
+                "rcode",
+                "missing: what faulted queries get, one of rcode (NXDOMAIN, SERVFAIL, \
+                 REFUSED), drop or delay",
+            ));
+        }
+        _ => {
+            return Err(SpecError::new(
+                "",
+                "rcode, drop and delay exclude each other: give one",
+            ));
+        }
+    };
+    let mut domains = Vec::new();
+    for (i, d) in s.domains.iter().enumerate() {
+        domains.push(DnsFault::domain(d).map_err(|e| SpecError::from_error(format!("domains[{i}]"), e))?);
+    }
+    let fault = DnsFault {
+        domains,
+        effect,
+        probability: s.schedule.probability.map(|_| s.schedule.probability()).transpose()?,
+        server: s
+            .server
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| SpecError::from_error("server", e))?,
+        port: s.port.unwrap_or(53),
+        dry_run,
+    };
+    fault.validate().map_err(|e| {
+        let path = match &e {
+            Error::Invalid { field, .. } => *field,
+            _ => "",
+        };
+        SpecError::from_error(path, e)
+    })?;
+    Ok(Fault::Dns(fault))
 }
