@@ -1,0 +1,275 @@
+//! `chaos inject dns` end to end: a real resolver (dnsmasq) serving a test zone, real clients
+//! (glibc's getaddrinfo through Python, dig) in the target cgroup and outside it. The kernel
+//! programs are cgroup sock_addr programs, which load on the host kernel; the tests need
+//! dnsmasq and python3, which the VM tier's guest lacks, so they run on the host tier.
+use std::time::Duration;
+
+use chaos_tests::{dns::*, docker::*, *};
+use serde_json::Value;
+
+/// The address the test's dnsmasq listens on (loopback, port 53).
+const SERVER: &str = "127.0.0.77";
+
+/// Root, dnsmasq running on `addrs`, and the client tools; `None` after a SKIP line.
+fn resolver(addrs: &[&str]) -> Option<Dnsmasq> {
+    if host_only("dnsmasq and python3") || !need_root() {
+        return None;
+    }
+    if let Some(missing) = dns::client_missing() {
+        skip(&missing);
+        return None;
+    }
+    match Dnsmasq::start(addrs) {
+        Ok(d) => Some(d),
+        Err(why) => {
+            skip(&why);
+            None
+        }
+    }
+}
+
+/// Starts `chaos inject dns ARGS --json --cgroup CGROUP` and waits until it injects.
+fn inject(cgroup: &TestCgroup, args: &[&str]) -> ChaosRun {
+    let mut all = vec!["inject", "dns"];
+    all.extend(args);
+    all.extend(["--json", "--standalone", "--cgroup", cgroup.path.to_str().unwrap()]);
+    let mut run = ChaosRun::start(&all);
+    run.wait_injecting().expect("chaos injecting");
+    run
+}
+
+/// The DNS report's counters.
+fn counts(outcome: &ChaosOutcome) -> Value {
+    let line = outcome
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("{\"kind\":\"dns\""))
+        .unwrap_or_else(|| panic!("no DNS report on stdout: {outcome:?}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn count(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {report}"))
+}
+
+fn result_of<'a>(lookups: &'a [Lookup], name: &str) -> &'a Lookup {
+    lookups
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("{name} not in {lookups:?}"))
+}
+
+#[test]
+fn nxdomain_for_one_domain_gives_eai_noname_and_leaves_the_rest_alone() {
+    let Some(_dnsmasq) = resolver(&[SERVER]) else {
+        return;
+    };
+    let cgroup = TestCgroup::new("dns-nxdomain");
+    let run = inject(&cgroup, &["--domain", "bad.test", "--rcode", "NXDOMAIN"]);
+
+    let inside = getaddrinfo(Some(&cgroup), SERVER, 2, &["www.bad.test", "www.ok.test"]);
+    let outside = getaddrinfo(None, SERVER, 2, &["www.bad.test"]);
+    let outcome = run.interrupt();
+
+    assert_eq!(result_of(&inside, "www.bad.test").result, "EAI_NONAME", "{inside:?}");
+    assert_eq!(result_of(&inside, "www.ok.test").result, OK_ADDR, "{inside:?}");
+    assert_eq!(result_of(&outside, "www.bad.test").result, BAD_ADDR, "bystander: {outside:?}");
+    let report = counts(&outcome);
+    // One A query per getaddrinfo(AF_INET), one try each.
+    assert_eq!(count(&report, "seen"), 2, "{report}");
+    assert_eq!(count(&report, "matched"), 1, "{report}");
+    assert_eq!(count(&report, "injected"), 1, "{report}");
+    assert_eq!(count(&report, "nxdomain"), 1, "{report}");
+    assert_eq!(count(&report, "forwarded"), 1, "{report}");
+    assert_eq!(count(&report, "redirected"), 2, "{report}");
+    assert!(outcome.status.success(), "{outcome:?}");
+    assert_nothing_left();
+}
+
+#[test]
+fn servfail_gives_eai_again() {
+    let Some(_dnsmasq) = resolver(&[SERVER]) else {
+        return;
+    };
+    let cgroup = TestCgroup::new("dns-servfail");
+    let run = inject(&cgroup, &["--rcode", "SERVFAIL"]);
+    let inside = getaddrinfo(Some(&cgroup), SERVER, 2, &["www.ok.test"]);
+    let outcome = run.interrupt();
+    assert_eq!(inside[0].result, "EAI_AGAIN", "{inside:?}");
+    let report = counts(&outcome);
+    assert_eq!(count(&report, "servfail"), count(&report, "seen"), "{report}");
+    assert!(count(&report, "servfail") >= 1, "{report}");
+    assert_eq!(count(&report, "forwarded"), 0, "{report}");
+    assert_nothing_left();
+}
+
+#[test]
+fn dropped_queries_time_out_and_delayed_ones_arrive_late() {
+    let Some(_dnsmasq) = resolver(&[SERVER]) else {
+        return;
+    };
+    let cgroup = TestCgroup::new("dns-drop");
+    let run = inject(&cgroup, &["--domain", "bad.test", "--drop"]);
+    let inside = getaddrinfo(Some(&cgroup), SERVER, 1, &["x.bad.test", "x.ok.test"]);
+    let outcome = run.interrupt();
+    let dropped = result_of(&inside, "x.bad.test");
+    assert_eq!(dropped.result, "EAI_AGAIN", "{inside:?}");
+    // glibc waited its whole 1 s timeout for an answer that never came.
+    assert!(dropped.elapsed >= Duration::from_millis(900), "{inside:?}");
+    assert_eq!(result_of(&inside, "x.ok.test").result, OK_ADDR, "{inside:?}");
+    let report = counts(&outcome);
+    assert_eq!(count(&report, "dropped"), 1, "{report}");
+    assert_eq!(count(&report, "forwarded"), 1, "{report}");
+
+    // --delay: the real answer, that much later (docs/dns.md: within about 50 ms here).
+    let cgroup = TestCgroup::new("dns-delay");
+    let run = inject(&cgroup, &["--domain", "ok.test", "--delay", "1500ms"]);
+    let inside = getaddrinfo(Some(&cgroup), SERVER, 5, &["slow.ok.test"]);
+    let outside = getaddrinfo(None, SERVER, 5, &["slow.ok.test"]);
+    let outcome = run.interrupt();
+    eprintln!("delayed lookup took {:?}, bystander {:?}", inside[0].elapsed, outside[0].elapsed);
+    assert_eq!(inside[0].result, OK_ADDR, "{inside:?}");
+    assert!(inside[0].elapsed >= Duration::from_millis(1500), "{inside:?}");
+    // A bound for a hang, not a measurement: BENCHMARKS-style numbers are in docs/dns.md.
+    assert!(inside[0].elapsed < Duration::from_millis(4000), "{inside:?}");
+    assert!(outside[0].elapsed < Duration::from_millis(1000), "{outside:?}");
+    let report = counts(&outcome);
+    assert_eq!(count(&report, "delayed"), 1, "{report}");
+    assert_eq!(count(&report, "forwarded"), 1, "{report}");
+    assert_nothing_left();
+}
+
+#[test]
+fn tcp_queries_are_faulted_too_and_dry_run_only_counts() {
+    let Some(_dnsmasq) = resolver(&[SERVER]) else {
+        return;
+    };
+    if !std::path::Path::new("/usr/bin/dig").exists() {
+        return skip("dig is not installed (Debian: bind9-dnsutils)");
+    }
+    let dig = |cgroup: &TestCgroup, tcp: bool, name: &str| -> String {
+        let mut command = std::process::Command::new("/usr/bin/dig");
+        command
+            .args(["+tries=1", "+time=2", &format!("@{SERVER}"), name])
+            .args(tcp.then_some("+tcp"))
+            .stdout(std::process::Stdio::piped());
+        let out = cgroup.spawn(&mut command).wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cgroup = TestCgroup::new("dns-tcp");
+    let run = inject(&cgroup, &["--domain", "bad.test", "--rcode", "REFUSED"]);
+    let tcp_bad = dig(&cgroup, true, "a.bad.test");
+    let tcp_ok = dig(&cgroup, true, "a.ok.test");
+    let outcome = run.interrupt();
+    assert!(tcp_bad.contains("status: REFUSED"), "{tcp_bad}");
+    assert!(tcp_ok.contains("status: NOERROR") && tcp_ok.contains(OK_ADDR), "{tcp_ok}");
+    let report = counts(&outcome);
+    assert_eq!(
+        (count(&report, "seen"), count(&report, "refused"), count(&report, "forwarded")),
+        (2, 1, 1),
+        "{report}"
+    );
+
+    let run = inject(&cgroup, &["--rcode", "NXDOMAIN", "--dry-run"]);
+    let udp = dig(&cgroup, false, "b.bad.test");
+    let outcome = run.interrupt();
+    assert!(udp.contains("status: NOERROR") && udp.contains(BAD_ADDR), "{udp}");
+    let report = counts(&outcome);
+    assert_eq!(
+        (count(&report, "matched"), count(&report, "injected"), count(&report, "nxdomain")),
+        (1, 1, 0),
+        "{report}"
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn bad_options_are_named_and_change_nothing() {
+    if !need_root() {
+        return;
+    }
+    let cgroup = TestCgroup::new("dns-bad");
+    let path = cgroup.path.to_str().unwrap();
+    for (args, words) in [
+        (vec!["--rcode", "NOERROR"], &["rcode", "NOERROR", "NXDOMAIN"][..]),
+        (vec!["--domain", "a b", "--drop"], &["domain", "a b"][..]),
+        (vec!["--delay", "5m"], &["delay", "at most"][..]),
+        (vec!["--drop", "--server", "10.0.0.0/99"], &["server", "10.0.0.0/99"][..]),
+        (vec!["--drop", "--probability", "2"], &["probability", "2"][..]),
+    ] {
+        let mut all = vec!["inject", "dns"];
+        all.extend(&args);
+        all.extend(["--standalone", "--cgroup", path]);
+        let out = chaos(&all);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        for w in words {
+            assert!(out.stderr.contains(w), "{args:?}: {w} not in {}", out.stderr);
+        }
+    }
+    assert_nothing_left();
+}
+
+#[test]
+fn a_container_with_its_own_network_namespace_is_faulted_and_its_twin_is_not() {
+    if host_only("a Docker engine") {
+        return;
+    }
+    // The containers reach the test's resolver on the default bridge's gateway.
+    let gateway = match docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]) {
+        Ok(g) if !g.is_empty() => g,
+        other => return skip(&format!("no Docker engine with a bridge network: {other:?}")),
+    };
+    let Some(_dnsmasq) = resolver(&[SERVER, &gateway]) else {
+        return;
+    };
+    let Some(dig) = ["/usr/bin/dig"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+        return skip("dig is not installed (Debian: bind9-dnsutils)");
+    };
+    let sleep = std::path::Path::new("/bin/sleep");
+    let image = Image::with_binaries("dns", &[std::path::Path::new(dig), sleep]);
+    let options = ["--network".to_owned(), "bridge".to_owned()];
+    let argv = ["/sleep".to_owned(), "600".to_owned()];
+    let target = Container::run_with(&image, "dns-target", &options, &argv);
+    let twin = Container::run_with(&image, "dns-twin", &options, &argv);
+    let in_container = |c: &Container, name: &str| -> String {
+        docker(&["exec", &c.id, "/dig", "+tries=1", "+time=2", &format!("@{gateway}"), name])
+            .unwrap_or_else(|e| e)
+    };
+    let mut run = ChaosRun::start(&[
+        "inject",
+        "dns",
+        "--domain",
+        "bad.test",
+        "--rcode",
+        "NXDOMAIN",
+        "--json",
+        "--standalone",
+        "--container",
+        target.short_id(),
+    ]);
+    run.wait_injecting().expect("chaos injecting");
+    let bad = in_container(&target, "c.bad.test");
+    let ok = in_container(&target, "c.ok.test");
+    let twin_bad = in_container(&twin, "c.bad.test");
+    let outcome = run.interrupt();
+    assert!(bad.contains("status: NXDOMAIN"), "{bad}");
+    assert!(ok.contains("status: NOERROR") && ok.contains(OK_ADDR), "{ok}");
+    assert!(twin_bad.contains("status: NOERROR") && twin_bad.contains(BAD_ADDR), "{twin_bad}");
+    let report = counts(&outcome);
+    assert_eq!(
+        (count(&report, "seen"), count(&report, "nxdomain"), count(&report, "forwarded")),
+        (2, 1, 1),
+        "{report}"
+    );
+    drop((target, twin, image));
+    assert_nothing_left();
+}
