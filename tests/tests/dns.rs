@@ -214,32 +214,28 @@ fn bad_options_are_named_and_change_nothing() {
 
 #[test]
 fn a_container_with_its_own_network_namespace_is_faulted_and_its_twin_is_not() {
-    if host_only("a Docker engine") {
+    if host_only("a Docker engine") || !need_root() {
         return;
     }
-    // The containers reach the test's resolver on the default bridge's gateway.
-    let gateway = match docker(&[
-        "network",
-        "inspect",
-        "bridge",
-        "--format",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]) {
-        Ok(g) if !g.is_empty() => g,
-        other => return skip(&format!("no Docker engine with a bridge network: {other:?}")),
-    };
-    let Some(_dnsmasq) = resolver(&[SERVER, &gateway]) else {
-        return;
-    };
+    if let Err(why) = docker_engine() {
+        return skip(&format!("no Docker engine reachable: {why}"));
+    }
     let Some(dig) = ["/usr/bin/dig"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
         return skip("dig is not installed (Debian: bind9-dnsutils)");
     };
     let sleep = std::path::Path::new("/bin/sleep");
     let image = Image::with_binaries("dns", &[std::path::Path::new(dig), sleep]);
+    // The default bridge: each container has a network namespace of its own.
     let options = ["--network".to_owned(), "bridge".to_owned()];
     let argv = ["/sleep".to_owned(), "600".to_owned()];
     let target = Container::run_with(&image, "dns-target", &options, &argv);
     let twin = Container::run_with(&image, "dns-twin", &options, &argv);
+    // The containers reach the test's resolver on their bridge's gateway (the host).
+    let gateway = docker(&["inspect", "--format", "{{.NetworkSettings.Gateway}}", &target.id])
+        .expect("docker inspect");
+    let Some(_dnsmasq) = resolver(&[SERVER, &gateway]) else {
+        return;
+    };
     let in_container = |c: &Container, name: &str| -> String {
         docker(&["exec", &c.id, "/dig", "+tries=1", "+time=2", &format!("@{gateway}"), name])
             .unwrap_or_else(|e| e)
