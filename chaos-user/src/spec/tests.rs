@@ -51,6 +51,9 @@ fn every_kind_checks() {
         json!({"kind": "net-rate", "rate": "1mbit", "target": t}),
         json!({"kind": "net-duplicate", "target": t}),
         json!({"kind": "net-corrupt", "fix_checksum": true, "target": t}),
+        json!({"kind": "dns", "domains": ["example.com"], "rcode": "nxdomain", "server": "10.0.0.0/8", "schedule": {"probability": 0.5}, "target": t}),
+        json!({"kind": "dns", "domain": ["a.test"], "drop": true, "target": t}),
+        json!({"kind": "dns", "delay": "2s", "port": 5353, "target": t}),
     ] {
         let spec = parse(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
         assert_eq!(spec.kind().name(), v["kind"]);
@@ -116,6 +119,30 @@ fn errors_name_the_field_as_a_json_path() {
         (
             json!({"kind": "net-drop", "schedule": {"after": 3}, "target": {"pid": 1}}),
             "schedule.after: not available to net-drop",
+        ),
+        (
+            json!({"kind": "dns", "target": {"pid": 1}}),
+            "rcode: missing",
+        ),
+        (
+            json!({"kind": "dns", "rcode": "NOERROR", "target": {"pid": 1}}),
+            "rcode: `NOERROR` is not valid: one of NXDOMAIN",
+        ),
+        (
+            json!({"kind": "dns", "drop": true, "delay": "1s", "target": {"pid": 1}}),
+            "rcode, drop and delay exclude each other",
+        ),
+        (
+            json!({"kind": "dns", "drop": true, "domains": ["ok", "a..b"], "target": {"pid": 1}}),
+            "domains[1]: `a..b` is not valid",
+        ),
+        (
+            json!({"kind": "dns", "drop": true, "server": "nine", "target": {"pid": 1}}),
+            "server: `nine` is not valid",
+        ),
+        (
+            json!({"kind": "dns", "drop": true, "schedule": {"every": 2}, "target": {"pid": 1}}),
+            "schedule.every: not available to dns",
         ),
     ];
     for (v, wanted) in cases {
