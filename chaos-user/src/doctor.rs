@@ -95,6 +95,9 @@ pub struct Facts {
     pub connect6: Outcome,
     /// The sock_create probe (cgroup sock) loaded and attached.
     pub sock_create: Outcome,
+    /// The DNS fault's redirect programs (cgroup sock_addr connect, sendmsg and recvmsg,
+    /// both families) loaded and attached.
+    pub dns_redirect: Outcome,
     /// The cgroup_skb egress probe loaded and attached.
     pub cgroup_skb: Outcome,
     /// The tp_btf sys_enter probe loaded and attached.
@@ -214,6 +217,19 @@ pub fn examine() -> Facts {
         probe::sock_addr(e, "chaos_connect6", c)
     });
     let sock_create = cgroup_probe(&mut object, &probe::sock_create);
+    let dns_redirect = cgroup_probe(&mut object, &|e, c| {
+        for name in [
+            "chaos_dns_connect4",
+            "chaos_dns_sendmsg4",
+            "chaos_dns_recvmsg4",
+            "chaos_dns_connect6",
+            "chaos_dns_sendmsg6",
+            "chaos_dns_recvmsg6",
+        ] {
+            probe::sock_addr(e, name, c)?;
+        }
+        Ok("connect, sendmsg and recvmsg (4 and 6) loaded and attached".into())
+    });
     let cgroup_skb = cgroup_probe(&mut object, &probe::cgroup_skb);
     let freezer = temp_cgroup
         .as_ref()
@@ -246,6 +262,7 @@ pub fn examine() -> Facts {
         connect4,
         connect6,
         sock_create,
+        dns_redirect,
         cgroup_skb,
         sys_enter,
         freezer,
@@ -269,6 +286,7 @@ impl Report {
                 packet_duplicate(facts),
                 syscall_latency(facts),
                 signal(facts),
+                dns(facts),
             ],
             checks: checks(facts),
         };
@@ -404,6 +422,26 @@ fn syscall_socket(facts: &Facts) -> FaultSupport {
             why,
             "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup sock and sock_addr programs",
         )
+    }
+}
+
+fn dns(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "dns";
+    const MECHANISM: &str = "cgroup sock_addr programs (connect, sendmsg, recvmsg) on the target \
+                             cgroup redirect its DNS queries to chaos's responder in the \
+                             target's network namespace";
+    if facts.cgroup2.is_none() {
+        return no_cgroup2(KIND, MECHANISM);
+    }
+    match &facts.dns_redirect {
+        Ok(_) => works(KIND, MECHANISM),
+        Err(fail) => broken(
+            KIND,
+            MECHANISM,
+            fail.message.clone(),
+            "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup sock_addr programs \
+             (recvmsg hooks: 4.19+)",
+        ),
     }
 }
 
@@ -700,6 +738,7 @@ mod tests {
             connect4: ok("attached"),
             connect6: ok("attached"),
             sock_create: ok("attached"),
+            dns_redirect: ok("attached"),
             cgroup_skb: ok("attached"),
             sys_enter: ok("attached"),
             freezer: ok("present"),
@@ -745,6 +784,7 @@ mod tests {
         assert!(verdict(&report, "net-duplicate").works);
         assert!(verdict(&report, "latency").works);
         assert!(verdict(&report, "signal").works);
+        assert!(verdict(&report, "dns").works);
         assert!(report.faults.iter().all(|f| f.works == f.why.is_none()));
     }
 
