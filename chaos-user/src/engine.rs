@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dns::DnsInjection,
+    tcp_reset::TcpResetInjection,
     fault::{Injectable, Running},
     loader::{Injector, MechanismChoice, PlannedRule},
     packet::NetInjection,
@@ -124,6 +125,10 @@ impl StartedFault {
                 let injection = DnsInjection::start(&fault, target, Some(checked.duration))?;
                 (fault.describe(), Engine::Dns { injection })
             }
+            Fault::TcpReset(fault) => {
+                let injection = TcpResetInjection::start(&fault, target, checked.duration)?;
+                (fault.describe(), Engine::TcpReset { injection })
+            }
         };
         Ok(StartedFault {
             kind: checked.kind,
@@ -158,6 +163,7 @@ impl StartedFault {
             }
             Some(Engine::Net { injection }) => injection.report()?.map(AnyReport::Net),
             Some(Engine::Dns { injection }) => Some(AnyReport::Dns(injection.report()?)),
+            Some(Engine::TcpReset { injection }) => Some(AnyReport::TcpReset(injection.report())),
         })
     }
 
@@ -227,6 +233,8 @@ enum Engine {
     Net { injection: NetInjection },
     /// A DNS fault (redirect programs and the responder).
     Dns { injection: DnsInjection },
+    /// A TCP reset fault (its sock_diag thread).
+    TcpReset { injection: TcpResetInjection },
 }
 
 impl Engine {
@@ -273,6 +281,14 @@ impl Engine {
                 let counts = injection.counts().ok()?;
                 Some(vec![RuleCounters {
                     rule: "dns".to_owned(),
+                    matched: counts.matched,
+                    injected: counts.injected,
+                }])
+            }
+            Engine::TcpReset { injection } => {
+                let counts = injection.counts();
+                Some(vec![RuleCounters {
+                    rule: "tcp-reset".to_owned(),
                     matched: counts.matched,
                     injected: counts.injected,
                 }])

@@ -20,5 +20,6 @@ pub mod pause;
 pub mod report;
 pub mod spec;
 pub mod target;
+pub mod tcp_reset;
 
 pub use error::Error;

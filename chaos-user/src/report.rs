@@ -115,6 +115,8 @@ pub enum AnyReport {
     Net(NetReport),
     /// DNS faults.
     Dns(crate::dns::DnsReport),
+    /// TCP reset faults.
+    TcpReset(crate::tcp_reset::TcpResetReport),
 }
 
 impl fmt::Display for AnyReport {
@@ -123,6 +125,7 @@ impl fmt::Display for AnyReport {
             AnyReport::Rules(r) => r.fmt(f),
             AnyReport::Net(r) => r.fmt(f),
             AnyReport::Dns(r) => r.fmt(f),
+            AnyReport::TcpReset(r) => r.fmt(f),
         }
     }
 }

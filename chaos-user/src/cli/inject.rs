@@ -18,6 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use super::{
     args::{FilterArgs, RunArgs, ScheduleArgs, option_error},
     dns::DnsArgs,
+    tcp_reset::TcpResetArgs,
     latency::LatencyArgs,
     net::{NetCorruptArgs, NetDelayArgs, NetDropArgs, NetDuplicateArgs, NetRateArgs},
     signal::SignalArgs,
@@ -55,6 +56,8 @@ pub enum InjectCommand {
     NetCorrupt(NetCorruptArgs),
     /// Answer the target's DNS queries with an error code, late or never.
     Dns(DnsArgs),
+    /// Reset the target's established TCP connections (the peer gets an RST).
+    TcpReset(TcpResetArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -117,6 +120,7 @@ impl InjectCommand {
             InjectCommand::NetDuplicate(a) => a.spec(),
             InjectCommand::NetCorrupt(a) => a.spec(),
             InjectCommand::Dns(a) => a.spec(),
+            InjectCommand::TcpReset(a) => a.spec(),
         }
     }
 
@@ -132,6 +136,7 @@ impl InjectCommand {
             InjectCommand::NetDuplicate(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
             InjectCommand::NetCorrupt(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
             InjectCommand::Dns(a) => (&a.run, &a.target, None),
+            InjectCommand::TcpReset(a) => (&a.run, &a.target, None),
         }
     }
 }
@@ -251,6 +256,13 @@ fn live_rows(report: &AnyReport, left: Duration) -> Vec<FaultRow> {
                 left: Some(left),
             })
             .collect(),
+        AnyReport::TcpReset(r) => vec![FaultRow {
+            kind: r.kind.to_owned(),
+            what: r.fault.clone(),
+            matched: r.counts.matched,
+            injected: r.counts.injected,
+            left: Some(left),
+        }],
         AnyReport::Dns(r) => vec![FaultRow {
             kind: r.kind.to_owned(),
             what: r.fault.clone(),

@@ -17,6 +17,7 @@ pub mod signal;
 pub mod status;
 pub mod stop;
 pub mod target;
+pub mod tcp_reset;
 pub mod validate;
 
 /// Fault injection for the processes of one cgroup (a container, a service, one command), by

@@ -100,7 +100,7 @@ fn config(fault: &DnsFault, ports: &Ports) -> DnsConfig {
 
 /// The network namespace of the first process found in `cgroup` or below, if it is not
 /// chaos's own.
-fn target_netns(cgroup: &Path) -> Result<Option<File>, Error> {
+pub(crate) fn target_netns(cgroup: &Path) -> Result<Option<File>, Error> {
     let Some(pid) = first_pid(cgroup, 0) else {
         return Ok(None);
     };

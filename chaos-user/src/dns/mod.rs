@@ -19,6 +19,7 @@ mod redirect;
 mod responder;
 
 pub use injection::DnsInjection;
+pub(crate) use injection::target_netns;
 
 /// The answer code a faulted query gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -151,6 +151,7 @@ impl FaultSpec {
                 )?
             }
             FaultSpec::Dns(s) => dns(s, dry_run)?,
+            FaultSpec::TcpReset(s) => tcp_reset(s, dry_run)?,
         };
         Ok(CheckedFault {
             kind: self.kind(),
@@ -335,4 +336,51 @@ fn dns(s: &super::DnsSpec, dry_run: bool) -> Result<Fault, SpecError> {
         SpecError::from_error(path, e)
     })?;
     Ok(Fault::Dns(fault))
+}
+
+fn tcp_reset(s: &super::TcpResetSpec, dry_run: bool) -> Result<Fault, SpecError> {
+    use crate::tcp_reset::{ResetDirection, TcpResetFault};
+    for (name, set) in [
+        ("when", s.schedule.when.is_some()),
+        ("max_hits", s.schedule.max_hits.is_some()),
+        ("per_process", s.schedule.per_process),
+    ] {
+        if set {
+            return Err(SpecError::new(
+                format!("schedule.{name}"),
+                "not available to tcp-reset: it takes schedule.probability, every and after",
+            ));
+        }
+    }
+    if s.schedule.every == Some(0) {
+        return Err(SpecError::new("schedule.every", "0 is not valid: at least 1"));
+    }
+    let fault = TcpResetFault {
+        port: s.port,
+        peer: s
+            .cidr
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| SpecError::from_error("cidr", e))?,
+        direction: match &s.direction {
+            None => ResetDirection::Both,
+            Some(d) => d
+                .parse()
+                .map_err(|e| SpecError::from_error("direction", e))?,
+        },
+        probability: s
+            .schedule
+            .probability
+            .map(|_| s.schedule.probability())
+            .transpose()?,
+        after_segments: s.schedule.after,
+        every: s.schedule.every,
+        once: s.once,
+        dry_run,
+    };
+    fault
+        .validate()
+        .map_err(|e| SpecError::from_error("schedule.probability", e))?;
+    Ok(Fault::TcpReset(fault))
 }

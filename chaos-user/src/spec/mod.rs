@@ -47,11 +47,13 @@ pub enum FaultKind {
     NetCorrupt,
     /// Answer the target's DNS queries with an error, late or never.
     Dns,
+    /// Reset the target's TCP connections.
+    TcpReset,
 }
 
 impl FaultKind {
     /// Every kind, in the order `chaos inject --help` lists them.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Syscall,
         FaultKind::Signal,
         FaultKind::Latency,
@@ -61,6 +63,7 @@ impl FaultKind {
         FaultKind::NetDuplicate,
         FaultKind::NetCorrupt,
         FaultKind::Dns,
+        FaultKind::TcpReset,
     ];
 
     /// Its name: `syscall`, `net-drop`, ...
@@ -75,6 +78,7 @@ impl FaultKind {
             FaultKind::NetDuplicate => "net-duplicate",
             FaultKind::NetCorrupt => "net-corrupt",
             FaultKind::Dns => "dns",
+            FaultKind::TcpReset => "tcp-reset",
         }
     }
 
@@ -335,6 +339,29 @@ kind_spec!(
     }
 );
 
+kind_spec!(
+    /// `tcp-reset`: abort the target's established TCP connections (the peer gets an RST).
+    TcpResetSpec {
+        /// Only connections with this port: the peer's (outbound), the target's own
+        /// (inbound), or either (both, the default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        /// Only connections to or from peers in this network (`10.0.0.0/8`, `::1`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cidr: Option<String>,
+        /// `outbound`, `inbound` or `both`: which end `port` names.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        direction: Option<String>,
+        /// Reset only the connections that exist when the fault starts.
+        #[serde(default, skip_serializing_if = "is_false")]
+        once: bool,
+        /// Which connections: `probability`, `every` (Nth matching connection), `after` (a
+        /// connection is reset once it has passed N segments, in and out).
+        #[serde(default, skip_serializing_if = "ScheduleSpec::is_empty")]
+        schedule: ScheduleSpec,
+    }
+);
+
 /// One fault, typed: its kind and the kind's fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -349,6 +376,7 @@ pub enum FaultSpec {
     NetDuplicate(NetDuplicateSpec),
     NetCorrupt(NetCorruptSpec),
     Dns(DnsSpec),
+    TcpReset(TcpResetSpec),
 }
 
 /// `$body` with `$s` bound to the kind's struct, whatever the kind.
@@ -364,6 +392,7 @@ macro_rules! each {
             FaultSpec::NetDuplicate($s) => $body,
             FaultSpec::NetCorrupt($s) => $body,
             FaultSpec::Dns($s) => $body,
+            FaultSpec::TcpReset($s) => $body,
         }
     };
 }
@@ -389,6 +418,8 @@ pub enum Fault {
     },
     /// A DNS fault (redirect programs and the responder).
     Dns(crate::dns::DnsFault),
+    /// A TCP reset fault (sock_diag).
+    TcpReset(crate::tcp_reset::TcpResetFault),
 }
 
 /// A spec that passed [`FaultSpec::check`]: every value parsed, ready to start.
@@ -471,6 +502,7 @@ impl FaultSpec {
             FaultKind::NetDuplicate => FaultSpec::NetDuplicate(read(rest)?),
             FaultKind::NetCorrupt => FaultSpec::NetCorrupt(read(rest)?),
             FaultKind::Dns => FaultSpec::Dns(read(rest)?),
+            FaultKind::TcpReset => FaultSpec::TcpReset(read(rest)?),
         })
     }
 
@@ -493,6 +525,7 @@ impl FaultSpec {
             FaultSpec::NetDuplicate(_) => FaultKind::NetDuplicate,
             FaultSpec::NetCorrupt(_) => FaultKind::NetCorrupt,
             FaultSpec::Dns(_) => FaultKind::Dns,
+            FaultSpec::TcpReset(_) => FaultKind::TcpReset,
         }
     }
 

@@ -1,0 +1,164 @@
+//! `chaos inject tcp-reset` end to end: long-lived TCP connections to a server the test runs,
+//! one from a client in the target cgroup and one from a bystander outside it. The target's
+//! connection is aborted by the kernel (SOCK_DESTROY): its next send fails with ECONNABORTED
+//! and the server reads ECONNRESET (the RST); the bystander's connection survives. No kernel
+//! program is involved; the clients are Python, which the VM tier's guest lacks, so these run
+//! on the host tier.
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader, Read as _},
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+};
+
+use chaos_tests::*;
+
+/// A client that connects to 127.0.0.1:PORT, prints `ready LOCALPORT`, then sends a byte
+/// every 20 ms for SECONDS and prints `ok`, or the errno name of the first failure.
+const CLIENT: &str = r#"
+import errno, socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print("ready", s.getsockname()[1], flush=True)
+end = time.monotonic() + float(sys.argv[2])
+try:
+    while time.monotonic() < end:
+        s.send(b"x")
+        time.sleep(0.02)
+    print("ok", flush=True)
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+"#;
+
+/// How each of the server's connections ended, by the client's port: `open` while it lasts,
+/// `eof`, or the read error's kind.
+type Ends = Arc<Mutex<HashMap<u16, String>>>;
+
+fn server() -> (u16, Ends) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ends: Ends = Arc::default();
+    let e = Arc::clone(&ends);
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let peer = stream.peer_addr().unwrap().port();
+            e.lock().unwrap().insert(peer, "open".into());
+            let e = Arc::clone(&e);
+            thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break "eof".to_owned(),
+                        Ok(_) => {}
+                        Err(err) => break format!("{:?}", err.kind()),
+                    }
+                };
+                e.lock().unwrap().insert(peer, end);
+            });
+        }
+    });
+    (port, ends)
+}
+
+struct Client {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    port: u16,
+}
+
+fn client(cgroup: Option<&TestCgroup>, server: u16, seconds: &str) -> Client {
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", CLIENT, &server.to_string(), seconds])
+        .stdout(Stdio::piped());
+    let mut child = match cgroup {
+        Some(c) => c.spawn(&mut command),
+        None => command.spawn().expect("python3"),
+    };
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().expect("a ready line").unwrap();
+    let port = ready
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("not a ready line: {ready}"));
+    Client { child, lines, port }
+}
+
+impl Client {
+    fn outcome(mut self) -> String {
+        let line = self.lines.next().expect("an outcome line").unwrap();
+        let _ = self.child.wait();
+        line
+    }
+}
+
+fn python_here() -> bool {
+    if host_only("python3") || !need_root() {
+        return false;
+    }
+    let found = Command::new("python3")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        skip("python3 is not installed");
+    }
+    found
+}
+
+fn report(outcome: &ChaosOutcome) -> serde_json::Value {
+    let line = outcome
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("{\"kind\":\"tcp-reset\""))
+        .unwrap_or_else(|| panic!("no tcp-reset report: {outcome:?}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn the_targets_connection_is_reset_and_a_bystanders_survives() {
+    if !python_here() {
+        return;
+    }
+    let (port, ends) = server();
+    let cgroup = TestCgroup::new("tcp-reset");
+    let target = client(Some(&cgroup), port, "20");
+    let bystander = client(None, port, "3");
+    let mut run = ChaosRun::start(&[
+        "inject",
+        "tcp-reset",
+        "--port",
+        &port.to_string(),
+        "--direction",
+        "outbound",
+        "--json",
+        "--standalone",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]);
+    run.wait_injecting().expect("chaos injecting");
+    let (target_port, bystander_port) = (target.port, bystander.port);
+    let target_end = target.outcome();
+    let bystander_end = bystander.outcome();
+    let outcome = run.interrupt();
+
+    assert_eq!(target_end, "ECONNABORTED", "the target's next send");
+    assert_eq!(bystander_end, "ok", "the bystander kept sending for 3 s");
+    // The server saw the RST on the target's connection only; the bystander closed normally.
+    let ends = ends.lock().unwrap().clone();
+    assert_eq!(ends[&target_port], "ConnectionReset", "{ends:?}");
+    assert_ne!(ends[&bystander_port], "ConnectionReset", "{ends:?}");
+    let r = report(&outcome);
+    assert_eq!(
+        (r["matched"].as_u64(), r["injected"].as_u64(), r["reset"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{r}"
+    );
+    assert!(outcome.status.success(), "{outcome:?}");
+    assert_nothing_left();
+}
+
