@@ -98,6 +98,8 @@ pub struct Facts {
     /// The DNS fault's redirect programs (cgroup sock_addr connect, sendmsg and recvmsg,
     /// both families) loaded and attached.
     pub dns_redirect: Outcome,
+    /// A loopback TCP connection listed with its cgroup and destroyed through sock_diag.
+    pub tcp_destroy: Outcome,
     /// The cgroup_skb egress probe loaded and attached.
     pub cgroup_skb: Outcome,
     /// The tp_btf sys_enter probe loaded and attached.
@@ -230,6 +232,7 @@ pub fn examine() -> Facts {
         }
         Ok("connect, sendmsg and recvmsg (4 and 6) loaded and attached".into())
     });
+    let tcp_destroy = crate::tcp_reset::probe().map_err(Failure::text);
     let cgroup_skb = cgroup_probe(&mut object, &probe::cgroup_skb);
     let freezer = temp_cgroup
         .as_ref()
@@ -263,6 +266,7 @@ pub fn examine() -> Facts {
         connect6,
         sock_create,
         dns_redirect,
+        tcp_destroy,
         cgroup_skb,
         sys_enter,
         freezer,
@@ -287,6 +291,7 @@ impl Report {
                 syscall_latency(facts),
                 signal(facts),
                 dns(facts),
+                tcp_reset(facts),
             ],
             checks: checks(facts),
         };
@@ -441,6 +446,23 @@ fn dns(facts: &Facts) -> FaultSupport {
             fail.message.clone(),
             "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup sock_addr programs \
              (recvmsg hooks: 4.19+)",
+        ),
+    }
+}
+
+fn tcp_reset(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "tcp-reset";
+    const MECHANISM: &str = "sock_diag lists the target's established TCP connections by cgroup \
+                             and SOCK_DESTROY aborts them (the peer gets an RST); no kernel \
+                             program";
+    match &facts.tcp_destroy {
+        Ok(_) => works(KIND, MECHANISM),
+        Err(fail) => broken(
+            KIND,
+            MECHANISM,
+            fail.message.clone(),
+            "a 5.9+ kernel with CONFIG_INET_DIAG=y and CONFIG_INET_DIAG_DESTROY=y (Debian's, \
+             Ubuntu's and Fedora's have both)",
         ),
     }
 }
@@ -689,6 +711,8 @@ fn checks(facts: &Facts) -> Vec<Check> {
         check("prog cgroup_sock_addr/connect4", &facts.connect4),
         check("prog cgroup_sock_addr/connect6", &facts.connect6),
         check("prog cgroup_sock/sock_create", &facts.sock_create),
+        check("prog dns redirect", &facts.dns_redirect),
+        check("sock_diag SOCK_DESTROY", &facts.tcp_destroy),
         check("prog cgroup_skb/egress", &facts.cgroup_skb),
         check("prog tp_btf/sys_enter", &facts.sys_enter),
         check("prog tc via TCX", &tcx_detail(&facts.net.tcx)),
@@ -739,6 +763,7 @@ mod tests {
             connect6: ok("attached"),
             sock_create: ok("attached"),
             dns_redirect: ok("attached"),
+            tcp_destroy: ok("destroyed"),
             cgroup_skb: ok("attached"),
             sys_enter: ok("attached"),
             freezer: ok("present"),
@@ -785,6 +810,7 @@ mod tests {
         assert!(verdict(&report, "latency").works);
         assert!(verdict(&report, "signal").works);
         assert!(verdict(&report, "dns").works);
+        assert!(verdict(&report, "tcp-reset").works);
         assert!(report.faults.iter().all(|f| f.works == f.why.is_none()));
     }
 
