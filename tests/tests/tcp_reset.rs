@@ -16,19 +16,22 @@ use std::{
 use chaos_tests::*;
 
 /// A client that connects to 127.0.0.1:PORT, prints `ready LOCALPORT`, then sends a byte
-/// every 20 ms for SECONDS and prints `ok`, or the errno name of the first failure.
+/// every 20 ms for SECONDS and prints `ok`, or the errno name of the first failure and how
+/// many sends succeeded before it.
 const CLIENT: &str = r#"
 import errno, socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 print("ready", s.getsockname()[1], flush=True)
 end = time.monotonic() + float(sys.argv[2])
+sent = 0
 try:
     while time.monotonic() < end:
         s.send(b"x")
+        sent += 1
         time.sleep(0.02)
     print("ok", flush=True)
 except OSError as e:
-    print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+    print(errno.errorcode.get(e.errno, str(e.errno)), sent, flush=True)
 "#;
 
 /// How each of the server's connections ended, by the client's port: `open` while it lasts,
@@ -146,7 +149,7 @@ fn the_targets_connection_is_reset_and_a_bystanders_survives() {
     let bystander_end = bystander.outcome();
     let outcome = run.interrupt();
 
-    assert_eq!(target_end, "ECONNABORTED", "the target's next send");
+    assert!(target_end.starts_with("ECONNABORTED "), "the target's next send: {target_end}");
     assert_eq!(bystander_end, "ok", "the bystander kept sending for 3 s");
     // The server saw the RST on the target's connection only; the bystander closed normally.
     let ends = ends.lock().unwrap().clone();
@@ -162,3 +165,62 @@ fn the_targets_connection_is_reset_and_a_bystanders_survives() {
     assert_nothing_left();
 }
 
+
+fn inject(cgroup: &TestCgroup, port: u16, extra: &[&str]) -> ChaosRun {
+    let port = port.to_string();
+    let mut args = vec!["inject", "tcp-reset", "--port", &port, "--json", "--standalone"];
+    args.extend(extra);
+    args.extend(["--cgroup", cgroup.path.to_str().unwrap()]);
+    let mut run = ChaosRun::start(&args);
+    run.wait_injecting().expect("chaos injecting");
+    run
+}
+
+fn counts(outcome: &ChaosOutcome) -> (u64, u64, u64) {
+    let r = report(outcome);
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    (n("matched"), n("injected"), n("reset"))
+}
+
+#[test]
+fn after_n_segments_the_connection_is_reset_not_before() {
+    if !python_here() {
+        return;
+    }
+    let (port, _ends) = server();
+    let cgroup = TestCgroup::new("tcp-reset-after");
+    let run = inject(&cgroup, port, &["--after", "60"]);
+    let target = client(Some(&cgroup), port, "20");
+    let end = target.outcome();
+    let outcome = run.interrupt();
+    let (errno, sent) = end.split_once(' ').expect("reset, with a count");
+    assert_eq!(errno, "ECONNABORTED", "{end}");
+    // Each send is one segment out and at most one ACK in, the handshake three segments: 60
+    // segments take at least (60 - 3) / 2 sends.
+    let sent: u64 = sent.parse().unwrap();
+    assert!(sent >= 28, "reset after only {sent} sends");
+    assert_eq!(counts(&outcome), (1, 1, 1));
+    assert_nothing_left();
+}
+
+#[test]
+fn once_spares_new_connections_and_dry_run_only_counts() {
+    if !python_here() {
+        return;
+    }
+    let (port, _ends) = server();
+    let cgroup = TestCgroup::new("tcp-reset-once");
+
+    let old = client(Some(&cgroup), port, "1");
+    let run = inject(&cgroup, port, &["--dry-run"]);
+    assert_eq!(old.outcome(), "ok", "a dry run resets nothing");
+    assert_eq!(counts(&run.interrupt()), (1, 1, 0));
+
+    let old = client(Some(&cgroup), port, "20");
+    let run = inject(&cgroup, port, &["--once"]);
+    assert!(old.outcome().starts_with("ECONNABORTED"), "the connection there at start");
+    let new = client(Some(&cgroup), port, "1");
+    assert_eq!(new.outcome(), "ok", "a connection made after the start is spared");
+    assert_eq!(counts(&run.interrupt()), (1, 1, 1));
+    assert_nothing_left();
+}
