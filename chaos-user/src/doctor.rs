@@ -461,8 +461,9 @@ fn tcp_reset(facts: &Facts) -> FaultSupport {
             KIND,
             MECHANISM,
             fail.message.clone(),
-            "a 5.9+ kernel with CONFIG_INET_DIAG=y and CONFIG_INET_DIAG_DESTROY=y (Debian's, \
-             Ubuntu's and Fedora's have both)",
+            "a 5.9+ kernel with CONFIG_INET_DIAG, CONFIG_INET_TCP_DIAG and \
+             CONFIG_INET_DIAG_DESTROY (Debian's, Ubuntu's and Fedora's have them; as modules, \
+             `modprobe tcp_diag` if nothing loaded them)",
         ),
     }
 }

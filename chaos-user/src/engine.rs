@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dns::DnsInjection,
-    tcp_reset::TcpResetInjection,
     fault::{Injectable, Running},
     loader::{Injector, MechanismChoice, PlannedRule},
     packet::NetInjection,
     report::AnyReport,
     spec::{CheckedFault, Fault, FaultKind, FaultSpec},
     target::{CgroupTarget, Guards, Target, cgroup2_root},
+    tcp_reset::TcpResetInjection,
 };
 
 /// Where a fault would land, shown to a [`TargetCheck`] after the target is resolved and

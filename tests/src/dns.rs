@@ -61,7 +61,12 @@ impl Dnsmasq {
             if let Some(status) = dnsmasq.child.try_wait().map_err(|e| e.to_string())? {
                 let mut err = String::new();
                 use std::io::Read as _;
-                let _ = dnsmasq.child.stderr.take().unwrap().read_to_string(&mut err);
+                let _ = dnsmasq
+                    .child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err);
                 return Err(format!("dnsmasq exited with {status}: {err}"));
             }
             if query_a(addrs[0], "ready.ok.test").is_some() {

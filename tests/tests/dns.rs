@@ -32,7 +32,12 @@ fn resolver(addrs: &[&str]) -> Option<Dnsmasq> {
 fn inject(cgroup: &TestCgroup, args: &[&str]) -> ChaosRun {
     let mut all = vec!["inject", "dns"];
     all.extend(args);
-    all.extend(["--json", "--standalone", "--cgroup", cgroup.path.to_str().unwrap()]);
+    all.extend([
+        "--json",
+        "--standalone",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]);
     let mut run = ChaosRun::start(&all);
     run.wait_injecting().expect("chaos injecting");
     run
@@ -74,9 +79,21 @@ fn nxdomain_for_one_domain_gives_eai_noname_and_leaves_the_rest_alone() {
     let outside = getaddrinfo(None, SERVER, 2, &["www.bad.test"]);
     let outcome = run.interrupt();
 
-    assert_eq!(result_of(&inside, "www.bad.test").result, "EAI_NONAME", "{inside:?}");
-    assert_eq!(result_of(&inside, "www.ok.test").result, OK_ADDR, "{inside:?}");
-    assert_eq!(result_of(&outside, "www.bad.test").result, BAD_ADDR, "bystander: {outside:?}");
+    assert_eq!(
+        result_of(&inside, "www.bad.test").result,
+        "EAI_NONAME",
+        "{inside:?}"
+    );
+    assert_eq!(
+        result_of(&inside, "www.ok.test").result,
+        OK_ADDR,
+        "{inside:?}"
+    );
+    assert_eq!(
+        result_of(&outside, "www.bad.test").result,
+        BAD_ADDR,
+        "bystander: {outside:?}"
+    );
     let report = counts(&outcome);
     // One A query per getaddrinfo(AF_INET), one try each.
     assert_eq!(count(&report, "seen"), 2, "{report}");
@@ -100,7 +117,11 @@ fn servfail_gives_eai_again() {
     let outcome = run.interrupt();
     assert_eq!(inside[0].result, "EAI_AGAIN", "{inside:?}");
     let report = counts(&outcome);
-    assert_eq!(count(&report, "servfail"), count(&report, "seen"), "{report}");
+    assert_eq!(
+        count(&report, "servfail"),
+        count(&report, "seen"),
+        "{report}"
+    );
     assert!(count(&report, "servfail") >= 1, "{report}");
     assert_eq!(count(&report, "forwarded"), 0, "{report}");
     assert_nothing_left();
@@ -119,7 +140,11 @@ fn dropped_queries_time_out_and_delayed_ones_arrive_late() {
     assert_eq!(dropped.result, "EAI_AGAIN", "{inside:?}");
     // glibc waited its whole 1 s timeout for an answer that never came.
     assert!(dropped.elapsed >= Duration::from_millis(900), "{inside:?}");
-    assert_eq!(result_of(&inside, "x.ok.test").result, OK_ADDR, "{inside:?}");
+    assert_eq!(
+        result_of(&inside, "x.ok.test").result,
+        OK_ADDR,
+        "{inside:?}"
+    );
     let report = counts(&outcome);
     assert_eq!(count(&report, "dropped"), 1, "{report}");
     assert_eq!(count(&report, "forwarded"), 1, "{report}");
@@ -130,12 +155,24 @@ fn dropped_queries_time_out_and_delayed_ones_arrive_late() {
     let inside = getaddrinfo(Some(&cgroup), SERVER, 5, &["slow.ok.test"]);
     let outside = getaddrinfo(None, SERVER, 5, &["slow.ok.test"]);
     let outcome = run.interrupt();
-    eprintln!("delayed lookup took {:?}, bystander {:?}", inside[0].elapsed, outside[0].elapsed);
+    eprintln!(
+        "delayed lookup took {:?}, bystander {:?}",
+        inside[0].elapsed, outside[0].elapsed
+    );
     assert_eq!(inside[0].result, OK_ADDR, "{inside:?}");
-    assert!(inside[0].elapsed >= Duration::from_millis(1500), "{inside:?}");
+    assert!(
+        inside[0].elapsed >= Duration::from_millis(1500),
+        "{inside:?}"
+    );
     // A bound for a hang, not a measurement: BENCHMARKS-style numbers are in docs/dns.md.
-    assert!(inside[0].elapsed < Duration::from_millis(4000), "{inside:?}");
-    assert!(outside[0].elapsed < Duration::from_millis(1000), "{outside:?}");
+    assert!(
+        inside[0].elapsed < Duration::from_millis(4000),
+        "{inside:?}"
+    );
+    assert!(
+        outside[0].elapsed < Duration::from_millis(1000),
+        "{outside:?}"
+    );
     let report = counts(&outcome);
     assert_eq!(count(&report, "delayed"), 1, "{report}");
     assert_eq!(count(&report, "forwarded"), 1, "{report}");
@@ -165,10 +202,17 @@ fn tcp_queries_are_faulted_too_and_dry_run_only_counts() {
     let tcp_ok = dig(&cgroup, true, "a.ok.test");
     let outcome = run.interrupt();
     assert!(tcp_bad.contains("status: REFUSED"), "{tcp_bad}");
-    assert!(tcp_ok.contains("status: NOERROR") && tcp_ok.contains(OK_ADDR), "{tcp_ok}");
+    assert!(
+        tcp_ok.contains("status: NOERROR") && tcp_ok.contains(OK_ADDR),
+        "{tcp_ok}"
+    );
     let report = counts(&outcome);
     assert_eq!(
-        (count(&report, "seen"), count(&report, "refused"), count(&report, "forwarded")),
+        (
+            count(&report, "seen"),
+            count(&report, "refused"),
+            count(&report, "forwarded")
+        ),
         (2, 1, 1),
         "{report}"
     );
@@ -176,10 +220,17 @@ fn tcp_queries_are_faulted_too_and_dry_run_only_counts() {
     let run = inject(&cgroup, &["--rcode", "NXDOMAIN", "--dry-run"]);
     let udp = dig(&cgroup, false, "b.bad.test");
     let outcome = run.interrupt();
-    assert!(udp.contains("status: NOERROR") && udp.contains(BAD_ADDR), "{udp}");
+    assert!(
+        udp.contains("status: NOERROR") && udp.contains(BAD_ADDR),
+        "{udp}"
+    );
     let report = counts(&outcome);
     assert_eq!(
-        (count(&report, "matched"), count(&report, "injected"), count(&report, "nxdomain")),
+        (
+            count(&report, "matched"),
+            count(&report, "injected"),
+            count(&report, "nxdomain")
+        ),
         (1, 1, 0),
         "{report}"
     );
@@ -194,11 +245,20 @@ fn bad_options_are_named_and_change_nothing() {
     let cgroup = TestCgroup::new("dns-bad");
     let path = cgroup.path.to_str().unwrap();
     for (args, words) in [
-        (vec!["--rcode", "NOERROR"], &["rcode", "NOERROR", "NXDOMAIN"][..]),
+        (
+            vec!["--rcode", "NOERROR"],
+            &["rcode", "NOERROR", "NXDOMAIN"][..],
+        ),
         (vec!["--domain", "a b", "--drop"], &["domain", "a b"][..]),
         (vec!["--delay", "5m"], &["delay", "at most"][..]),
-        (vec!["--drop", "--server", "10.0.0.0/99"], &["server", "10.0.0.0/99"][..]),
-        (vec!["--drop", "--probability", "2"], &["probability", "2"][..]),
+        (
+            vec!["--drop", "--server", "10.0.0.0/99"],
+            &["server", "10.0.0.0/99"][..],
+        ),
+        (
+            vec!["--drop", "--probability", "2"],
+            &["probability", "2"][..],
+        ),
     ] {
         let mut all = vec!["inject", "dns"];
         all.extend(&args);
@@ -206,7 +266,11 @@ fn bad_options_are_named_and_change_nothing() {
         let out = chaos(&all);
         assert!(!out.status.success(), "{args:?}: {out:?}");
         for w in words {
-            assert!(out.stderr.contains(w), "{args:?}: {w} not in {}", out.stderr);
+            assert!(
+                out.stderr.contains(w),
+                "{args:?}: {w} not in {}",
+                out.stderr
+            );
         }
     }
     assert_nothing_left();
@@ -220,7 +284,10 @@ fn a_container_with_its_own_network_namespace_is_faulted_and_its_twin_is_not() {
     if let Err(why) = docker_engine() {
         return skip(&format!("no Docker engine reachable: {why}"));
     }
-    let Some(dig) = ["/usr/bin/dig"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+    let Some(dig) = ["/usr/bin/dig"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
         return skip("dig is not installed (Debian: bind9-dnsutils)");
     };
     let sleep = std::path::Path::new("/bin/sleep");
@@ -231,14 +298,27 @@ fn a_container_with_its_own_network_namespace_is_faulted_and_its_twin_is_not() {
     let target = Container::run_with(&image, "dns-target", &options, &argv);
     let twin = Container::run_with(&image, "dns-twin", &options, &argv);
     // The containers reach the test's resolver on their bridge's gateway (the host).
-    let gateway = docker(&["inspect", "--format", "{{.NetworkSettings.Gateway}}", &target.id])
-        .expect("docker inspect");
+    let gateway = docker(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Gateway}}",
+        &target.id,
+    ])
+    .expect("docker inspect");
     let Some(_dnsmasq) = resolver(&[SERVER, &gateway]) else {
         return;
     };
     let in_container = |c: &Container, name: &str| -> String {
-        docker(&["exec", &c.id, "/dig", "+tries=1", "+time=2", &format!("@{gateway}"), name])
-            .unwrap_or_else(|e| e)
+        docker(&[
+            "exec",
+            &c.id,
+            "/dig",
+            "+tries=1",
+            "+time=2",
+            &format!("@{gateway}"),
+            name,
+        ])
+        .unwrap_or_else(|e| e)
     };
     let mut run = ChaosRun::start(&[
         "inject",
@@ -258,11 +338,21 @@ fn a_container_with_its_own_network_namespace_is_faulted_and_its_twin_is_not() {
     let twin_bad = in_container(&twin, "c.bad.test");
     let outcome = run.interrupt();
     assert!(bad.contains("status: NXDOMAIN"), "{bad}");
-    assert!(ok.contains("status: NOERROR") && ok.contains(OK_ADDR), "{ok}");
-    assert!(twin_bad.contains("status: NOERROR") && twin_bad.contains(BAD_ADDR), "{twin_bad}");
+    assert!(
+        ok.contains("status: NOERROR") && ok.contains(OK_ADDR),
+        "{ok}"
+    );
+    assert!(
+        twin_bad.contains("status: NOERROR") && twin_bad.contains(BAD_ADDR),
+        "{twin_bad}"
+    );
     let report = counts(&outcome);
     assert_eq!(
-        (count(&report, "seen"), count(&report, "nxdomain"), count(&report, "forwarded")),
+        (
+            count(&report, "seen"),
+            count(&report, "nxdomain"),
+            count(&report, "forwarded")
+        ),
         (2, 1, 1),
         "{report}"
     );

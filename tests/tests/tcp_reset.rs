@@ -149,7 +149,10 @@ fn the_targets_connection_is_reset_and_a_bystanders_survives() {
     let bystander_end = bystander.outcome();
     let outcome = run.interrupt();
 
-    assert!(target_end.starts_with("ECONNABORTED "), "the target's next send: {target_end}");
+    assert!(
+        target_end.starts_with("ECONNABORTED "),
+        "the target's next send: {target_end}"
+    );
     assert_eq!(bystander_end, "ok", "the bystander kept sending for 3 s");
     // The server saw the RST on the target's connection only; the bystander closed normally.
     let ends = ends.lock().unwrap().clone();
@@ -157,7 +160,11 @@ fn the_targets_connection_is_reset_and_a_bystanders_survives() {
     assert_ne!(ends[&bystander_port], "ConnectionReset", "{ends:?}");
     let r = report(&outcome);
     assert_eq!(
-        (r["matched"].as_u64(), r["injected"].as_u64(), r["reset"].as_u64()),
+        (
+            r["matched"].as_u64(),
+            r["injected"].as_u64(),
+            r["reset"].as_u64()
+        ),
         (Some(1), Some(1), Some(1)),
         "{r}"
     );
@@ -165,10 +172,16 @@ fn the_targets_connection_is_reset_and_a_bystanders_survives() {
     assert_nothing_left();
 }
 
-
 fn inject(cgroup: &TestCgroup, port: u16, extra: &[&str]) -> ChaosRun {
     let port = port.to_string();
-    let mut args = vec!["inject", "tcp-reset", "--port", &port, "--json", "--standalone"];
+    let mut args = vec![
+        "inject",
+        "tcp-reset",
+        "--port",
+        &port,
+        "--json",
+        "--standalone",
+    ];
     args.extend(extra);
     args.extend(["--cgroup", cgroup.path.to_str().unwrap()]);
     let mut run = ChaosRun::start(&args);
@@ -218,9 +231,16 @@ fn once_spares_new_connections_and_dry_run_only_counts() {
 
     let old = client(Some(&cgroup), port, "20");
     let run = inject(&cgroup, port, &["--once"]);
-    assert!(old.outcome().starts_with("ECONNABORTED"), "the connection there at start");
+    assert!(
+        old.outcome().starts_with("ECONNABORTED"),
+        "the connection there at start"
+    );
     let new = client(Some(&cgroup), port, "1");
-    assert_eq!(new.outcome(), "ok", "a connection made after the start is spared");
+    assert_eq!(
+        new.outcome(),
+        "ok",
+        "a connection made after the start is spared"
+    );
     assert_eq!(counts(&run.interrupt()), (1, 1, 1));
     assert_nothing_left();
 }

@@ -18,11 +18,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use super::{
     args::{FilterArgs, RunArgs, ScheduleArgs, option_error},
     dns::DnsArgs,
-    tcp_reset::TcpResetArgs,
     latency::LatencyArgs,
     net::{NetCorruptArgs, NetDelayArgs, NetDropArgs, NetDuplicateArgs, NetRateArgs},
     signal::SignalArgs,
     target::TargetArgs,
+    tcp_reset::TcpResetArgs,
 };
 use crate::{
     daemon::client::DaemonClient,

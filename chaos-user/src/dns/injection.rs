@@ -73,7 +73,9 @@ fn config(fault: &DnsFault, ports: &Ports) -> DnsConfig {
         responder4: u32::from_ne_bytes([127, 0, 0, 1]),
         responder6: {
             let b = std::net::Ipv6Addr::LOCALHOST.octets();
-            std::array::from_fn(|i| u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]))
+            std::array::from_fn(|i| {
+                u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            })
         },
         udp4_ports: ports.udp4,
         tcp4_ports: ports.tcp4,

@@ -321,7 +321,10 @@ mod tests {
 
     fn fault(domains: &[&str]) -> DnsFault {
         DnsFault {
-            domains: domains.iter().map(|d| DnsFault::domain(d).unwrap()).collect(),
+            domains: domains
+                .iter()
+                .map(|d| DnsFault::domain(d).unwrap())
+                .collect(),
             effect: DnsEffect::Rcode(Rcode::Nxdomain),
             probability: None,
             server: None,
@@ -375,14 +378,28 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let err = DnsFault::domain("exa mple.com").unwrap_err().to_string();
-        assert!(err.contains("domain") && err.contains("exa mple.com"), "{err}");
+        assert!(
+            err.contains("domain") && err.contains("exa mple.com"),
+            "{err}"
+        );
         let mut f = fault(&[]);
         f.effect = DnsEffect::Delay(Duration::from_secs(120));
         assert!(f.validate().unwrap_err().to_string().contains("delay"));
         f.effect = DnsEffect::Drop;
         f.probability = Some(1.5);
-        assert!(f.validate().unwrap_err().to_string().contains("probability"));
+        assert!(
+            f.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("probability")
+        );
         assert!("servfail".parse::<Rcode>().is_ok());
-        assert!("NOERROR".parse::<Rcode>().unwrap_err().to_string().contains("NXDOMAIN"));
+        assert!(
+            "NOERROR"
+                .parse::<Rcode>()
+                .unwrap_err()
+                .to_string()
+                .contains("NXDOMAIN")
+        );
     }
 }

@@ -66,7 +66,11 @@ impl Redirect {
         write_array(&mut self.ebpf, CONFIG_MAP, [*config])?;
         let dirs: BTreeSet<&PathBuf> = [cgroup].into_iter().collect();
         for (name, family) in PROGRAMS {
-            let skip = if family == 4 { config.skip4 } else { config.skip6 };
+            let skip = if family == 4 {
+                config.skip4
+            } else {
+                config.skip6
+            };
             if skip != 0 {
                 continue;
             }

@@ -313,12 +313,18 @@ fn dns(s: &super::DnsSpec, dry_run: bool) -> Result<Fault, SpecError> {
     };
     let mut domains = Vec::new();
     for (i, d) in s.domains.iter().enumerate() {
-        domains.push(DnsFault::domain(d).map_err(|e| SpecError::from_error(format!("domains[{i}]"), e))?);
+        domains.push(
+            DnsFault::domain(d).map_err(|e| SpecError::from_error(format!("domains[{i}]"), e))?,
+        );
     }
     let fault = DnsFault {
         domains,
         effect,
-        probability: s.schedule.probability.map(|_| s.schedule.probability()).transpose()?,
+        probability: s
+            .schedule
+            .probability
+            .map(|_| s.schedule.probability())
+            .transpose()?,
         server: s
             .server
             .as_deref()
@@ -353,7 +359,10 @@ fn tcp_reset(s: &super::TcpResetSpec, dry_run: bool) -> Result<Fault, SpecError>
         }
     }
     if s.schedule.every == Some(0) {
-        return Err(SpecError::new("schedule.every", "0 is not valid: at least 1"));
+        return Err(SpecError::new(
+            "schedule.every",
+            "0 is not valid: at least 1",
+        ));
     }
     let fault = TcpResetFault {
         port: s.port,

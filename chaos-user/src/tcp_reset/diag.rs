@@ -56,7 +56,11 @@ impl Diag {
         Ok(Diag { socket })
     }
 
-    fn send(&self, payload: NetlinkPayload<impl netlink_packet_core::NetlinkSerializable>, flags: u16) -> io::Result<()> {
+    fn send(
+        &self,
+        payload: NetlinkPayload<impl netlink_packet_core::NetlinkSerializable>,
+        flags: u16,
+    ) -> io::Result<()> {
         let mut header = NetlinkHeader::default();
         header.flags = flags;
         let mut message = NetlinkMessage::new(header, payload);
@@ -91,7 +95,9 @@ impl Diag {
                 let mut rest = bytes.as_slice();
                 while !rest.is_empty() {
                     let buffer = NetlinkBuffer::new_checked(rest).map_err(invalid)?;
-                    let len = (buffer.length() as usize).next_multiple_of(4).min(rest.len());
+                    let len = (buffer.length() as usize)
+                        .next_multiple_of(4)
+                        .min(rest.len());
                     match buffer.message_type() {
                         NLMSG_DONE => break 'dump,
                         NLMSG_ERROR => error_of(&rest[..len])?,
@@ -110,8 +116,8 @@ impl Diag {
                                 for nla in &r.nlas {
                                     match nla {
                                         Nla::TcpInfo(info) => {
-                                            c.segments = u64::from(info.segs_in)
-                                                + u64::from(info.segs_out);
+                                            c.segments =
+                                                u64::from(info.segs_in) + u64::from(info.segs_out);
                                         }
                                         Nla::Other(other)
                                             if netlink_packet_core::Nla::kind(other)

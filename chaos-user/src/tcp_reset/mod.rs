@@ -378,11 +378,9 @@ impl Worker {
             let mut alive = BTreeSet::new();
             for c in connections {
                 if !cgroups.contains(&c.cgroup_id)
-                    || !self.fault.matches(
-                        c.id.source_port,
-                        c.id.destination_port,
-                        c.peer(),
-                    )
+                    || !self
+                        .fault
+                        .matches(c.id.source_port, c.id.destination_port, c.peer())
                 {
                     continue;
                 }
@@ -504,9 +502,20 @@ mod tests {
             probability: Some(0.0),
             ..fault()
         };
-        assert!(f.validate().unwrap_err().to_string().contains("probability"));
-        let err = "sideways".parse::<ResetDirection>().unwrap_err().to_string();
-        assert!(err.contains("direction") && err.contains("outbound"), "{err}");
+        assert!(
+            f.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("probability")
+        );
+        let err = "sideways"
+            .parse::<ResetDirection>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("direction") && err.contains("outbound"),
+            "{err}"
+        );
     }
 }
 
@@ -514,8 +523,8 @@ mod tests {
 /// connection over loopback in chaos's own namespace and destroys it, as a fault would.
 pub fn probe() -> Result<String, String> {
     let d = diag::Diag::open().map_err(|e| format!("NETLINK_SOCK_DIAG: {e}"))?;
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("a loopback listener: {e}"))?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("a loopback listener: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let client = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     let _server = listener.accept().map_err(|e| format!("accept: {e}"))?;
@@ -527,7 +536,9 @@ pub fn probe() -> Result<String, String> {
         .find(|c| c.id.source_port == local && c.id.destination_port == addr.port())
         .ok_or("the probe's own connection is not listed")?;
     if ours.cgroup_id == 0 {
-        return Err("the kernel does not report sockets' cgroups (INET_DIAG_CGROUP_ID, 5.9+)".into());
+        return Err(
+            "the kernel does not report sockets' cgroups (INET_DIAG_CGROUP_ID, 5.9+)".into(),
+        );
     }
     d.destroy(&ours).map_err(|e| {
         if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
