@@ -403,7 +403,7 @@ impl Worker {
                 }
                 seen.insert(cookie, Seen::Done);
                 decided += 1;
-                if self.fault.every.is_some_and(|n| decided % n != 0) {
+                if self.fault.every.is_some_and(|n| !decided.is_multiple_of(n)) {
                     continue;
                 }
                 let picked = self.fault.probability.is_none_or(|p| draw(&mut seed) < p);
@@ -454,6 +454,37 @@ fn cgroup_ids(dir: &Path) -> BTreeSet<u64> {
         }
     }
     ids
+}
+
+/// Whether this kernel lets chaos list TCP connections by cgroup and abort them: makes a
+/// connection over loopback in chaos's own namespace and destroys it, as a fault would.
+pub fn probe() -> Result<String, String> {
+    let d = diag::Diag::open().map_err(|e| format!("NETLINK_SOCK_DIAG: {e}"))?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("a loopback listener: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let client = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let _server = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    let local = client.local_addr().map_err(|e| e.to_string())?.port();
+    let ours = d
+        .established()
+        .map_err(|e| format!("listing TCP connections: {e}"))?
+        .into_iter()
+        .find(|c| c.id.source_port == local && c.id.destination_port == addr.port())
+        .ok_or("the probe's own connection is not listed")?;
+    if ours.cgroup_id == 0 {
+        return Err(
+            "the kernel does not report sockets' cgroups (INET_DIAG_CGROUP_ID, 5.9+)".into(),
+        );
+    }
+    d.destroy(&ours).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            "SOCK_DESTROY is not supported (CONFIG_INET_DIAG_DESTROY is off)".to_owned()
+        } else {
+            format!("SOCK_DESTROY: {e}")
+        }
+    })?;
+    Ok("listed a loopback connection with its cgroup and destroyed it".into())
 }
 
 #[cfg(test)]
@@ -517,35 +548,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// Whether this kernel lets chaos list TCP connections by cgroup and abort them: makes a
-/// connection over loopback in chaos's own namespace and destroys it, as a fault would.
-pub fn probe() -> Result<String, String> {
-    let d = diag::Diag::open().map_err(|e| format!("NETLINK_SOCK_DIAG: {e}"))?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("a loopback listener: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let client = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    let _server = listener.accept().map_err(|e| format!("accept: {e}"))?;
-    let local = client.local_addr().map_err(|e| e.to_string())?.port();
-    let ours = d
-        .established()
-        .map_err(|e| format!("listing TCP connections: {e}"))?
-        .into_iter()
-        .find(|c| c.id.source_port == local && c.id.destination_port == addr.port())
-        .ok_or("the probe's own connection is not listed")?;
-    if ours.cgroup_id == 0 {
-        return Err(
-            "the kernel does not report sockets' cgroups (INET_DIAG_CGROUP_ID, 5.9+)".into(),
-        );
-    }
-    d.destroy(&ours).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
-            "SOCK_DESTROY is not supported (CONFIG_INET_DIAG_DESTROY is off)".to_owned()
-        } else {
-            format!("SOCK_DESTROY: {e}")
-        }
-    })?;
-    Ok("listed a loopback connection with its cgroup and destroyed it".into())
 }
