@@ -2,8 +2,8 @@
 //! one from a client in the target cgroup and one from a bystander outside it. The target's
 //! connection is aborted by the kernel (SOCK_DESTROY): its next send fails with ECONNABORTED
 //! and the server reads ECONNRESET (the RST); the bystander's connection survives. No kernel
-//! program is involved; the clients are Python, which the VM tier's guest lacks, so these run
-//! on the host tier.
+//! program is involved. Both tiers: the clients are `chaos-net tcp-hold`, and the VM guest
+//! loads inet_diag and tcp_diag.
 use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader, Read as _},
@@ -14,25 +14,6 @@ use std::{
 };
 
 use chaos_tests::*;
-
-/// A client that connects to 127.0.0.1:PORT, prints `ready LOCALPORT`, then sends a byte
-/// every 20 ms for SECONDS and prints `ok`, or the errno name of the first failure and how
-/// many sends succeeded before it.
-const CLIENT: &str = r#"
-import errno, socket, sys, time
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-print("ready", s.getsockname()[1], flush=True)
-end = time.monotonic() + float(sys.argv[2])
-sent = 0
-try:
-    while time.monotonic() < end:
-        s.send(b"x")
-        sent += 1
-        time.sleep(0.02)
-    print("ok", flush=True)
-except OSError as e:
-    print(errno.errorcode.get(e.errno, str(e.errno)), sent, flush=True)
-"#;
 
 /// How each of the server's connections ended, by the client's port: `open` while it lasts,
 /// `eof`, or the read error's kind.
@@ -72,13 +53,15 @@ struct Client {
 }
 
 fn client(cgroup: Option<&TestCgroup>, server: u16, seconds: &str) -> Client {
-    let mut command = Command::new("python3");
+    // `chaos-net tcp-hold`: prints `ready LOCALPORT`, then sends a byte every 20 ms for
+    // SECONDS and prints `ok`, or the errno of the first failed send and the sends before it.
+    let mut command = Command::new(workload_bin().with_file_name("chaos-net"));
     command
-        .args(["-c", CLIENT, &server.to_string(), seconds])
+        .args(["tcp-hold", &format!("127.0.0.1:{server}"), seconds])
         .stdout(Stdio::piped());
     let mut child = match cgroup {
         Some(c) => c.spawn(&mut command),
-        None => command.spawn().expect("python3"),
+        None => command.spawn().expect("chaos-net"),
     };
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = lines.next().expect("a ready line").unwrap();
@@ -97,21 +80,6 @@ impl Client {
     }
 }
 
-fn python_here() -> bool {
-    if host_only("python3") || !need_root() {
-        return false;
-    }
-    let found = Command::new("python3")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        skip("python3 is not installed");
-    }
-    found
-}
-
 fn report(outcome: &ChaosOutcome) -> serde_json::Value {
     let line = outcome
         .stdout
@@ -124,7 +92,7 @@ fn report(outcome: &ChaosOutcome) -> serde_json::Value {
 
 #[test]
 fn the_targets_connection_is_reset_and_a_bystanders_survives() {
-    if !python_here() {
+    if !need_root() {
         return;
     }
     let (port, ends) = server();
@@ -197,7 +165,7 @@ fn counts(outcome: &ChaosOutcome) -> (u64, u64, u64) {
 
 #[test]
 fn after_n_segments_the_connection_is_reset_not_before() {
-    if !python_here() {
+    if !need_root() {
         return;
     }
     let (port, _ends) = server();
@@ -218,7 +186,7 @@ fn after_n_segments_the_connection_is_reset_not_before() {
 
 #[test]
 fn once_spares_new_connections_and_dry_run_only_counts() {
-    if !python_here() {
+    if !need_root() {
         return;
     }
     let (port, _ends) = server();

@@ -37,6 +37,9 @@ enum Call {
     /// Send COUNT datagrams, each after the echo of the previous one came back (or 2 s
     /// passed); report each round-trip time in microseconds.
     UdpPing { addr: SocketAddr, count: u32 },
+    /// Connect, print `ready LOCALPORT`, then send a byte every 20 ms for SECS seconds and
+    /// print `ok`, or the errno name of the first failed send and how many sends succeeded.
+    TcpHold { addr: SocketAddr, secs: f64 },
 }
 
 fn main() {
@@ -118,6 +121,23 @@ fn main() {
                 }
             }
             println!("{{\"rtts_us\":[{}],\"lost\":{lost}}}", rtts.join(","));
+        }
+        Call::TcpHold { addr, secs } => {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            let port = stream.local_addr().expect("local address").port();
+            println!("ready {port}");
+            let end = Instant::now() + Duration::from_secs_f64(secs);
+            let mut sent = 0u64;
+            while Instant::now() < end {
+                if let Err(err) = stream.write_all(b"x") {
+                    let errno = nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0));
+                    println!("{errno:?} {sent}");
+                    return;
+                }
+                sent += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            println!("ok");
         }
     }
 }
