@@ -185,3 +185,90 @@ pub fn client_missing() -> Option<String> {
     }
     None
 }
+
+/// A DNS server of the test's own, on a UDP socket, for kernels whose guests have no dnsmasq
+/// (the VM tier): A queries for names in `ok.test` get [`OK_ADDR`], in `bad.test`
+/// [`BAD_ADDR`], anything else NXDOMAIN. Stops on drop.
+pub struct TestDnsServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// Queries answered so far.
+    pub answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TestDnsServer {
+    /// Serves on `addr` (e.g. 127.0.0.78:53).
+    pub fn start(addr: &str) -> TestDnsServer {
+        use std::sync::atomic::Ordering;
+
+        use hickory_proto::{
+            op::{Message, ResponseCode},
+            rr::{RData, Record, rdata::A},
+        };
+        let socket = std::net::UdpSocket::bind(addr).expect("binding the test DNS server");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, a) = (stop.clone(), answered.clone());
+        let thread = thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(q) = query.queries.first().cloned() else {
+                    continue;
+                };
+                let name = q.name().to_string().to_ascii_lowercase();
+                let addr = if name.ends_with(".ok.test.") {
+                    Some(OK_ADDR)
+                } else if name.ends_with(".bad.test.") {
+                    Some(BAD_ADDR)
+                } else {
+                    None
+                };
+                let code = if addr.is_some() {
+                    ResponseCode::NoError
+                } else {
+                    ResponseCode::NXDomain
+                };
+                let mut answer =
+                    Message::error_msg(query.metadata.id, query.metadata.op_code, code);
+                answer.metadata.recursion_desired = query.metadata.recursion_desired;
+                answer.add_query(q.clone());
+                if let Some(addr) = addr
+                    && q.query_type() == hickory_proto::rr::RecordType::A
+                {
+                    answer.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::A(A(addr.parse().unwrap())),
+                    ));
+                }
+                if let Ok(bytes) = answer.to_vec() {
+                    let _ = socket.send_to(&bytes, from);
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        TestDnsServer {
+            stop,
+            thread: Some(thread),
+            answered,
+        }
+    }
+}
+
+impl Drop for TestDnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

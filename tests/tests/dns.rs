@@ -359,3 +359,58 @@ fn a_container_with_its_own_network_namespace_is_faulted_and_its_twin_is_not() {
     drop((target, twin, image));
     assert_nothing_left();
 }
+
+/// `chaos-net dns-query SERVER NAME` in `cgroup` (or outside): the answer as JSON.
+fn query(cgroup: Option<&TestCgroup>, server: &str, name: &str) -> Value {
+    let mut command = netns::net_client(None, &["dns-query", server, name]);
+    let child = match cgroup {
+        Some(c) => c.spawn(&mut command),
+        None => command.spawn().expect("chaos-net"),
+    };
+    netns::net_result(child)
+}
+
+/// Needs nothing but the kernel: the test's own DNS server and `chaos-net`'s raw queries, so
+/// that the VM tier's kernels run the redirect, the responder and the recvmsg rewrite too.
+#[test]
+fn nxdomain_and_forwarding_against_the_tests_own_server() {
+    if !need_root() {
+        return;
+    }
+    const OWN: &str = "127.0.0.78:53";
+    let server = TestDnsServer::start(OWN);
+    let cgroup = TestCgroup::new("dns-own");
+    let run = inject(&cgroup, &["--domain", "bad.test", "--rcode", "NXDOMAIN"]);
+    let bad = query(Some(&cgroup), OWN, "x.bad.test");
+    let ok = query(Some(&cgroup), OWN, "y.ok.test");
+    let outside = query(None, OWN, "x.bad.test");
+    let outcome = run.interrupt();
+
+    const NXDOMAIN: u64 = 3;
+    assert_eq!(bad["rcode"], NXDOMAIN, "{bad}");
+    // recvmsg4 made the responder's answer read as the server's.
+    assert_eq!(bad["from"], OWN, "{bad}");
+    assert_eq!(
+        (ok["rcode"].as_u64(), ok["addrs"][0].as_str()),
+        (Some(0), Some(OK_ADDR)),
+        "{ok}"
+    );
+    assert_eq!(ok["from"], OWN, "{ok}");
+    assert_eq!(outside["addrs"][0], BAD_ADDR, "bystander: {outside}");
+    // The server answered the forwarded query and the bystander's, not the faulted one.
+    assert_eq!(
+        server.answered.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    let report = counts(&outcome);
+    for (key, want) in [
+        ("seen", 2),
+        ("matched", 1),
+        ("nxdomain", 1),
+        ("forwarded", 1),
+        ("redirected", 2),
+    ] {
+        assert_eq!(count(&report, key), want, "{key}: {report}");
+    }
+    assert_nothing_left();
+}
