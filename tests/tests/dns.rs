@@ -414,3 +414,52 @@ fn nxdomain_and_forwarding_against_the_tests_own_server() {
     }
     assert_nothing_left();
 }
+
+/// The daemon takes a `dns` spec like any other (`POST /faults`), lists its counters and
+/// removes it: queries then reach the server directly again.
+#[test]
+fn the_daemon_runs_a_dns_fault() {
+    use chaos::daemon::client::DaemonClient;
+    if !need_root() {
+        return;
+    }
+    const OWN: &str = "127.0.0.79:53";
+    let _server = TestDnsServer::start(OWN);
+    let cgroup = TestCgroup::new("dns-daemon");
+    let socket = scratch("dns-daemon.sock");
+    let mut daemon = std::process::Command::new(chaos_bin())
+        .args(["daemon", "--socket", socket.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chaos daemon");
+    let client = DaemonClient::new(Some(&socket));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !client.answers() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fault = client
+        .create_json(&serde_json::json!({
+            "kind": "dns",
+            "domains": ["bad.test"],
+            "rcode": "SERVFAIL",
+            "target": {"cgroup": cgroup.path},
+        }))
+        .unwrap();
+    assert_eq!(fault.kind, "dns");
+    const SERVFAIL: u64 = 2;
+    let faulted = query(Some(&cgroup), OWN, "d.bad.test");
+    let listed = client.list().unwrap();
+    let status = listed.iter().find(|f| f.id == fault.id).unwrap();
+    assert_eq!((status.matched, status.injected), (1, 1), "{status:?}");
+    assert_eq!(client.remove(fault.id).unwrap().injected, 1);
+    let after = query(Some(&cgroup), OWN, "d.bad.test");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(faulted["rcode"], SERVFAIL, "{faulted}");
+    assert_eq!(after["addrs"][0], BAD_ADDR, "after removal: {after}");
+    assert_nothing_left();
+}
