@@ -463,3 +463,37 @@ fn the_daemon_runs_a_dns_fault() {
     assert_eq!(after["addrs"][0], BAD_ADDR, "after removal: {after}");
     assert_nothing_left();
 }
+
+/// IPv6: the connect6/sendmsg6/recvmsg6 programs and the responder's ::1 sockets.
+#[test]
+fn ipv6_queries_are_faulted_and_forwarded_too() {
+    if !need_root() {
+        return;
+    }
+    const OWN6: &str = "[::1]:53";
+    let server = TestDnsServer::start(OWN6);
+    let cgroup = TestCgroup::new("dns-v6");
+    let run = inject(&cgroup, &["--domain", "bad.test", "--rcode", "REFUSED"]);
+    let bad = query(Some(&cgroup), OWN6, "v6.bad.test");
+    let ok = query(Some(&cgroup), OWN6, "v6.ok.test");
+    let outcome = run.interrupt();
+    const REFUSED: u64 = 5;
+    assert_eq!(
+        (bad["rcode"].as_u64(), bad["from"].as_str()),
+        (Some(REFUSED), Some(OWN6)),
+        "{bad}"
+    );
+    assert_eq!(ok["addrs"][0], OK_ADDR, "{ok}");
+    assert_eq!(ok["from"], OWN6, "{ok}");
+    assert_eq!(
+        server.answered.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let report = counts(&outcome);
+    assert_eq!(
+        (count(&report, "refused"), count(&report, "forwarded")),
+        (1, 1),
+        "{report}"
+    );
+    assert_nothing_left();
+}
