@@ -52,6 +52,11 @@ fn doctor_agrees_with_what_loads() {
     assert!(report["kernel"].as_str().is_some_and(|k| !k.is_empty()));
     // Socket faults go through cgroup hooks, which every kernel this project targets has.
     assert!(works(&report, "syscall-socket"), "{report}");
+    // DNS faults use cgroup sock_addr hooks too; TCP resets need no program, only sock_diag's
+    // SOCK_DESTROY, which Debian's kernels and the host's enable (the rows load and destroy
+    // for real: see doctor::examine).
+    assert!(works(&report, "dns"), "{report}");
+    assert!(works(&report, "tcp-reset"), "{report}");
     let file = works(&report, "syscall-file");
     assert_eq!(
         file,
