@@ -11,15 +11,19 @@ use aya_ebpf::{
     bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     helpers::{
         bpf_clone_redirect, bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_skb_ancestor_cgroup_id,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
     },
     macros::{cgroup_skb, classifier, map},
     maps::Array,
     programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
-use chaos_common::packet::{
-    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PACKET_FIX_CHECKSUM, PacketAction,
-    PacketCounter, PacketRule, PacketState,
+use chaos_common::{
+    event::{EVENT_DRY_RUN, EVENT_EGRESS, EVENT_NAME_LEN, EVENT_NAMES, EVENT_PACKET},
+    filter::{AF_INET, AF_INET6},
+    packet::{
+        DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PACKET_EVENTS, PACKET_FIX_CHECKSUM,
+        PacketAction, PacketCounter, PacketRule, PacketState,
+    },
 };
 
 use crate::rule::fetch_add;
@@ -198,11 +202,12 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
         };
         // SAFETY: the pointer comes from a map lookup and stays valid for this program run;
         // the fields are 8-byte aligned u64s, updated only atomically.
-        let (seen, affected, bytes) = unsafe {
+        let (seen, affected, bytes, events_lost) = unsafe {
             (
                 &raw mut (*counter).seen,
                 &raw mut (*counter).affected,
                 &raw mut (*counter).bytes,
+                &raw mut (*counter).events_lost,
             )
         };
         fetch_add(seen, 1);
@@ -216,6 +221,9 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
         }
         fetch_add(affected, 1);
         fetch_add(bytes, len);
+        if rule.flags & PACKET_EVENTS != 0 {
+            event(skb, slot, rule, &packet, direction, events_lost);
+        }
         if rule.is_dry_run() {
             continue;
         }
@@ -243,6 +251,62 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
         }
     }
     false
+}
+
+/// Writes the event of a packet rule `slot` affected (or, in a dry run, would have). Packets
+/// carry no calling task: the event has the socket's cgroup, the addresses and the protocol.
+#[inline(always)]
+fn event(
+    skb: *mut __sk_buff,
+    slot: u32,
+    rule: &PacketRule,
+    packet: &Packet,
+    direction: u32,
+    lost: *mut u64,
+) {
+    let Some(mut entry) = crate::event::reserve(lost) else {
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points to the reserved ring buffer memory, large enough for an Event;
+    // every field is plain data, written once here. The helpers are plain calls.
+    unsafe {
+        (*e).time_ns = bpf_ktime_get_boot_ns();
+        (*e).cgroup_id = bpf_skb_cgroup_id(skb);
+        (*e).pid = 0;
+        (*e).tid = 0;
+        (*e).kind = EVENT_PACKET;
+        (*e).slot = slot;
+        (*e).hook = 0;
+        (*e).action = rule.action;
+        (*e).value = 0;
+        let mut flags = if rule.is_dry_run() { EVENT_DRY_RUN } else { 0 };
+        if direction == DIRECTION_EGRESS {
+            flags |= EVENT_EGRESS;
+        }
+        (*e).flags = flags;
+        (*e).syscall_nr = 0;
+        (*e).delay_ns = rule.delay_ns;
+        (*e).comm = [0; 16];
+        (*e).family = if packet.family == 6 {
+            AF_INET6
+        } else {
+            AF_INET
+        };
+        (*e).local_port = packet.ports.0;
+        (*e).port = packet.ports.1;
+        (*e).protocol = packet.protocol as u8;
+        (*e)._pad = 0;
+        let mut addr = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&packet.peer[i].to_ne_bytes());
+            i += 1;
+        }
+        (*e).addr = addr;
+        (*e).names = [[0; EVENT_NAME_LEN]; EVENT_NAMES];
+    }
+    entry.submit(0);
 }
 
 /// When the packet would leave now: its own departure time if the stack set one (TCP

@@ -14,6 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    events::{Clock, EventRecord},
     fault::{Injectable, Running},
     loader::{Injector, MechanismChoice, PlannedRule},
     packet::NetInjection,
@@ -178,6 +179,53 @@ impl StartedFault {
         match engine.as_ref() {
             Some(engine) => engine.counters(),
             None => self.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Starts (or stops) the kernel reporting each call or packet this fault acts on; a
+    /// fault nobody listens to writes no events.
+    pub fn listen_events(&self, on: bool) -> anyhow::Result<()> {
+        match self.engine().as_mut() {
+            Some(Engine::Rules { injector, .. }) => injector.listen_events(on)?,
+            Some(Engine::Net { injection }) => injection.listen_events(on)?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The events since the last call, oldest first (none once stopped); times converted
+    /// with `clock`.
+    pub fn events(&self, clock: &Clock) -> Vec<EventRecord> {
+        match self.engine().as_mut() {
+            Some(Engine::Rules {
+                injector, planned, ..
+            }) => injector
+                .events()
+                .iter()
+                .map(|(rule, e)| {
+                    let label = planned.get(*rule).map_or("?", |p| p.label.as_str());
+                    EventRecord::new(clock, *rule, label, e)
+                })
+                .collect(),
+            Some(Engine::Net { injection }) => {
+                let kind = injection.fault().effect.kind();
+                injection
+                    .events()
+                    .iter()
+                    .map(|(rule, e)| EventRecord::new(clock, *rule, kind, e))
+                    .collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Events lost so far: the kernel's ring was full, or they were read too late (0 once
+    /// stopped).
+    pub fn events_lost(&self) -> u64 {
+        match self.engine().as_ref() {
+            Some(Engine::Rules { injector, .. }) => injector.events_lost().unwrap_or(0),
+            Some(Engine::Net { injection }) => injection.events_lost().unwrap_or(0),
+            None => 0,
         }
     }
 

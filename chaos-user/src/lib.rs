@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod experiment;
 pub mod fault;
 pub mod journal_report;

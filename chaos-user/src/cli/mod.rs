@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod args;
 pub mod daemon;
 pub mod doctor;
+pub mod events;
 pub mod inject;
 pub mod latency;
 pub mod net;

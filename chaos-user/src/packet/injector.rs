@@ -8,15 +8,20 @@ use aya::{
     },
     util::KernelVersion,
 };
-use chaos_common::packet::{
-    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PacketAction, PacketCounter, PacketRule,
+use chaos_common::{
+    Event,
+    packet::{
+        DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PACKET_EVENTS, PacketAction,
+        PacketCounter, PacketRule,
+    },
 };
 
 use crate::{
     Error,
     loader::{
-        EBPF_OBJECT,
+        EBPF_OBJECT, EventRing,
         object::{attach_to_cgroups, program_error, program_mut, read_array, write_array},
+        size_ring,
     },
 };
 
@@ -33,6 +38,7 @@ const TC_EGRESS: &str = "chaos_tc_egress";
 pub struct PacketInjector {
     // Dropped in this order: the programs' links first, then the clsact qdiscs they used.
     ebpf: Ebpf,
+    events: EventRing,
     clsact: Clsact,
     slots: usize,
 }
@@ -77,8 +83,12 @@ impl PacketInjector {
                 expected: format!("at most {MAX_PACKET_RULES} packet faults at once"),
             });
         }
+        let mut loader = EbpfLoader::new();
+        size_ring(&mut loader)?;
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         let mut injector = PacketInjector {
-            ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
+            events: EventRing::take(&mut ebpf)?,
+            ebpf,
             clsact: Clsact::default(),
             slots: rules.len(),
         };
@@ -157,6 +167,48 @@ impl PacketInjector {
             prog.attach(cgroup, attach_type, CgroupAttachMode::Single)
                 .map(drop)
         })
+    }
+
+    /// Starts (or stops) the kernel writing an event for each packet the rules affect.
+    pub fn listen_events(&mut self, on: bool) -> Result<(), Error> {
+        let slots: Vec<u32> = (0..self.slots as u32).collect();
+        if on {
+            self.events.listen(&slots);
+        }
+        let rules: Vec<PacketRule> = read_array(&self.ebpf, RULES_MAP, self.slots)?;
+        write_array(
+            &mut self.ebpf,
+            RULES_MAP,
+            rules.into_iter().map(|rule| PacketRule {
+                flags: if on {
+                    rule.flags | PACKET_EVENTS
+                } else {
+                    rule.flags & !PACKET_EVENTS
+                },
+                ..rule
+            }),
+        )?;
+        if !on {
+            self.events.forget(&slots);
+        }
+        Ok(())
+    }
+
+    /// The events since the last call, oldest first, with their rule's position.
+    pub fn events(&mut self) -> Vec<(usize, Event)> {
+        let slots: Vec<u32> = (0..self.slots as u32).collect();
+        self.events
+            .drain(&slots)
+            .into_iter()
+            .map(|e| (e.slot as usize, e))
+            .collect()
+    }
+
+    /// Events lost so far (ring full, or read too late).
+    pub fn events_lost(&self) -> Result<u64, Error> {
+        let slots: Vec<u32> = (0..self.slots as u32).collect();
+        let kernel: u64 = self.counters()?.iter().map(|c| c.events_lost).sum();
+        Ok(kernel + self.events.overflowed(&slots))
     }
 
     /// The counters of the installed rules, in rule order.
