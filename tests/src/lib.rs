@@ -17,6 +17,7 @@ use chaos::target::ChildCgroup;
 use serde_json::Value;
 
 pub mod docker;
+pub mod events;
 pub mod netns;
 
 /// Whether this run is one where every test must really run (the VM tier): skipping there
