@@ -92,11 +92,17 @@ impl PacketInjector {
             clsact: Clsact::default(),
             slots: rules.len(),
         };
-        write_array(
-            &mut injector.ebpf,
-            RULES_MAP,
-            rules.iter().map(|(rule, _)| *rule),
-        )?;
+        let placed = |deadline_ns| {
+            rules
+                .iter()
+                .enumerate()
+                .map(move |(slot, (rule, _))| PacketRule {
+                    slot: slot as u32,
+                    deadline_ns,
+                    ..*rule
+                })
+        };
+        write_array(&mut injector.ebpf, RULES_MAP, placed(0))?;
         for (direction, name, attach_type) in [
             (DIRECTION_EGRESS, EGRESS, CgroupSkbAttachType::Egress),
             (DIRECTION_INGRESS, INGRESS, CgroupSkbAttachType::Ingress),
@@ -117,14 +123,7 @@ impl PacketInjector {
             // Counted from now, when everything is attached.
             let deadline_ns = crate::fault::boot_time_ns()?
                 .saturating_add(deadline.as_nanos().try_into().unwrap_or(u64::MAX));
-            write_array(
-                &mut injector.ebpf,
-                RULES_MAP,
-                rules.iter().map(|(rule, _)| PacketRule {
-                    deadline_ns,
-                    ..*rule
-                }),
-            )?;
+            write_array(&mut injector.ebpf, RULES_MAP, placed(deadline_ns))?;
         }
         Ok(injector)
     }
