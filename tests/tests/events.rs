@@ -333,3 +333,66 @@ fn file_errors_name_the_file_and_its_parents() {
     assert_eq!(event["comm"], "cat", "{event}");
     assert_nothing_left();
 }
+
+/// The daemon streams a fault's events while it runs (`GET /faults/{id}/events`, followed by
+/// `chaos events ID`), and the stream ends when the fault is removed.
+#[test]
+fn the_daemon_streams_a_faults_events_to_chaos_events() {
+    use std::io::{BufRead as _, BufReader};
+    if !need_root() {
+        return;
+    }
+    let socket = scratch("events-daemon.sock");
+    let mut daemon = Command::new(chaos_bin())
+        .args(["daemon", "--socket", socket.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting chaos daemon");
+    let client = chaos::daemon::client::DaemonClient::new(Some(&socket));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !client.answers() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let cgroup = TestCgroup::new("events-daemon");
+    let fault = client
+        .create_json(&serde_json::json!({
+            "kind": "syscall",
+            "syscalls": ["socket"],
+            "errno": "EMFILE",
+            "target": {"cgroup": cgroup.path},
+        }))
+        .expect("creating the fault");
+    let mut follower = Command::new(chaos_bin())
+        .args(["events", &fault.id.to_string(), "--json"])
+        .args(["--socket", socket.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("chaos events");
+    // The follower asks the kernel for events once its request is in: give it that moment.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let inside = workload_result(cgroup.spawn(&mut workload(&["--count", "5", "socket"])));
+    let outside = workload_result(workload(&["--count", "5", "socket"]).spawn().unwrap());
+    assert_eq!(inside.failed_with("EMFILE"), 5);
+    assert_eq!(outside.ok, 5);
+    // The events arrive while the fault still runs.
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let events: Vec<Value> = (0..5)
+        .map(|_| serde_json::from_str(&lines.next().expect("an event").unwrap()).unwrap())
+        .collect();
+    let removed = client.remove(fault.id).expect("removing the fault");
+    assert_eq!(removed.injected, 5);
+    for event in &events {
+        assert_eq!(event["call"], "socket", "{event}");
+        assert_eq!(event["errno"], "EMFILE", "{event}");
+    }
+    // The stream ends with the fault, and so does the follower.
+    assert!(lines.next().is_none(), "more events than injections");
+    assert!(follower.wait().unwrap().success());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_nothing_left();
+}

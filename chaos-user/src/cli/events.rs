@@ -1,7 +1,42 @@
 //! `--events`: print each call or packet a running fault acts on, as the kernel reports it.
-use std::io::Write as _;
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
-use crate::{engine::StartedFault, events::Clock};
+use crate::{
+    daemon::client::DaemonClient,
+    engine::StartedFault,
+    events::{Clock, EventRecord},
+};
+
+/// Options of `chaos events`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  chaos events 3")]
+pub struct EventsArgs {
+    /// The daemon's id of the fault (`chaos status` lists them).
+    pub id: u64,
+    /// Print JSON lines, as the daemon sends them.
+    #[arg(long)]
+    pub json: bool,
+    /// The daemon's socket (default: $CHAOS_SOCKET or /run/chaos/chaos.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+/// Runs `chaos events ID`: prints a daemon fault's events until it ends.
+pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let daemon = DaemonClient::new(args.socket.as_deref());
+    daemon.follow_events(args.id, |line| {
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(out, "{line}")?;
+        } else {
+            let event: EventRecord = serde_json::from_str(line)?;
+            writeln!(out, "{event}")?;
+        }
+        out.flush()?;
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// How `--events` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

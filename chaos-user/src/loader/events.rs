@@ -67,6 +67,11 @@ impl EventRing {
         })
     }
 
+    /// The ring's descriptor, for programs loaded outside aya (fmod_ret).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.ring)
+    }
+
     /// Starts keeping the events of `slots` (stops with [`EventRing::forget`]).
     pub(crate) fn listen(&mut self, slots: &[u32]) {
         for slot in slots {

@@ -29,7 +29,7 @@ use chaos_common::{
 use super::{
     Attach, CONFIG_MAP, COUNTERS_MAP, EBPF_OBJECT, HOOK_LEVELS_MAP, HookMechanism, PlannedRule,
     RULES_MAP, SYS_ENTER_NRS_MAP, TARGETS_MAP,
-    events::{EventRing, size_ring},
+    events::{EVENTS_MAP, EventRing, size_ring},
     fmod_ret::FmodRetObject,
     fmod_ret_twin,
     index::{RuleIndex, Slots},
@@ -507,7 +507,11 @@ impl LoadedObject {
         }
         let btf = Self::kernel_btf(&mut self.btf, &format!("fmod_ret on {function}"))?;
         if self.fmod_ret.is_none() {
-            self.fmod_ret = Some(Box::new(FmodRetObject::new(EBPF_OBJECT, &self.ebpf)?));
+            self.fmod_ret = Some(Box::new(FmodRetObject::with_maps(
+                EBPF_OBJECT,
+                &self.ebpf,
+                &[(EVENTS_MAP, self.events.raw_fd())],
+            )?));
         }
         let object = self.fmod_ret.as_ref().expect("just set");
         let link = object.attach(point.program, function, btf)?;
