@@ -182,7 +182,6 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
     let Some(packet) = decode(ctx, l3, direction) else {
         return false;
     };
-    let seen = Seen::of(&packet);
     let skb = ctx.skb;
     let len = ctx.len() as u64;
     let mut dropped = false;
@@ -291,7 +290,7 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
             CHAOS_PACKET_RULES.get(slot),
             CHAOS_PACKET_COUNTERS.get_ptr_mut(slot),
         ) {
-            event(skb, rule, counter, &seen, direction);
+            event(skb, rule, counter, &packet, direction);
         }
     }
     dropped
@@ -309,7 +308,7 @@ fn event(
     skb: *mut __sk_buff,
     rule: &PacketRule,
     counter: *mut PacketCounter,
-    packet: &Seen,
+    packet: &Packet,
     direction: u32,
 ) {
     // SAFETY: a pointer into a map value, an aligned u64 updated only atomically.
@@ -339,8 +338,8 @@ fn event(
         // 4 -> AF_INET (2), 6 -> AF_INET6 (10).
         const _: () = assert!(AF_INET == 4 * 4 - 14 && AF_INET6 == 6 * 4 - 14);
         (*e).family = (packet.family as u16).wrapping_mul(4).wrapping_sub(14);
-        (*e).local_port = packet.ports as u16;
-        (*e).port = (packet.ports >> 16) as u16;
+        (*e).local_port = packet.ports.0;
+        (*e).port = packet.ports.1;
         (*e).protocol = packet.protocol as u8;
         (*e)._pad = 0;
         let addr = &raw mut (*e).addr;
@@ -348,45 +347,6 @@ fn event(
         (*e).names = [[0; EVENT_NAME_LEN]; EVENT_NAMES];
     }
     entry.submit(0);
-}
-
-/// What an event says about the packet: copies of the decoded fields that the verifier
-/// cannot tell apart between paths. The decoded fields themselves are known numbers on many
-/// paths (the protocol after its compares, say); kept alive until the event after the rule
-/// loop, they would keep every path apart to the end (on 6.1: 280k instructions instead of
-/// 50k). Each copy goes through [`opaque`], so the verifier never relies on its value.
-struct Seen {
-    family: u32,
-    /// local port | remote port << 16.
-    ports: u32,
-    protocol: u32,
-    peer: [u32; 4],
-}
-
-impl Seen {
-    #[inline(always)]
-    fn of(packet: &Packet) -> Seen {
-        Seen {
-            family: opaque(packet.family),
-            ports: opaque(u32::from(packet.ports.0) | u32::from(packet.ports.1) << 16),
-            protocol: opaque(packet.protocol),
-            peer: [
-                opaque(packet.peer[0]),
-                opaque(packet.peer[1]),
-                opaque(packet.peer[2]),
-                opaque(packet.peer[3]),
-            ],
-        }
-    }
-}
-
-/// `value`, through a register move in asm: LLVM cannot see that it is 0 or all ones, so it keeps the
-/// masks that use it instead of turning them into a branch.
-#[inline(always)]
-fn opaque(mut value: u32) -> u32 {
-    // SAFETY: a register move onto itself.
-    unsafe { core::arch::asm!("{v} = {v}", v = inout(reg) value) };
-    value
 }
 
 /// When the packet would leave now: its own departure time if the stack set one (TCP

@@ -31,7 +31,7 @@ pub(super) async fn events(
         .get(id)
         .map(|f| f.shared())
         .ok_or_else(|| no_such(id))?;
-    let clock = Clock::now().map_err(|e| internal(e))?;
+    let clock = Clock::now().map_err(internal)?;
     fault
         .listen_events(true)
         .map_err(|e| internal(format!("{e:#}")))?;
@@ -40,7 +40,7 @@ pub(super) async fn events(
     Response::builder()
         .header(hyper::header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::new(EventLines(rx)))
-        .map_err(|e| internal(e))
+        .map_err(internal)
 }
 
 fn internal(err: impl std::fmt::Display) -> Failure {
