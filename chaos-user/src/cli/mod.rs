@@ -59,9 +59,37 @@ pub enum Command {
     QuickstartClient(quickstart::ClientArgs),
 }
 
+impl Command {
+    /// Commands that hold nothing to undo (no programs, qdiscs or children), so a reader that
+    /// goes away (`chaos schema | head`) may end them as it ends `cat`.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Schema
+                | Command::Doctor(_)
+                | Command::Report(_)
+                | Command::Validate(_)
+                | Command::Status(_)
+        )
+    }
+}
+
+/// Rust starts with SIGPIPE ignored, so `println!` into a closed pipe panics. Commands that
+/// only print get the default action back; `inject`, `run` and the daemon keep it ignored,
+/// since they must live to detach what they attached.
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Parses the command line, runs it and turns errors into a message and exit status 2.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.only_prints() {
+        die_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Inject(cmd) => inject::run(*cmd),
         Command::Doctor(args) => doctor::run(args),

@@ -1,168 +1,16 @@
-//! The experiment document (Chaos Toolkit's format) and its validation.
+//! Validation of an experiment document.
 //!
 //! Validation collects every problem at once, each with its location and field path; an
 //! experiment with any problem never runs.
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{
+use super::*;
+use crate::experiment::{
     document::{Document, Invalid, Problem, field},
-    fault::FaultSpec,
     substitution::Variables,
 };
-
-/// Whether an activity changes the system or observes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActivityKind {
-    /// Changes the system (starts a fault, runs a command).
-    Action,
-    /// Observes the system; its output is recorded and checked against a tolerance.
-    Probe,
-}
-
-/// What runs an activity.
-#[derive(Clone, Debug)]
-pub enum Provider {
-    /// An HTTP request.
-    Http(HttpSpec),
-    /// A command.
-    Process(ProcessSpec),
-    /// `module.func(**arguments)` in the system's python3.
-    Python(PythonSpec),
-    /// A fault of this project (boxed: a spec is much larger than the other providers).
-    Chaos(Box<FaultSpec>),
-}
-
-/// An `http` provider.
-#[derive(Clone, Debug)]
-pub struct HttpSpec {
-    /// The URL.
-    pub url: String,
-    /// GET, POST, ...
-    pub method: String,
-    /// Request headers.
-    pub headers: Vec<(String, String)>,
-    /// The body: a string as is, anything else as JSON.
-    pub body: Option<Value>,
-    /// Give up after this long.
-    pub timeout: Duration,
-    /// When set, any other status fails the activity.
-    pub expected_status: Option<u16>,
-}
-
-/// A `process` provider.
-#[derive(Clone, Debug)]
-pub struct ProcessSpec {
-    /// The program.
-    pub path: String,
-    /// Its arguments (a string is split as POSIX shell words, as Chaos Toolkit's `shlex.split`).
-    pub arguments: Vec<String>,
-    /// Kill it after this long.
-    pub timeout: Option<Duration>,
-    /// Extra environment (a probe tolerance's process gets the output in `CHAOS_VALUE`).
-    pub env: Vec<(String, String)>,
-}
-
-/// A `python` provider.
-#[derive(Clone, Debug)]
-pub struct PythonSpec {
-    /// The module to import.
-    pub module: String,
-    /// The function to call.
-    pub func: String,
-    /// Its keyword arguments.
-    pub arguments: Map<String, Value>,
-}
-
-/// An action or probe.
-#[derive(Clone, Debug)]
-pub struct Activity {
-    /// Action or probe.
-    pub kind: ActivityKind,
-    /// Its name, unique enough to read a journal by.
-    pub name: String,
-    /// What runs it.
-    pub provider: Provider,
-    /// Seconds to wait before it.
-    pub pause_before: Duration,
-    /// Seconds to wait after it.
-    pub pause_after: Duration,
-    /// Runs in parallel with what follows; the method waits for it at its end.
-    pub background: bool,
-    /// For steady-state probes: what output is acceptable.
-    pub tolerance: Option<Value>,
-    /// For a `probe` tolerance: the probe that judges the output.
-    pub tolerance_probe: Option<Box<Activity>>,
-    /// The activity as written (after substitution), for the journal.
-    pub raw: Value,
-}
-
-/// When the steady-state hypothesis is checked (`runtime.hypothesis.strategy`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HypothesisStrategy {
-    /// Before and after the method.
-    Default,
-    /// Only before the method.
-    BeforeMethodOnly,
-    /// Only after the method.
-    AfterMethodOnly,
-    /// Only while the method runs, every `frequency`.
-    DuringMethodOnly,
-    /// Before, during (every `frequency`) and after.
-    Continuously,
-}
-
-/// Which rollbacks run (`runtime.rollbacks.strategy` or `--rollback-strategy`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum RollbackStrategy {
-    /// Whenever the method started, unless the run was interrupted.
-    Default,
-    /// Always, even after a failed steady state before the method or an interruption.
-    Always,
-    /// Never.
-    Never,
-    /// Only when the experiment deviated.
-    Deviated,
-}
-
-/// `runtime`.
-#[derive(Clone, Copy, Debug)]
-pub struct Runtime {
-    /// When the hypothesis is checked.
-    pub strategy: HypothesisStrategy,
-    /// How often during the method, for the during/continuously strategies.
-    pub frequency: Duration,
-    /// Stop the method as soon as a check during it deviates.
-    pub fail_fast: bool,
-    /// Which rollbacks run.
-    pub rollbacks: RollbackStrategy,
-}
-
-/// A validated experiment, with `${...}` substituted.
-#[derive(Clone, Debug)]
-pub struct Experiment {
-    /// `title`.
-    pub title: String,
-    /// `description`.
-    pub description: String,
-    /// `tags`.
-    pub tags: Vec<String>,
-    /// `steady-state-hypothesis.title`, when there is one.
-    pub hypothesis_title: Option<String>,
-    /// `steady-state-hypothesis.probes`.
-    pub hypothesis: Vec<Activity>,
-    /// `method`.
-    pub method: Vec<Activity>,
-    /// `rollbacks`.
-    pub rollbacks: Vec<Activity>,
-    /// `runtime`.
-    pub runtime: Runtime,
-    /// The document as written (configuration and secret values are not echoed), for the
-    /// journal.
-    pub raw: Value,
-}
 
 const TOP_KEYS: &[&str] = &[
     "version",
@@ -193,12 +41,6 @@ const ACTIVITY_KEYS: &[&str] = &[
 ];
 
 impl Experiment {
-    /// Reads, resolves and validates an experiment file.
-    pub fn load(path: &Path) -> Result<Experiment, Invalid> {
-        let doc = Document::read(path)?;
-        Experiment::from_document(&doc, &|k| std::env::var(k).ok())
-    }
-
     /// Validates a parsed document, reading `configuration` env entries through `env`.
     pub fn from_document(
         doc: &Document,
@@ -699,7 +541,7 @@ impl Validator<'_> {
             }
             "chaos" => {
                 self.unknown_keys(path, p, &["type", "func", "arguments", "target"]);
-                match super::fault::from_provider(p) {
+                match crate::experiment::fault::from_provider(p) {
                     Ok(spec) => Some(Provider::Chaos(Box::new(spec))),
                     Err((key, value, expected)) => {
                         let at = if key.is_empty() {
@@ -875,183 +717,5 @@ impl Validator<'_> {
             self.problem("runtime.rollbacks", other, "a mapping with `strategy`");
         }
         rt
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(yaml: &str) -> Result<Experiment, Invalid> {
-        let doc = Document::parse("e.yaml", yaml, false)?;
-        Experiment::from_document(&doc, &|k| (k == "PORT").then(|| "8080".to_owned()))
-    }
-
-    const FULL: &str = "\
-title: web survives refused backend connections
-description: d
-tags: [web]
-configuration:
-  port: {type: env, key: PORT, env_var_type: int}
-  cgroup: /chaos/web
-steady-state-hypothesis:
-  title: healthy
-  probes:
-    - type: probe
-      name: health
-      tolerance: 200
-      provider: {type: http, url: 'http://127.0.0.1:${port}/health', timeout: 2}
-method:
-  - type: action
-    name: refuse
-    provider:
-      type: chaos
-      func: syscall
-      arguments: {syscall: connect, errno: ECONNREFUSED, duration: 5s}
-      target: {cgroup: '${cgroup}'}
-    pauses: {after: 1.5}
-  - ref: health
-  - type: probe
-    name: listing
-    background: true
-    provider: {type: process, path: ls, arguments: -l /}
-rollbacks: []
-runtime:
-  hypothesis: {strategy: continuously, frequency: 0.5, fail_fast: true}
-  rollbacks: {strategy: always}
-";
-
-    #[test]
-    fn process_arguments_split_as_shell_words() {
-        // Chaos Toolkit splits a string with shlex.split: quotes group and are removed.
-        let doc = serde_json::json!({"title": "t", "description": "d", "method": [{
-            "type": "action", "name": "echo", "provider": {"type": "process", "path": "echo",
-            "arguments": r#"{"a": 3} 'b c' d\ e"#}}]})
-        .to_string();
-        let doc = doc.as_str();
-        let e = load(doc).unwrap();
-        let Provider::Process(p) = &e.method[0].provider else {
-            panic!()
-        };
-        // `echo` then prints `{a: 3} b c d e`, as under Chaos Toolkit.
-        assert_eq!(p.arguments, ["{a:", "3}", "b c", "d e"]);
-    }
-
-    #[test]
-    fn a_full_experiment_loads_with_substitution() {
-        let e = load(FULL).unwrap();
-        assert_eq!(e.title, "web survives refused backend connections");
-        assert_eq!(e.hypothesis.len(), 1);
-        let Provider::Http(h) = &e.hypothesis[0].provider else {
-            panic!()
-        };
-        assert_eq!(h.url, "http://127.0.0.1:8080/health");
-        assert_eq!(h.timeout, Duration::from_secs(2));
-        assert_eq!(e.method.len(), 3);
-        let Provider::Chaos(f) = &e.method[0].provider else {
-            panic!()
-        };
-        assert!(
-            f.command_line().contains("--cgroup /chaos/web"),
-            "{}",
-            f.command_line()
-        );
-        assert_eq!(e.method[0].pause_after, Duration::from_millis(1500));
-        assert_eq!(e.method[1].name, "health");
-        assert!(e.method[2].background);
-        let Provider::Process(p) = &e.method[2].provider else {
-            panic!()
-        };
-        assert_eq!(p.arguments, ["-l", "/"]);
-        assert_eq!(e.runtime.strategy, HypothesisStrategy::Continuously);
-        assert_eq!(e.runtime.frequency, Duration::from_millis(500));
-        assert!(e.runtime.fail_fast);
-        assert_eq!(e.runtime.rollbacks, RollbackStrategy::Always);
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_location_path_value_and_what_is_allowed() {
-        let bad = FULL
-            .replace("tags: [web]", "tags: [web]\ntitel: typo")
-            .replace("errno: ECONNREFUSED", "errno: ECONNREFUZED")
-            .replace("strategy: always", "strategy: sometimes")
-            .replace("type: process", "type: shell");
-        let err = load(&bad).unwrap_err();
-        let text = err.to_string();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
-        assert!(lines.contains(&"e.yaml:4:1: titel: `titel`: unknown key; allowed here: version, title, description, tags, contributions, configuration, secrets, steady-state-hypothesis, method, rollbacks, runtime, controls, extensions"), "{text}");
-        assert!(
-            lines.iter().any(|l| l.starts_with("e.yaml:21:44: method[0].provider.arguments.errno: `\"ECONNREFUZED\"`: `ECONNREFUZED` is not valid")),
-            "{text}"
-        );
-        assert!(lines.iter().any(|l| l.starts_with("e.yaml:28:22: method[2].provider.type: `shell`: one of http, process, python, chaos")), "{text}");
-        assert!(lines.iter().any(|l| l.starts_with("e.yaml:32:25: runtime.rollbacks.strategy: `sometimes`: one of default, always, never, deviated")), "{text}");
-    }
-
-    #[test]
-    fn required_fields_and_shapes() {
-        let err = load("description: no title\n").unwrap_err().to_string();
-        assert!(err.contains("title: missing"), "{err}");
-        assert!(err.contains("method: missing"), "{err}");
-        let err = load("title: t\nmethod:\n  - type: probe\n    name: p\n    provider: {type: http}\n    tolerance: 1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("method[0].provider.url: missing"), "{err}");
-        assert!(err.contains("method[0].tolerance: `tolerance`: a tolerance belongs to steady-state-hypothesis probes only"), "{err}");
-        let err = load("title: t\nsteady-state-hypothesis:\n  title: h\n  probes:\n    - type: probe\n      name: p\n      provider: {type: process, path: 'true'}\n      tolerance: {type: regex, pattern: '('}\nmethod: []\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("e.yaml:8:41: steady-state-hypothesis.probes[0].tolerance.pattern: `(`: a regular expression"), "{err}");
-        let err = load("title: t\nmethod:\n  - ref: nothing\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("method[0].ref: `nothing`"), "{err}");
-    }
-
-    #[test]
-    fn controls_are_refused_where_they_stand_never_ignored() {
-        let yaml = "\
-title: t
-controls:
-  - name: tracing
-    provider: {type: python, module: chaostracing.control}
-steady-state-hypothesis:
-  title: ok
-  controls: []
-  probes:
-    - type: probe
-      name: p
-      tolerance: 0
-      provider: {type: process, path: 'true'}
-method:
-  - type: action
-    name: a
-    provider: {type: process, path: 'true'}
-    controls: [{name: c, provider: {type: python, module: m}}]
-";
-        let err = load(yaml).unwrap_err().to_string();
-        for (at, path) in [
-            ("e.yaml:2:1", "controls"),
-            ("e.yaml:7:3", "steady-state-hypothesis.controls"),
-            ("e.yaml:17:5", "method[0].controls"),
-        ] {
-            let line = err
-                .lines()
-                .find(|l| l.starts_with(at))
-                .unwrap_or_else(|| panic!("nothing at {at}: {err}"));
-            assert!(
-                line.contains(path) && line.contains("not run by chaos"),
-                "{line}"
-            );
-        }
-        let without: String = yaml
-            .lines()
-            .filter(|l| {
-                !l.contains("controls") && !l.contains("tracing") && !l.contains("chaostracing")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert!(load(&without).is_ok(), "{without}");
     }
 }
