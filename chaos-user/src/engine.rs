@@ -69,6 +69,8 @@ pub struct StartedFault {
     cgroup: CgroupTarget,
     /// The counters read when it was stopped.
     last: Mutex<Option<Vec<RuleCounters>>>,
+    /// How many listen to its events (the kernel writes them while one does).
+    listeners: Mutex<usize>,
 }
 
 impl StartedFault {
@@ -131,6 +133,7 @@ impl StartedFault {
             engine: Mutex::new(Some(engine)),
             cgroup: target.clone(),
             last: Mutex::new(None),
+            listeners: Mutex::new(0),
         })
     }
 
@@ -182,9 +185,20 @@ impl StartedFault {
         }
     }
 
-    /// Starts (or stops) the kernel reporting each call or packet this fault acts on; a
-    /// fault nobody listens to writes no events.
+    /// Starts (or, for the last listener, stops) the kernel reporting each call or packet
+    /// this fault acts on; a fault nobody listens to writes no events. Listeners share one
+    /// stream: each event goes to whichever reads [`StartedFault::events`] first.
     pub fn listen_events(&self, on: bool) -> anyhow::Result<()> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let before = *listeners;
+        *listeners = if on {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        if (on && before > 0) || (!on && *listeners > 0) {
+            return Ok(());
+        }
         match self.engine().as_mut() {
             Some(Engine::Rules { injector, .. }) => injector.listen_events(on)?,
             Some(Engine::Net { injection }) => injection.listen_events(on)?,
