@@ -184,7 +184,6 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
     };
     let skb = ctx.skb;
     let len = ctx.len() as u64;
-    let mut dropped = false;
     // The slot + 1 of the last rule that acted and wants events, 0 for none, kept in a map
     // rather than on the stack: the verifier tracks no map memory, so the paths through the
     // rest of the loop stay alike for it. A variable it could tell apart (none yet, this
@@ -258,8 +257,10 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
         }
         match action {
             Some(PacketAction::Drop) => {
-                dropped = true;
-                break;
+                // Sent here, on the way out: a path that drops ends at once, as it did
+                // before events, instead of walking on to the end of the loop.
+                send_event(skb, event_at, &packet, direction);
+                return true;
             }
             Some(PacketAction::Duplicate) => duplicate(skb),
             Some(PacketAction::Corrupt) => corrupt(
@@ -282,7 +283,14 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
             _ => {}
         }
     }
-    // SAFETY: as above.
+    send_event(skb, event_at, &packet, direction);
+    false
+}
+
+/// Writes the event of the rule `event_at` names (slot + 1), if any.
+#[inline(always)]
+fn send_event(skb: *mut __sk_buff, event_at: *mut u32, packet: &Packet, direction: u32) {
+    // SAFETY: a per-CPU map value, and programs do not migrate while they run.
     let at = unsafe { *event_at };
     if at != 0 {
         let slot = at.wrapping_sub(1) & (MAX_PACKET_RULES - 1);
@@ -290,10 +298,9 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
             CHAOS_PACKET_RULES.get(slot),
             CHAOS_PACKET_COUNTERS.get_ptr_mut(slot),
         ) {
-            event(skb, rule, counter, &packet, direction);
+            event(skb, rule, counter, packet, direction);
         }
     }
-    dropped
 }
 
 /// Writes the event of a packet rule `slot` affected (or, in a dry run, would have). Packets
