@@ -45,6 +45,9 @@ pub(crate) struct EventRing {
     ring: RingBuf<MapData>,
     /// Rule slot -> its events not handed out yet, for the slots that listen.
     pending: BTreeMap<u32, VecDeque<Event>>,
+    /// Rule slot -> when (boot clock) its listener started: older events in the ring are an
+    /// earlier fault's, whose slot this one reuses.
+    since: BTreeMap<u32, u64>,
     /// Rule slot -> events dropped here because `pending` was full.
     overflowed: BTreeMap<u32, u64>,
 }
@@ -63,6 +66,7 @@ impl EventRing {
         Ok(EventRing {
             ring,
             pending: BTreeMap::new(),
+            since: BTreeMap::new(),
             overflowed: BTreeMap::new(),
         })
     }
@@ -74,8 +78,10 @@ impl EventRing {
 
     /// Starts keeping the events of `slots` (stops with [`EventRing::forget`]).
     pub(crate) fn listen(&mut self, slots: &[u32]) {
+        let now = crate::fault::boot_time_ns().unwrap_or(0);
         for slot in slots {
             self.pending.entry(*slot).or_default();
+            self.since.entry(*slot).or_insert(now);
         }
     }
 
@@ -83,6 +89,7 @@ impl EventRing {
     pub(crate) fn forget(&mut self, slots: &[u32]) {
         for slot in slots {
             self.pending.remove(slot);
+            self.since.remove(slot);
             self.overflowed.remove(slot);
         }
     }
@@ -97,7 +104,10 @@ impl EventRing {
             // the read is unaligned-safe.
             let event = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
             drop(item);
-            if let Some(queue) = self.pending.get_mut(&event.slot) {
+            let since = self.since.get(&event.slot).copied().unwrap_or(0);
+            if let Some(queue) = self.pending.get_mut(&event.slot)
+                && event.time_ns >= since
+            {
                 if queue.len() < PENDING_PER_SLOT {
                     queue.push_back(event);
                 } else {
