@@ -91,11 +91,6 @@ pub struct PacketRule {
     /// `CLOCK_BOOTTIME` nanoseconds after which the rule no longer affects packets, so that a
     /// fault ends even when chaos cannot remove it (killed, frozen); 0 for none.
     pub deadline_ns: u64,
-    /// The rule's own slot, for its events: the programs take it from here rather than
-    /// from their loop counter, whose every value the verifier would track apart.
-    pub slot: u32,
-    /// Reserved, keeps the layout 8-byte aligned.
-    pub _pad: u32,
 }
 
 impl PacketRule {

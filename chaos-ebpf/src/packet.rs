@@ -298,7 +298,7 @@ fn send_event(skb: *mut __sk_buff, event_at: *mut u32, packet: &Packet, directio
             CHAOS_PACKET_RULES.get(slot),
             CHAOS_PACKET_COUNTERS.get_ptr_mut(slot),
         ) {
-            event(skb, rule, counter, packet, direction);
+            event(skb, slot, rule, counter, packet, direction);
         }
     }
 }
@@ -306,13 +306,13 @@ fn send_event(skb: *mut __sk_buff, event_at: *mut u32, packet: &Packet, directio
 /// Writes the event of a packet rule `slot` affected (or, in a dry run, would have). Packets
 /// carry no calling task: the event has the socket's cgroup, the addresses and the protocol.
 ///
-/// Called once, after the rule loop, with the rule and its counter as map pointers (which
-/// the verifier does not tell apart by slot), and without branches beyond the reservation:
-/// inside the plain 16-slot loop, or keyed by the loop's slot number, every branch
-/// multiplied the verifier's states (446k, then 1M+ instructions on 6.1; the budget is 250k).
+/// Called where the rule loop ends ([`send_event`]), without branches beyond the
+/// reservation: inside the plain 16-slot loop every branch multiplied the verifier's states
+/// (446k instructions on 6.1, where the budget is 250k).
 #[inline(always)]
 fn event(
     skb: *mut __sk_buff,
+    slot: u32,
     rule: &PacketRule,
     counter: *mut PacketCounter,
     packet: &Packet,
@@ -333,7 +333,7 @@ fn event(
         (*e).pid = 0;
         (*e).tid = 0;
         (*e).kind = EVENT_PACKET;
-        (*e).slot = rule.slot;
+        (*e).slot = slot;
         (*e).hook = 0;
         (*e).action = rule.action;
         (*e).value = 0;

@@ -92,17 +92,11 @@ impl PacketInjector {
             clsact: Clsact::default(),
             slots: rules.len(),
         };
-        let placed = |deadline_ns| {
-            rules
-                .iter()
-                .enumerate()
-                .map(move |(slot, (rule, _))| PacketRule {
-                    slot: slot as u32,
-                    deadline_ns,
-                    ..*rule
-                })
-        };
-        write_array(&mut injector.ebpf, RULES_MAP, placed(0))?;
+        write_array(
+            &mut injector.ebpf,
+            RULES_MAP,
+            rules.iter().map(|(rule, _)| *rule),
+        )?;
         for (direction, name, attach_type) in [
             (DIRECTION_EGRESS, EGRESS, CgroupSkbAttachType::Egress),
             (DIRECTION_INGRESS, INGRESS, CgroupSkbAttachType::Ingress),
@@ -123,7 +117,14 @@ impl PacketInjector {
             // Counted from now, when everything is attached.
             let deadline_ns = crate::fault::boot_time_ns()?
                 .saturating_add(deadline.as_nanos().try_into().unwrap_or(u64::MAX));
-            write_array(&mut injector.ebpf, RULES_MAP, placed(deadline_ns))?;
+            write_array(
+                &mut injector.ebpf,
+                RULES_MAP,
+                rules.iter().map(|(rule, _)| PacketRule {
+                    deadline_ns,
+                    ..*rule
+                }),
+            )?;
         }
         Ok(injector)
     }

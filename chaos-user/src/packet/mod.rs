@@ -342,9 +342,6 @@ impl NetFault {
             jitter_ns,
             rate_bytes_per_sec: rate,
             deadline_ns: 0,
-            // Set by the injector, which places the rule.
-            slot: 0,
-            _pad: 0,
         }
     }
 
