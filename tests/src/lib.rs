@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub mod dns;
 pub mod docker;
+pub mod events;
 pub mod netns;
 pub mod service;
 
