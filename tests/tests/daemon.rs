@@ -1051,3 +1051,171 @@ fn many_faults_share_one_load_and_go_one_by_one() {
     }
     assert_nothing_left();
 }
+
+/// The links of the loaded program named `name` (as the kernel truncates names).
+fn links_of_program(name: &str) -> usize {
+    let short = &name[..name.len().min(15)];
+    let ids: Vec<u32> = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str() == Some(short))
+        .map(|p| p.id())
+        .collect();
+    aya::programs::loaded_links()
+        .flatten()
+        .filter(|l| ids.contains(&l.program_id()))
+        .count()
+}
+
+/// A socket() fault spec on `cgroup` with `extra` fields merged in.
+fn socket_fault_with(cgroup: &TestCgroup, errno: &str, extra: Value) -> Value {
+    let mut spec = socket_fault(cgroup, errno);
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    spec
+}
+
+fn counts(client: &DaemonClient, id: u64) -> (u64, u64) {
+    let f = by_id(&client.list().unwrap(), id).clone();
+    (f.matched, f.injected)
+}
+
+/// Two faults of one daemon on a cgroup and on a cgroup below it share one program; linked at
+/// both, it would run twice for a task in the inner cgroup, and each fault would count (and
+/// its schedule would see) every call twice.
+#[test]
+fn faults_on_nested_cgroups_count_each_call_once() {
+    if !need_root() {
+        return;
+    }
+    let daemon = DaemonRun::start("nested", false, &[]);
+    let client = daemon.client();
+    let outer = TestCgroup::new("nested");
+    let outer_name = outer.path.file_name().unwrap().to_str().unwrap().to_owned();
+    let inner = TestCgroup::named(&format!("{outer_name}/inner"));
+    // Its path starts with the outer one's as a string, but it is not below it.
+    let sibling = TestCgroup::named(&format!("{outer_name}2"));
+
+    // Outer first: its depth is tried first, and a dry run counts every call without
+    // deciding it, so the inner fault's rule sees every call too.
+    let watch = json!({"dry_run": true});
+    let outer_fault = client
+        .create_json(&socket_fault_with(&outer, "EMFILE", watch.clone()))
+        .unwrap();
+    let every_2nd = json!({"schedule": {"every": 2}});
+    let inner_fault = client
+        .create_json(&socket_fault_with(&inner, "ENFILE", every_2nd))
+        .unwrap();
+    assert_eq!(
+        links_of_program("chaos_sock_create"),
+        1,
+        "one link covers both"
+    );
+
+    let seen = sockets_in(&inner, 6);
+    assert_eq!((seen.ok, seen.failed_with("ENFILE")), (3, 3), "{seen:?}");
+    assert_eq!(counts(&client, outer_fault.id), (6, 6));
+    assert_eq!(counts(&client, inner_fault.id), (6, 3));
+    let seen = sockets_in(&outer, 4);
+    assert_eq!((seen.ok, seen.failed()), (4, 0), "{seen:?}");
+    assert_eq!(counts(&client, outer_fault.id), (10, 10));
+    for bystander in [sockets_in(&sibling, 4), sockets_outside(4)] {
+        assert_eq!((bystander.ok, bystander.failed()), (4, 0), "{bystander:?}");
+    }
+    assert_eq!(counts(&client, outer_fault.id), (10, 10));
+    assert_eq!(counts(&client, inner_fault.id), (6, 3));
+
+    // The outer fault goes: the inner cgroup gets a link of its own before the outer one's
+    // goes, and its calls keep failing on schedule.
+    client.remove(outer_fault.id).unwrap();
+    assert_eq!(links_of_program("chaos_sock_create"), 1);
+    let seen = sockets_in(&inner, 6);
+    assert_eq!((seen.ok, seen.failed_with("ENFILE")), (3, 3), "{seen:?}");
+    assert_eq!(counts(&client, inner_fault.id), (12, 6));
+    assert_eq!(sockets_in(&outer, 2).ok, 2);
+
+    // An outer fault again, after the inner one: its link replaces the inner cgroup's.
+    let outer_fault = client
+        .create_json(&socket_fault_with(&outer, "EMFILE", watch))
+        .unwrap();
+    assert_eq!(links_of_program("chaos_sock_create"), 1);
+    let seen = sockets_in(&inner, 6);
+    assert_eq!((seen.ok, seen.failed_with("ENFILE")), (3, 3), "{seen:?}");
+    assert_eq!(counts(&client, outer_fault.id), (6, 6));
+    assert_eq!(counts(&client, inner_fault.id), (18, 9));
+
+    // The inner fault goes: the outer link stays and still counts the inner cgroup's calls.
+    client.remove(inner_fault.id).unwrap();
+    assert_eq!(sockets_in(&inner, 2).ok, 2);
+    assert_eq!(counts(&client, outer_fault.id), (8, 8));
+    client.remove(outer_fault.id).unwrap();
+    assert_eq!(links_of_program("chaos_sock_create"), 0);
+    drop(daemon);
+    assert_nothing_left();
+}
+
+/// The same for packet faults, whose cgroup_skb programs are shared the same way: each fault
+/// counts each of the inner cgroup's datagrams once.
+#[test]
+fn packet_faults_on_nested_cgroups_count_each_packet_once() {
+    use chaos_tests::netns::{UdpCounter, VethPair, net_client, net_result};
+    if !need_root() {
+        return;
+    }
+    let pair = match VethPair::new("nst") {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no veth network namespaces: {why}")),
+    };
+    let outer = TestCgroup::new("nested-net");
+    let outer_name = outer.path.file_name().unwrap().to_str().unwrap().to_owned();
+    let inner = TestCgroup::named(&format!("{outer_name}/inner"));
+    let daemon = DaemonRun::start("nested-net", false, &[]);
+    let client = daemon.client();
+    let cidr = format!("{}/32", pair.addr_b);
+    let drop_udp = |cgroup: &TestCgroup, dry_run: bool| {
+        json!({
+            "kind": "net-drop",
+            "filter": {"protocol": "udp", "cidr": cidr, "direction": "egress"},
+            "target": {"cgroup": cgroup.path},
+            "dry_run": dry_run,
+        })
+    };
+    let outer_fault = client.create_json(&drop_udp(&outer, true)).unwrap();
+    let inner_fault = client.create_json(&drop_udp(&inner, false)).unwrap();
+    assert_eq!(
+        links_of_program("chaos_skb_egress"),
+        1,
+        "one link covers both"
+    );
+
+    const N: u64 = 50;
+    let send = |cgroup: &TestCgroup| {
+        let counter = UdpCounter::start(Some(&pair.b), pair.addr_b);
+        let result = net_result(cgroup.spawn(&mut net_client(
+            Some(&pair.a),
+            &["udp-send", &counter.addr.to_string(), &N.to_string()],
+        )));
+        assert_eq!(result["errors"], 0, "{result}");
+        counter.stop().0
+    };
+    assert_eq!(send(&inner), 0, "the inner cgroup's datagrams arrived");
+    assert_eq!(counts(&client, inner_fault.id), (N, N));
+    assert_eq!(counts(&client, outer_fault.id), (N, N));
+    assert_eq!(
+        send(&outer),
+        N,
+        "a dry run dropped the outer cgroup's datagrams"
+    );
+    assert_eq!(counts(&client, outer_fault.id), (2 * N, 2 * N));
+
+    // The outer fault goes first: the inner cgroup keeps losing its datagrams.
+    client.remove(outer_fault.id).unwrap();
+    assert_eq!(links_of_program("chaos_skb_egress"), 1);
+    assert_eq!(send(&inner), 0);
+    assert_eq!(counts(&client, inner_fault.id), (2 * N, 2 * N));
+    client.remove(inner_fault.id).unwrap();
+    assert_eq!(send(&inner), N);
+    drop(daemon);
+    drop(pair);
+    assert_nothing_left();
+}

@@ -3,8 +3,10 @@
 //! them, and a fault is then a few map writes (its rule slots, the index entries of its
 //! targets) plus, for cgroup hooks, an attach per target cgroup that has none yet.
 //!
-//! Links are counted per attach point (program, cgroup): a fault takes a reference on each it
-//! needs, and the last fault to let go detaches it. Every link is a bpf_link file descriptor
+//! System-wide links (LSM, tracepoints) are counted per program: a fault takes a reference on
+//! each it needs, and the last fault to let go detaches it. A cgroup program is wanted per
+//! (program, cgroup) the same way, but linked only where no ancestor cgroup is linked
+//! ([`CgroupCover`]), so that it runs once for a task below two targets. Every link is a bpf_link file descriptor
 //! owned by this process and nothing is pinned, so SIGKILL still detaches everything; when the
 //! last fault goes the whole object is dropped and nothing stays loaded.
 use std::{
@@ -29,6 +31,7 @@ use chaos_common::{
 use super::{
     Attach, CONFIG_MAP, COUNTERS_MAP, EBPF_OBJECT, HOOK_LEVELS_MAP, HookMechanism, PlannedRule,
     RULES_MAP, SYS_ENTER_NRS_MAP, TARGETS_MAP,
+    cover::CgroupCover,
     events::{EVENTS_MAP, EventRing, size_ring},
     fmod_ret::FmodRetObject,
     fmod_ret_twin,
@@ -64,6 +67,9 @@ pub(crate) struct FaultSlots {
 pub(crate) struct LoadedObject {
     /// First, so that the links go (detach) before the programs are closed.
     links: BTreeMap<AttachPoint, Link>,
+    /// Per cgroup program: how to attach it and the cgroups faults want it on (its links in
+    /// `links` are the minimal cover of these).
+    covers: BTreeMap<&'static str, (Attach, CgroupCover)>,
     // After the links (the fmod_ret programs they hold), before the maps they use. Boxed:
     // aya-obj's Object is large.
     fmod_ret: Option<Box<FmodRetObject>>,
@@ -99,6 +105,7 @@ impl LoadedObject {
             slots: Slots::new(MAX_RULES),
             index: RuleIndex::default(),
             links: BTreeMap::new(),
+            covers: BTreeMap::new(),
         })
     }
 
@@ -241,20 +248,27 @@ impl LoadedObject {
             }
             for name in names {
                 self.load_program(name, attach)?;
-                let cgroups: Vec<Option<PathBuf>> = match attach {
-                    Attach::Lsm(_) | Attach::TpBtf(_) => vec![None],
-                    Attach::SockAddr | Attach::Sock | Attach::Sockopt => {
-                        dirs.iter().map(|d| Some((*d).clone())).collect()
-                    }
-                };
-                for cgroup in cgroups {
+                if let Attach::Lsm(_) | Attach::TpBtf(_) = attach {
                     let point = AttachPoint {
                         program: name,
-                        cgroup,
+                        cgroup: None,
                     };
                     self.hold(&point, attach)?;
                     fault.points.push(point);
+                    continue;
                 }
+                let (_, cover) = self
+                    .covers
+                    .entry(name)
+                    .or_insert_with(|| (attach, CgroupCover::default()));
+                for dir in &dirs {
+                    cover.want(dir);
+                    fault.points.push(AttachPoint {
+                        program: name,
+                        cgroup: Some((*dir).clone()),
+                    });
+                }
+                self.relink(name)?;
             }
         }
         Ok(())
@@ -279,7 +293,15 @@ impl LoadedObject {
         if had_sys_enter {
             result = result.and(self.write_sys_enter_filter());
         }
+        let mut relink = BTreeSet::new();
         for point in &fault.points {
+            if let Some(dir) = &point.cgroup {
+                if let Some((_, cover)) = self.covers.get_mut(point.program) {
+                    cover.unwant(dir);
+                    relink.insert(point.program);
+                }
+                continue;
+            }
             if let Some(link) = self.links.get_mut(point) {
                 link.users -= 1;
                 if link.users == 0 {
@@ -287,6 +309,9 @@ impl LoadedObject {
                     self.links.remove(point);
                 }
             }
+        }
+        for program in relink {
+            result = result.and(self.relink(program));
         }
         self.slots.give_back(&fault.slots);
         result
@@ -523,6 +548,53 @@ impl LoadedObject {
             },
         );
         Ok(())
+    }
+
+    /// Brings the cgroup program `program`'s links to the minimal cover of the cgroups faults
+    /// want it on: first attaches where a link is missing, then detaches the links that became
+    /// redundant, so that no wanted cgroup is ever left uncovered. After a failed attach the
+    /// links above it stay (see [`CgroupCover::keep`]) and the error is returned.
+    fn relink(&mut self, program: &'static str) -> Result<(), Error> {
+        let Some((attach, cover)) = self.covers.get(program) else {
+            return Ok(());
+        };
+        let attach = *attach;
+        let linked = |links: &BTreeMap<AttachPoint, Link>| -> BTreeSet<PathBuf> {
+            links
+                .keys()
+                .filter(|p| p.program == program)
+                .filter_map(|p| p.cgroup.clone())
+                .collect()
+        };
+        let missing: Vec<PathBuf> = cover
+            .minimal()
+            .difference(&linked(&self.links))
+            .cloned()
+            .collect();
+        let mut result = Ok(());
+        for dir in missing {
+            let point = AttachPoint {
+                program,
+                cgroup: Some(dir),
+            };
+            if let Err(err) = self.hold(&point, attach) {
+                result = Err(err);
+                break;
+            }
+        }
+        let (_, cover) = &self.covers[program];
+        let linked = linked(&self.links);
+        for dir in linked.difference(&cover.keep(&linked)) {
+            // Dropping the link detaches it.
+            self.links.remove(&AttachPoint {
+                program,
+                cgroup: Some(dir.clone()),
+            });
+        }
+        if cover.is_empty() {
+            self.covers.remove(program);
+        }
+        result
     }
 
     /// Takes a reference on `point`, attaching it if no fault holds it yet.

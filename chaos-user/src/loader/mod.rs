@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 mod cost;
+pub(crate) mod cover;
 mod events;
 pub(crate) mod fmod_ret;
 mod index;

@@ -5,7 +5,9 @@
 //! inject`'s one): the first fault that needs a program verifies it; later faults write their
 //! rules to free slots and attach only where nothing is attached yet (a target cgroup, an
 //! egress device). Links are counted per attach point and the last fault to let go detaches
-//! it; with the last fault the object goes and nothing stays loaded.
+//! it; with the last fault the object goes and nothing stays loaded. A cgroup_skb program is
+//! linked only where no ancestor cgroup is linked (`loader::cover`), so that it runs once for
+//! a packet of a task below two targets.
 use std::{
     any::Any,
     collections::{BTreeMap, BTreeSet},
@@ -34,6 +36,7 @@ use crate::{
     Error,
     loader::{
         EBPF_OBJECT, EventRing, Slots,
+        cover::CgroupCover,
         object::{array_mut, program_error, program_mut},
         size_ring,
     },
@@ -102,6 +105,9 @@ impl Drop for Clsact {
 struct PacketObject {
     /// First, so that the links go (detach) before the programs are closed.
     links: BTreeMap<AttachPoint, Link>,
+    /// Per cgroup_skb program: its attach type and the cgroups faults want it on (its links
+    /// in `links` are the minimal cover of these).
+    covers: BTreeMap<&'static str, (CgroupSkbAttachType, CgroupCover)>,
     ebpf: Ebpf,
     /// The event ring, taken out of `ebpf`.
     events: EventRing,
@@ -142,6 +148,7 @@ impl PacketInjector {
             let mut ebpf = loader.load(EBPF_OBJECT)?;
             *guard = Some(PacketObject {
                 links: BTreeMap::new(),
+                covers: BTreeMap::new(),
                 events: EventRing::take(&mut ebpf)?,
                 ebpf,
                 loaded: BTreeSet::new(),
@@ -317,14 +324,22 @@ impl PacketObject {
                 .filter(|(rule, _)| rule.wants_direction(direction) && on_cgroup(rule))
                 .map(|(_, dir)| dir)
                 .collect();
+            if dirs.is_empty() {
+                continue;
+            }
+            self.load(name, CgroupSkb::load)?;
+            let (_, cover) = self
+                .covers
+                .entry(name)
+                .or_insert_with(|| (attach_type, CgroupCover::default()));
             for dir in dirs {
-                let point = AttachPoint::Cgroup {
+                cover.want(dir);
+                injector.points.push(AttachPoint::Cgroup {
                     program: name,
                     dir: dir.clone(),
-                };
-                self.hold_cgroup(&point, attach_type)?;
-                injector.points.push(point);
+                });
             }
+            self.relink(name)?;
         }
         if rules.iter().any(|(rule, _)| !on_cgroup(rule)) {
             let netns = std::fs::metadata("/proc/thread-self/ns/net")
@@ -369,13 +384,28 @@ impl PacketObject {
         }
         self.events.forget(&injector.slots);
         self.slots.give_back(&injector.slots);
+        let mut relink = BTreeSet::new();
         for point in &injector.points {
+            if let AttachPoint::Cgroup { program, dir } = point {
+                if let Some((_, cover)) = self.covers.get_mut(program) {
+                    cover.unwant(dir);
+                    relink.insert(*program);
+                }
+                continue;
+            }
             if let Some(link) = self.links.get_mut(point) {
                 link.users -= 1;
                 if link.users == 0 {
                     // Dropping the link detaches it (and removes a clsact chaos added).
                     self.links.remove(point);
                 }
+            }
+        }
+        for program in relink {
+            if let Err(err) = self.relink(program) {
+                tracing::warn!(
+                    "re-attaching {program} below a removed packet fault's target: {err}"
+                );
             }
         }
     }
@@ -431,6 +461,51 @@ impl PacketObject {
         Ok(())
     }
 
+    /// Brings the cgroup_skb program `program`'s links to the minimal cover of the cgroups
+    /// faults want it on: attaches the missing links first, then detaches the redundant
+    /// ones, so that no wanted cgroup is left uncovered meanwhile (`CgroupCover::keep`).
+    fn relink(&mut self, program: &'static str) -> Result<(), Error> {
+        let Some((attach_type, cover)) = self.covers.get(program) else {
+            return Ok(());
+        };
+        let attach_type = *attach_type;
+        let linked = |links: &BTreeMap<AttachPoint, Link>| -> BTreeSet<PathBuf> {
+            links
+                .keys()
+                .filter_map(|p| match p {
+                    AttachPoint::Cgroup { program: p, dir } if *p == program => Some(dir.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let missing: Vec<PathBuf> = cover
+            .minimal()
+            .difference(&linked(&self.links))
+            .cloned()
+            .collect();
+        let mut result = Ok(());
+        for dir in missing {
+            let point = AttachPoint::Cgroup { program, dir };
+            if let Err(err) = self.hold_cgroup(&point, attach_type) {
+                result = Err(err);
+                break;
+            }
+        }
+        let (_, cover) = &self.covers[program];
+        let linked = linked(&self.links);
+        for dir in linked.difference(&cover.keep(&linked)) {
+            // Dropping the link detaches it.
+            self.links.remove(&AttachPoint::Cgroup {
+                program,
+                dir: dir.clone(),
+            });
+        }
+        if cover.is_empty() {
+            self.covers.remove(program);
+        }
+        result
+    }
+
     fn hold_cgroup(
         &mut self,
         point: &AttachPoint,
@@ -440,7 +515,6 @@ impl PacketObject {
             unreachable!("a cgroup point");
         };
         let program = *program;
-        self.load(program, CgroupSkb::load)?;
         self.hold(point, |ebpf| {
             let prog: &mut CgroupSkb = program_mut(ebpf, program)?;
             let cgroup = File::open(dir).map_err(|source| Error::Io {

@@ -1,0 +1,162 @@
+//! Which cgroups one shared cgroup program is attached to.
+//!
+//! A cgroup's effective programs are its own plus every ancestor's, all run (bpf_links are
+//! always multi-attach, kernel/bpf/cgroup.c), without removing duplicates. One program
+//! attached to a cgroup and to its descendant therefore runs twice for a task in the
+//! descendant, and every rule it walks counts (and acts) twice. So the faults' target cgroups
+//! are counted as *wanted*, and links go only to the wanted cgroups with no wanted ancestor:
+//! a link there covers its descendants, whose rules the program finds by the task's
+//! ancestors (the rule index).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+/// The cgroups one program is wanted on, with how many faults want each.
+#[derive(Debug, Default)]
+pub(crate) struct CgroupCover {
+    wanted: BTreeMap<PathBuf, usize>,
+}
+
+impl CgroupCover {
+    /// One more fault wants the program on `dir`.
+    pub fn want(&mut self, dir: &Path) {
+        *self.wanted.entry(dir.to_path_buf()).or_default() += 1;
+    }
+
+    /// One fault less wants it on `dir`.
+    pub fn unwant(&mut self, dir: &Path) {
+        if let Some(users) = self.wanted.get_mut(dir) {
+            *users -= 1;
+            if *users == 0 {
+                self.wanted.remove(dir);
+            }
+        }
+    }
+
+    /// Where links belong: each wanted cgroup that has no wanted ancestor.
+    pub fn minimal(&self) -> BTreeSet<PathBuf> {
+        self.wanted
+            .keys()
+            .filter(|dir| !self.wanted.keys().any(|other| is_below(dir, other)))
+            .cloned()
+            .collect()
+    }
+
+    /// Which of the existing links `linked` to keep: those of [`Self::minimal`], except that
+    /// a wanted cgroup whose own link is missing (its attach failed) keeps the highest link
+    /// above it instead, and the links below that one go. No kept link is below another
+    /// (nothing runs twice) and every wanted cgroup with any link on its path keeps one.
+    pub fn keep(&self, linked: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
+        let minimal = self.minimal();
+        let mut keep: BTreeSet<PathBuf> = minimal.intersection(linked).cloned().collect();
+        let covered = |keep: &BTreeSet<PathBuf>, dir: &Path| {
+            keep.iter().any(|k| dir == k || is_below(dir, k))
+        };
+        for dir in self.wanted.keys() {
+            if covered(&keep, dir) {
+                continue;
+            }
+            let highest = linked
+                .iter()
+                .filter(|l| dir == *l || is_below(dir, l))
+                .min_by_key(|l| l.components().count());
+            if let Some(top) = highest {
+                keep.retain(|k| !is_below(k, top));
+                keep.insert(top.clone());
+            }
+        }
+        keep
+    }
+
+    /// Whether no fault wants the program anywhere.
+    pub fn is_empty(&self) -> bool {
+        self.wanted.is_empty()
+    }
+}
+
+/// Whether `dir` is strictly below `ancestor`, compared by path components (`a/b` is below
+/// `a`; `a2` is not).
+pub(crate) fn is_below(dir: &Path, ancestor: &Path) -> bool {
+    dir != ancestor && dir.starts_with(ancestor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(dirs: &[&str]) -> BTreeSet<PathBuf> {
+        dirs.iter().map(PathBuf::from).collect()
+    }
+
+    fn cover(dirs: &[&str]) -> CgroupCover {
+        let mut cover = CgroupCover::default();
+        for dir in dirs {
+            cover.want(Path::new(dir));
+        }
+        cover
+    }
+
+    #[test]
+    fn below_compares_components_not_strings() {
+        assert!(is_below(Path::new("/cg/a/b"), Path::new("/cg/a")));
+        assert!(is_below(Path::new("/cg/a/b/c"), Path::new("/cg/a/")));
+        assert!(!is_below(Path::new("/cg/a2"), Path::new("/cg/a")));
+        assert!(!is_below(Path::new("/cg/a"), Path::new("/cg/a")));
+        assert!(!is_below(Path::new("/cg/a"), Path::new("/cg/a/b")));
+    }
+
+    #[test]
+    fn only_cgroups_without_a_wanted_ancestor_get_links() {
+        let cover = cover(&["/cg/a/b", "/cg/a", "/cg/a2", "/cg/a/b/c", "/cg/x/y"]);
+        assert_eq!(cover.minimal(), set(&["/cg/a", "/cg/a2", "/cg/x/y"]));
+    }
+
+    #[test]
+    fn an_ancestor_arriving_replaces_its_descendants_links() {
+        let mut cover = cover(&["/cg/a/b", "/cg/a/c", "/cg/d"]);
+        let linked = cover.minimal();
+        cover.want(Path::new("/cg/a"));
+        let target = cover.minimal();
+        let to_attach: Vec<_> = target.difference(&linked).collect();
+        assert_eq!(to_attach, [Path::new("/cg/a")]);
+        // Attached first, then the descendants' links go.
+        let after: BTreeSet<PathBuf> = linked.union(&target).cloned().collect();
+        assert_eq!(cover.keep(&after), set(&["/cg/a", "/cg/d"]));
+    }
+
+    #[test]
+    fn the_last_ancestor_fault_going_relinks_the_descendants_first() {
+        let mut cover = cover(&["/cg/a", "/cg/a", "/cg/a/b", "/cg/a/b/c", "/cg/a/d"]);
+        let linked = cover.minimal();
+        assert_eq!(linked, set(&["/cg/a"]));
+        cover.unwant(Path::new("/cg/a"));
+        assert_eq!(cover.minimal(), linked, "another fault still wants /cg/a");
+        cover.unwant(Path::new("/cg/a"));
+        let target = cover.minimal();
+        assert_eq!(target, set(&["/cg/a/b", "/cg/a/d"]));
+        let after: BTreeSet<PathBuf> = linked.union(&target).cloned().collect();
+        assert_eq!(cover.keep(&after), target);
+    }
+
+    #[test]
+    fn a_failed_descendant_attach_keeps_the_ancestor_link() {
+        let mut cover = cover(&["/cg/a", "/cg/a/b", "/cg/a/c"]);
+        cover.unwant(Path::new("/cg/a"));
+        // /cg/a/c attached, /cg/a/b did not: /cg/a still covers /cg/a/b, and /cg/a/c's own
+        // link would run the program a second time there.
+        let linked = set(&["/cg/a", "/cg/a/c"]);
+        assert_eq!(cover.keep(&linked), set(&["/cg/a"]));
+    }
+
+    #[test]
+    fn links_nobody_wants_go() {
+        let mut cover = cover(&["/cg/a"]);
+        cover.unwant(Path::new("/cg/a"));
+        assert!(cover.is_empty());
+        assert!(cover.keep(&set(&["/cg/a", "/cg/b"])).is_empty());
+        // Unwanting what nobody wanted changes nothing.
+        cover.unwant(Path::new("/cg/a"));
+        assert!(cover.is_empty());
+    }
+}
