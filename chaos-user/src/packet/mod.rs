@@ -15,6 +15,7 @@ use chaos_common::packet::{
 use crate::{Error, target::CgroupTarget};
 
 mod fq;
+pub mod fq_record;
 mod injection;
 mod injector;
 pub(crate) mod qdisc;
