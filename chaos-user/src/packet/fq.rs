@@ -10,10 +10,10 @@
 //! Each replacement is recorded under [`fq_record::RECORD_DIR`] before it is made and the record
 //! removed once the default is back, so that what a killed chaos left is put back by the
 //! daemon's next start.
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use super::{
-    fq_record::{self, QdiscRecord},
+    fq_record::{Change, Recorded},
     qdisc::{self, Qdisc},
 };
 use crate::Error;
@@ -29,8 +29,8 @@ pub const TCA_FQ_HORIZON: u16 = 14;
 #[derive(Debug, Default)]
 pub struct FqQdiscs {
     replaced: Vec<String>,
-    /// The record of each replacement, where it could be written.
-    records: Vec<Option<PathBuf>>,
+    /// The record of each replacement.
+    records: Vec<Recorded>,
 }
 
 impl FqQdiscs {
@@ -68,19 +68,17 @@ impl FqQdiscs {
                 (TCA_FQ_FLOW_PLIMIT, 10_000),
                 (TCA_FQ_HORIZON, horizon_us),
             ]);
-            let record = record_fq(dev);
-            qdisc::replace(dev, qdisc::ROOT, "fq", options).map_err(|err| {
-                if let Some(path) = &record {
-                    let _ = std::fs::remove_file(path);
-                }
-                Error::Unsupported {
-                    fault: format!("delaying packets on {dev}"),
-                    why: format!(
-                        "installing the fq root qdisc (horizon {horizon_secs}s) failed: {err}; \
+            // Recorded first, so that a kill in between leaves a record (of nothing to undo).
+            let record =
+                Recorded::write(dev, Change::FqRoot, &format!("tc qdisc del dev {dev} root"));
+            // On error the record goes with `record`'s drop: nothing was changed.
+            qdisc::replace(dev, qdisc::ROOT, "fq", options).map_err(|err| Error::Unsupported {
+                fault: format!("delaying packets on {dev}"),
+                why: format!(
+                    "installing the fq root qdisc (horizon {horizon_secs}s) failed: {err}; \
                      delay and rate need the fq qdisc (CONFIG_NET_SCH_FQ, module sch_fq); \
                      `chaos doctor` tells whether this kernel has it"
-                    ),
-                }
+                ),
             })?;
             done.replaced.push(dev.clone());
             done.records.push(record);
@@ -100,35 +98,16 @@ impl Drop for FqQdiscs {
         for (dev, record) in self.replaced.drain(..).zip(records).rev() {
             // Deleting the root qdisc makes the kernel attach its default again.
             match qdisc::delete(&dev, qdisc::ROOT) {
-                // The record stays where the restore failed: the daemon's next start retries.
-                Ok(()) => {
-                    if let Some(path) = record {
-                        let _ = std::fs::remove_file(path);
-                    }
+                Ok(()) => drop(record),
+                Err(why) => {
+                    eprintln!(
+                        "chaos: could not restore the default root qdisc of {dev}: {why}; run \
+                         `tc qdisc del dev {dev} root`"
+                    );
+                    // The daemon's next start retries.
+                    record.keep();
                 }
-                Err(why) => eprintln!(
-                    "chaos: could not restore the default root qdisc of {dev}: {why}; run \
-                     `tc qdisc del dev {dev} root`"
-                ),
             }
-        }
-    }
-}
-
-/// Records that fq is about to replace the default root qdisc of `dev`; the record's path, or
-/// `None` (with a warning) if it cannot be written: the fault still works, only a killed chaos
-/// would then leave fq behind for someone to remove by hand.
-fn record_fq(dev: &str) -> Option<PathBuf> {
-    let dir = std::path::Path::new(fq_record::RECORD_DIR);
-    match QdiscRecord::fq_on(dev).and_then(|r| r.write(dir)) {
-        Ok(path) => Some(path),
-        Err(err) => {
-            eprintln!(
-                "chaos: cannot record the fq qdisc about to go on {dev} under {}: {err}; if \
-                 chaos is killed, remove it with `tc qdisc del dev {dev} root`",
-                dir.display()
-            );
-            None
         }
     }
 }

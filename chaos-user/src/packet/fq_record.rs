@@ -1,13 +1,16 @@
-//! What chaos changed on devices' root qdiscs, written down under `/run/chaos/qdiscs/` before
-//! the change and removed once the original is back, so that a chaos that was killed
-//! (SIGKILL, OOM, a crash: no destructor runs) can be cleaned up after: the daemon puts back
-//! whatever such a record names when it starts ([`restore_left_behind`]).
+//! What chaos changed on network devices, written down under `/run/chaos/qdiscs/` before the
+//! change and removed once the original is back, so that a chaos that was killed (SIGKILL,
+//! OOM, a crash: no destructor runs) can be cleaned up after: the daemon puts back whatever
+//! such a record names when it starts ([`restore_left_behind`]).
 //!
-//! Kernel programs need no such record (nothing is pinned: their links die with the process),
-//! but a qdisc is device state that outlives its maker.
+//! Kernel programs attached by bpf_link need no record (nothing is pinned: their links die
+//! with the process). Two changes outlive their maker: the fq root qdisc of net-delay and
+//! net-rate (device state), and, on kernels before 6.6 (no TCX), the tc classifier of
+//! net-corrupt and net-duplicate, a cls_bpf filter on a clsact qdisc that holds its program
+//! (and so its maps) loaded and attached after the process is gone.
 //!
-//! One JSON file per device and network namespace. A record whose owner (pid and start time)
-//! still runs is not touched: a `chaos inject net-delay` in another terminal keeps its fq.
+//! One JSON file per change. A record whose owner (pid and start time) still runs is not
+//! touched: a `chaos inject net-delay` in another terminal keeps its fq.
 use std::{
     io,
     os::unix::fs::MetadataExt as _,
@@ -21,8 +24,24 @@ use super::qdisc;
 /// Where the records go.
 pub const RECORD_DIR: &str = "/run/chaos/qdiscs";
 
-/// One change chaos made: fq installed as the root qdisc of `device` in place of the kernel's
-/// default, which deleting the root qdisc brings back.
+/// What chaos changed on a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+pub enum Change {
+    /// fq installed as the root qdisc in place of the kernel's default, which deleting the
+    /// root qdisc brings back.
+    FqRoot,
+    /// A tc filter running `program` on egress, through a clsact qdisc chaos added (then
+    /// removing the qdisc removes it all) or found there.
+    TcFilter {
+        /// The program's name, which its filter carries.
+        program: String,
+        /// Whether chaos added the clsact qdisc.
+        clsact_added: bool,
+    },
+}
+
+/// One change chaos made to a device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QdiscRecord {
     /// The device, by name...
@@ -31,10 +50,9 @@ pub struct QdiscRecord {
     pub ifindex: u32,
     /// The inode of the network namespace the device was in (/proc/thread-self/ns/net).
     pub netns: u64,
-    /// The qdisc chaos installed (`fq`).
-    pub installed: String,
-    /// What was there before, which restoring brings back.
-    pub original: String,
+    /// The change.
+    #[serde(flatten)]
+    pub change: Change,
     /// The process that made the change...
     pub owner_pid: u32,
     /// ...and its start time (field 22 of /proc/PID/stat), so a reused pid is told apart.
@@ -42,24 +60,34 @@ pub struct QdiscRecord {
 }
 
 impl QdiscRecord {
-    /// A record of fq about to replace the default root qdisc of `dev`, by this process, in
-    /// the calling thread's network namespace.
-    pub fn fq_on(dev: &str) -> io::Result<QdiscRecord> {
+    /// A record of `change` about to be made to `dev` by this process, in the calling
+    /// thread's network namespace.
+    pub fn new(dev: &str, change: Change) -> io::Result<QdiscRecord> {
         let pid = std::process::id();
         Ok(QdiscRecord {
             device: dev.to_owned(),
             ifindex: qdisc::ifindex(dev)?,
             netns: current_netns()?,
-            installed: "fq".into(),
-            original: "the kernel's default root qdisc (0:)".into(),
+            change,
             owner_pid: pid,
             owner_start: start_time(pid).ok_or_else(|| io::Error::other("no /proc/self/stat"))?,
         })
     }
 
-    /// The file the record goes to in `dir`.
+    /// The file the record goes to in `dir`: one per device for fq (there is one root
+    /// qdisc), one per filter for tc (each fault attaches its own).
     pub fn path_in(&self, dir: &Path) -> PathBuf {
-        dir.join(format!("{}-{}.json", self.netns, self.device))
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static FILTERS: AtomicU64 = AtomicU64::new(0);
+        let what = match &self.change {
+            Change::FqRoot => "fq".to_owned(),
+            Change::TcFilter { .. } => format!(
+                "tc-{}-{}",
+                self.owner_pid,
+                FILTERS.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        dir.join(format!("{}-{}-{what}.json", self.netns, self.device))
     }
 
     /// Writes the record to `dir` (created if missing, 0700); returns its path.
@@ -78,6 +106,44 @@ impl QdiscRecord {
     /// Whether the process that made the change still runs.
     fn owner_alive(&self) -> bool {
         start_time(self.owner_pid) == Some(self.owner_start)
+    }
+}
+
+/// A record written, removed when this is dropped (once the change is undone).
+#[derive(Debug, Default)]
+pub struct Recorded(Option<PathBuf>);
+
+impl Recorded {
+    /// Records `change` about to be made to `dev` under [`RECORD_DIR`]. If it cannot be
+    /// written, says so and goes on: the fault still works, only a killed chaos would then
+    /// leave the change for someone to undo by hand (`undo` says how).
+    pub fn write(dev: &str, change: Change, undo: &str) -> Recorded {
+        let dir = Path::new(RECORD_DIR);
+        match QdiscRecord::new(dev, change).and_then(|r| r.write(dir)) {
+            Ok(path) => Recorded(Some(path)),
+            Err(err) => {
+                eprintln!(
+                    "chaos: cannot record the change about to be made to {dev} under {}: \
+                     {err}; if chaos is killed, undo it with `{undo}`",
+                    dir.display()
+                );
+                Recorded(None)
+            }
+        }
+    }
+
+    /// Keeps the record on disk (the change could not be undone): the daemon's next start
+    /// retries.
+    pub fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -108,13 +174,26 @@ pub fn restore_left_behind(dir: &Path) -> Vec<Restoration> {
         .collect();
     paths.sort();
     let netns = current_netns().ok();
-    paths
+    let records: Vec<(PathBuf, Result<QdiscRecord, String>)> = paths
         .into_iter()
-        .filter_map(|path| {
-            let record = match std::fs::read(&path)
+        .map(|path| {
+            let record = std::fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<QdiscRecord>(&b).map_err(|e| e.to_string()))
-            {
+                .and_then(|b| serde_json::from_slice::<QdiscRecord>(&b).map_err(|e| e.to_string()));
+            (path, record)
+        })
+        .collect();
+    // tc filters are removed by program name, which would take a live chaos's too.
+    let live_filters: Vec<(u64, String)> = records
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .filter(|r| matches!(r.change, Change::TcFilter { .. }) && r.owner_alive())
+        .map(|r| (r.netns, r.device.clone()))
+        .collect();
+    records
+        .into_iter()
+        .filter_map(|(path, record)| {
+            let record = match record {
                 Ok(record) => record,
                 Err(why) => {
                     return Some(Restoration {
@@ -128,6 +207,19 @@ pub fn restore_left_behind(dir: &Path) -> Vec<Restoration> {
             if record.owner_alive() {
                 // Its maker is running and will restore it itself.
                 return None;
+            }
+            if matches!(record.change, Change::TcFilter { .. })
+                && live_filters.contains(&(record.netns, record.device.clone()))
+            {
+                return Some(Restoration {
+                    path,
+                    record: Some(record.clone()),
+                    done: false,
+                    outcome: format!(
+                        "a running chaos has a tc filter on {} too; record kept for later",
+                        record.device
+                    ),
+                });
             }
             if Some(record.netns) != netns {
                 return Some(Restoration {
@@ -155,7 +247,7 @@ pub fn restore_left_behind(dir: &Path) -> Vec<Restoration> {
         .collect()
 }
 
-/// Puts the default root qdisc back on the record's device if chaos's fq is still there.
+/// Undoes the record's change if it is still there.
 fn restore(record: &QdiscRecord) -> (bool, String) {
     let dev = &record.device;
     match qdisc::ifindex(dev) {
@@ -170,43 +262,101 @@ fn restore(record: &QdiscRecord) -> (bool, String) {
             );
         }
     }
+    match &record.change {
+        Change::FqRoot => restore_fq(record),
+        Change::TcFilter {
+            program,
+            clsact_added,
+        } => restore_tc(record, program, *clsact_added),
+    }
+}
+
+/// Removes the tc filters running `program` (and the clsact qdisc, if chaos added it).
+fn restore_tc(record: &QdiscRecord, program: &str, clsact_added: bool) -> (bool, String) {
+    use aya::programs::{TcAttachType, tc};
+    let dev = &record.device;
+    let pid = record.owner_pid;
+    match qdisc::list(dev) {
+        Ok(qdiscs) if !qdiscs.iter().any(|q| q.kind == "clsact") => {
+            return (
+                true,
+                format!("{dev} has no clsact qdisc: no tc filter left"),
+            );
+        }
+        Ok(_) => {}
+        Err(err) => return (false, format!("cannot list the qdiscs of {dev}: {err}")),
+    }
+    let detached = match tc::qdisc_detach_program(dev, TcAttachType::Egress, program) {
+        Ok(()) => format!("detached the {program} tc filter a killed chaos (pid {pid}) left"),
+        // Gone already: nothing of this name on the device.
+        Err(tc::TcError::IoError(err)) if err.kind() == io::ErrorKind::NotFound => {
+            format!("no {program} tc filter left")
+        }
+        Err(err) => {
+            return (
+                false,
+                format!(
+                    "could not detach the {program} tc filter a killed chaos (pid {pid}) left \
+                     on {dev}: {err}; run `tc filter del dev {dev} egress`"
+                ),
+            );
+        }
+    };
+    if !clsact_added {
+        return (true, format!("{detached} on {dev}"));
+    }
+    match qdisc::delete(dev, qdisc::CLSACT) {
+        Ok(()) => (
+            true,
+            format!("{detached} on {dev} and removed the clsact qdisc it added"),
+        ),
+        Err(err) => (
+            false,
+            format!(
+                "{detached} on {dev}; could not remove the clsact qdisc it added: {err}; run \
+                 `tc qdisc del dev {dev} clsact`"
+            ),
+        ),
+    }
+}
+
+/// Puts the default root qdisc back on the record's device if chaos's fq is still there.
+fn restore_fq(record: &QdiscRecord) -> (bool, String) {
+    let dev = &record.device;
     let root = match qdisc::list(dev) {
         Ok(qdiscs) => qdiscs.into_iter().find(|q| q.parent == qdisc::ROOT),
         Err(err) => return (false, format!("cannot list the qdiscs of {dev}: {err}")),
     };
     match root {
-        Some(q) if q.kind == record.installed && q.handle != 0 => {
-            match qdisc::delete(dev, qdisc::ROOT) {
-                Ok(()) => (
-                    true,
-                    format!(
-                        "removed the {} {} a killed chaos (pid {}) left on {dev}: {} is back",
-                        q.kind,
-                        q.shown_handle(),
-                        record.owner_pid,
-                        record.original
-                    ),
+        Some(q) if q.kind == "fq" && q.handle != 0 => match qdisc::delete(dev, qdisc::ROOT) {
+            Ok(()) => (
+                true,
+                format!(
+                    "removed the {} {} a killed chaos (pid {}) left on {dev}: the \
+                         kernel's default root qdisc is back",
+                    q.kind,
+                    q.shown_handle(),
+                    record.owner_pid,
                 ),
-                Err(err) => (
-                    false,
-                    format!(
-                        "could not remove the {} chaos left on {dev}: {err}; run \
+            ),
+            Err(err) => (
+                false,
+                format!(
+                    "could not remove the {} chaos left on {dev}: {err}; run \
                          `tc qdisc del dev {dev} root`",
-                        q.kind
-                    ),
+                    q.kind
                 ),
-            }
-        }
+            ),
+        },
         other => (
             true,
             format!(
-                "{dev}'s root qdisc is {} now, not chaos's {}; left alone",
+                "{dev}'s root qdisc is {} now, not chaos's fq; left alone",
                 other.map_or("none".to_owned(), |q| format!(
                     "{} {}",
                     q.kind,
                     q.shown_handle()
                 )),
-                record.installed
             ),
         ),
     }
@@ -245,8 +395,7 @@ mod tests {
             device: "veth-test0".into(),
             ifindex: 4000,
             netns,
-            installed: "fq".into(),
-            original: "the kernel's default root qdisc (0:)".into(),
+            change: Change::FqRoot,
             owner_pid,
             owner_start,
         }

@@ -35,6 +35,9 @@ pub struct PacketInjector {
     ebpf: Ebpf,
     clsact: Clsact,
     slots: usize,
+    /// Records of the tc filters attached without TCX (they outlive the process); removed
+    /// last, once the filters are gone.
+    records: Vec<super::fq_record::Recorded>,
 }
 
 /// The clsact qdiscs chaos added (kernels before 6.6 attach tc programs through one);
@@ -81,6 +84,7 @@ impl PacketInjector {
             ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
             clsact: Clsact::default(),
             slots: rules.len(),
+            records: Vec::new(),
         };
         write_array(
             &mut injector.ebpf,
@@ -135,6 +139,18 @@ impl PacketInjector {
                     ),
                 })?;
                 self.clsact.added.push(dev.clone());
+            }
+            if !tcx {
+                // A cls_bpf filter is not owned by a file descriptor: it outlives a killed
+                // chaos, and the daemon's next start removes it by this record.
+                self.records.push(super::fq_record::Recorded::write(
+                    dev,
+                    super::fq_record::Change::TcFilter {
+                        program: TC_EGRESS.into(),
+                        clsact_added: self.clsact.added.contains(dev),
+                    },
+                    &format!("tc filter del dev {dev} egress"),
+                ));
             }
             prog.attach(dev, TcAttachType::Egress)
                 .map_err(|source| program_error(TC_EGRESS, "attach", source))?;
