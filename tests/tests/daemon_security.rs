@@ -1,7 +1,8 @@
 //! The daemon's security, as users of a shared host would meet it: real users and groups made
 //! for the test, the real daemon (`--group`), real processes of each user. A member of the
 //! group faults its own process and is refused root's and another user's (403, with the rule);
-//! its experiment's commands run with its uid, groups, environment and directory; a policy
+//! its experiment's commands run with its uid, groups, environment and directory, and its http
+//! requests from a socket of its uid; a policy
 //! file grants a group a unit; bad policy files are refused with line and column; limits answer
 //! 413, 429 and 408, a silent client is disconnected, and the daemon keeps serving; the audit
 //! log records who asked for what and why it was allowed or not.
@@ -516,6 +517,40 @@ fn home_of(user: &TestUser) -> PathBuf {
     user.home()
 }
 
+/// An HTTP server on 127.0.0.1 that answers `200 ok` and records, for each connection, the
+/// uid owning the client's socket (from /proc/net/tcp, where the kernel lists it).
+fn uid_recording_http_server() -> (String, Arc<Mutex<Vec<u32>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let uids = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&uids);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let peer = conn.peer_addr().unwrap();
+            // The client's own entry: local = its address, remote = ours. Fields: sl,
+            // local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid.
+            let want = (
+                format!(":{:04X}", peer.port()),
+                format!(":{:04X}", addr.port()),
+            );
+            let table = fs::read_to_string("/proc/net/tcp").unwrap();
+            let uid = table.lines().skip(1).find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 7 && f[1].ends_with(&want.0) && f[2].ends_with(&want.1))
+                    .then(|| f[7].parse::<u32>().ok())
+                    .flatten()
+            });
+            seen.lock().unwrap().push(uid.unwrap_or(u32::MAX));
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (addr.to_string(), uids)
+}
+
 #[test]
 fn experiment_commands_run_as_the_caller() {
     if !need_root() {
@@ -528,6 +563,7 @@ fn experiment_commands_run_as_the_caller() {
     let roots = TestCgroup::new("sec-exp-root");
     let mut root_sleeper = sleeper(&roots, None);
     let out_file = home.join("who");
+    let (http_addr, http_uids) = uid_recording_http_server();
     let experiment = home.join("who.yaml");
     fs::write(
         &experiment,
@@ -542,6 +578,11 @@ method:
       type: process
       path: sh
       arguments: ['-c', 'id -u > who; id -G >> who; pwd >> who; echo \"mark=$CALLER_MARK secret=$DAEMON_ONLY_SECRET\" >> who']
+  - type: action
+    name: http-as-caller
+    provider:
+      type: http
+      url: http://{http_addr}/who
   - type: action
     name: fault-roots-process
     provider:
@@ -575,6 +616,8 @@ method:
     let meta = fs::metadata(&out_file).unwrap();
     use std::os::unix::fs::MetadataExt as _;
     assert_eq!(meta.uid(), alice.uid, "the file is alice's");
+    // The http action's socket was hers, not root's.
+    assert_eq!(*http_uids.lock().unwrap(), vec![alice.uid], "{err}");
     // Her experiment's fault on root's process is refused like a direct one.
     assert!(err.contains("foreign-process"), "{err}");
     assert!(daemon.client().list().unwrap().is_empty());
