@@ -110,7 +110,8 @@ pub struct Facts {
 /// Whether one fault kind works on this kernel.
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultSupport {
-    /// Stable identifier, e.g. `syscall-file`.
+    /// Stable identifier: the fault kind's name (`net-drop`, `latency`, ...), or for the
+    /// `syscall` kind, its class: `syscall-file` or `syscall-socket`.
     pub kind: &'static str,
     /// Whether the kernel lets the mechanism work here.
     pub works: bool,
@@ -426,7 +427,7 @@ fn no_cgroup_skb(kind: &'static str, mechanism: &str, fail: &Failure) -> FaultSu
 }
 
 fn packet_drop(facts: &Facts) -> FaultSupport {
-    const KIND: &str = "packet-drop";
+    const KIND: &str = "net-drop";
     const MECHANISM: &str = "cgroup_skb egress/ingress program on the target cgroup drops the \
                              picked packets (egress as local congestion, so TCP retransmits)";
     if facts.cgroup2.is_none() {
@@ -441,7 +442,7 @@ fn packet_drop(facts: &Facts) -> FaultSupport {
 fn packet_delay(facts: &Facts) -> FaultSupport {
     earliest_departure(
         facts,
-        "packet-delay",
+        "net-delay",
         "cgroup_skb egress program sets skb->tstamp (EDT) to now + delay ± jitter; chaos makes \
          fq the root qdisc of the egress devices, which holds packets until then, and restores \
          the default root qdisc afterwards",
@@ -451,7 +452,7 @@ fn packet_delay(facts: &Facts) -> FaultSupport {
 fn packet_rate(facts: &Facts) -> FaultSupport {
     earliest_departure(
         facts,
-        "packet-rate",
+        "net-rate",
         "cgroup_skb egress program paces the target's packets by setting skb->tstamp (EDT) on \
          a timeline advancing by length / rate; chaos makes fq the root qdisc of the egress \
          devices and restores the default root qdisc afterwards",
@@ -490,7 +491,7 @@ fn earliest_departure(facts: &Facts, kind: &'static str, mechanism: &str) -> Fau
 fn packet_corrupt(facts: &Facts) -> FaultSupport {
     tc_egress(
         facts,
-        "packet-corrupt",
+        "net-corrupt",
         "tc classifier on the egress devices, keeping the target's packets by \
          bpf_skb_ancestor_cgroup_id, flips a payload bit with bpf_skb_store_bytes and leaves \
          the checksum as the original's (or fixes it with bpf_l4_csum_replace)",
@@ -500,7 +501,7 @@ fn packet_corrupt(facts: &Facts) -> FaultSupport {
 fn packet_duplicate(facts: &Facts) -> FaultSupport {
     tc_egress(
         facts,
-        "packet-duplicate",
+        "net-duplicate",
         "tc classifier on the egress devices, keeping the target's packets by \
          bpf_skb_ancestor_cgroup_id, sends a copy with bpf_clone_redirect",
     )
@@ -528,7 +529,7 @@ fn tc_egress(facts: &Facts, kind: &'static str, mechanism: &str) -> FaultSupport
 }
 
 fn syscall_latency(facts: &Facts) -> FaultSupport {
-    const KIND: &str = "syscall-latency";
+    const KIND: &str = "latency";
     const MECHANISM: &str = "tp_btf sys_enter program; modes: spin (the calling thread \
                              busy-waits with bpf_loop, at most 100ms, costs CPU), pause \
                              (SIGSTOP by bpf_send_signal, SIGCONT by chaos after the delay; \
@@ -729,8 +730,8 @@ mod tests {
                 .contains("lsm=lockdown,capability,bpf")
         );
         assert!(verdict(&report, "syscall-socket").works);
-        assert!(verdict(&report, "packet-drop").works);
-        let delay = verdict(&report, "packet-delay");
+        assert!(verdict(&report, "net-drop").works);
+        let delay = verdict(&report, "net-delay");
         assert!(!delay.works);
         assert!(
             delay
@@ -739,10 +740,10 @@ mod tests {
                 .unwrap()
                 .contains("netem is absent too")
         );
-        assert!(!verdict(&report, "packet-rate").works);
-        assert!(verdict(&report, "packet-corrupt").works);
-        assert!(verdict(&report, "packet-duplicate").works);
-        assert!(verdict(&report, "syscall-latency").works);
+        assert!(!verdict(&report, "net-rate").works);
+        assert!(verdict(&report, "net-corrupt").works);
+        assert!(verdict(&report, "net-duplicate").works);
+        assert!(verdict(&report, "latency").works);
         assert!(verdict(&report, "signal").works);
         assert!(report.faults.iter().all(|f| f.works == f.why.is_none()));
     }
@@ -769,7 +770,7 @@ mod tests {
         facts.fmod_ret_file_open = fail(Some(Errno::EPERM), "BPF_PROG_LOAD: EPERM");
         let file = verdict(&Report::from_facts(&facts), "syscall-file").clone();
         assert!(!file.works && file.why.unwrap().contains("trampoline"));
-        let latency = verdict(&report, "syscall-latency");
+        let latency = verdict(&report, "latency");
         assert!(
             latency.mechanism.contains("BPF LSM is not active")
                 && latency
@@ -790,9 +791,9 @@ mod tests {
         facts.net.fq = ok("works");
         let report = Report::from_facts(&facts);
         assert!(verdict(&report, "syscall-file").works);
-        assert!(verdict(&report, "packet-delay").works);
-        assert!(verdict(&report, "packet-rate").works);
-        let corrupt = verdict(&report, "packet-corrupt");
+        assert!(verdict(&report, "net-delay").works);
+        assert!(verdict(&report, "net-rate").works);
+        let corrupt = verdict(&report, "net-corrupt");
         assert!(corrupt.works && corrupt.mechanism.contains("clsact"));
         let tcx = report
             .checks
@@ -805,13 +806,13 @@ mod tests {
     #[test]
     fn latency_reports_block_mode_where_it_loads() {
         let report = Report::from_facts(&host());
-        let latency = verdict(&report, "syscall-latency");
+        let latency = verdict(&report, "latency");
         assert!(latency.works);
         assert!(latency.mechanism.contains("block mode unavailable"));
         let mut facts = host();
         facts.latency_block = ok("loaded");
         let report = Report::from_facts(&facts);
-        let latency = verdict(&report, "syscall-latency");
+        let latency = verdict(&report, "latency");
         assert!(latency.mechanism.contains("block mode works here"));
         let check = report
             .checks

@@ -19,6 +19,7 @@ use serde_json::Value;
 pub mod daemon;
 pub mod docker;
 pub mod netns;
+pub mod service;
 
 /// Whether this run is one where every test must really run (the VM tier): skipping there
 /// would hide that CI never exercised a fault.

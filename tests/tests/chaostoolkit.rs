@@ -12,8 +12,7 @@
 //! Host tier: the VM tier's guest has no Python (these tests say so and skip there).
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{Arc, Mutex},
@@ -22,7 +21,7 @@ use std::{
 };
 
 use chaos::daemon::client::DaemonClient;
-use chaos_tests::*;
+use chaos_tests::{service::HttpService, *};
 use serde_json::{Value, json};
 
 const CTK_VERSION: &str = "1.19.0";
@@ -118,58 +117,6 @@ fn path_with_venv() -> std::ffi::OsString {
     std::env::join_paths(paths).unwrap()
 }
 
-/// An HTTP service in its own cgroup whose `/health` connects to a backend outside it.
-struct Service {
-    child: Child,
-    cgroup: TestCgroup,
-    port: u16,
-    backend: String,
-}
-
-impl Service {
-    fn start(name: &str) -> Service {
-        let backend = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-        let backend_addr = backend.local_addr().unwrap().to_string();
-        thread::spawn(move || for _ in backend.incoming() {});
-        let cgroup = TestCgroup::new(name);
-        let port_file = scratch(&format!("{name}-port"));
-        let server = workload_bin().with_file_name("chaos-http-server");
-        let child = cgroup.spawn(Command::new(server).args([
-            "--port-file",
-            port_file.to_str().unwrap(),
-            "--backend",
-            &backend_addr,
-        ]));
-        wait_for_file(&port_file);
-        let port = fs::read_to_string(&port_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Service {
-            child,
-            cgroup,
-            port,
-            backend: backend_addr,
-        }
-    }
-
-    fn health(&self) -> u16 {
-        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to service");
-        conn.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
-        let mut response = String::new();
-        conn.read_to_string(&mut response).unwrap();
-        response.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A `chaos daemon` on a scratch socket, killed on drop.
 struct Daemon {
     child: Child,
@@ -234,7 +181,7 @@ fn chaos_toolkit_injects_through_the_extension_and_rolls_back() {
     if !need_root() {
         return;
     }
-    let service = Service::start("ctk");
+    let service = HttpService::start("ctk");
     let daemon = Daemon::start("ctk");
     assert_eq!(service.health(), 200);
     let health = json!({"type": "http", "url": format!("http://127.0.0.1:{}/health", service.port), "timeout": 5});
@@ -478,7 +425,7 @@ fn side_by_side_experiments(dir: &Path, http_port: u16) -> Vec<(&'static str, Va
 fn the_same_experiments_give_the_same_journals_under_both_runners() {
     let Some(ctk) = ctk() else { return };
     // A plain HTTP server (the service without a backend fault), outside every target.
-    let service = Service::start("ctk-sbs");
+    let service = HttpService::start("ctk-sbs");
     let dir = scratch("sbs").with_extension("d");
     fs::create_dir_all(&dir).unwrap();
     let py = dir.join("py");

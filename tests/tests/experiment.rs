@@ -3,69 +3,15 @@
 //! fault uses the cgroup sock_addr hooks, so these run on the host and in the VM tier.
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     thread,
     time::Duration,
 };
 
-use chaos_tests::*;
+use chaos_tests::{service::HttpService, *};
 use serde_json::Value;
-
-/// The HTTP service in its own cgroup, and the backend it depends on (outside every target).
-struct Service {
-    child: Child,
-    cgroup: TestCgroup,
-    port: u16,
-    backend: String,
-}
-
-impl Service {
-    fn start(name: &str) -> Service {
-        let backend = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-        let backend_addr = backend.local_addr().unwrap().to_string();
-        thread::spawn(move || for _ in backend.incoming() {});
-        let cgroup = TestCgroup::new(name);
-        let port_file = scratch(&format!("{name}-port"));
-        let server = workload_bin().with_file_name("chaos-http-server");
-        let child = cgroup.spawn(Command::new(server).args([
-            "--port-file",
-            port_file.to_str().unwrap(),
-            "--backend",
-            &backend_addr,
-        ]));
-        wait_for_file(&port_file);
-        let port = fs::read_to_string(&port_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Service {
-            child,
-            cgroup,
-            port,
-            backend: backend_addr,
-        }
-    }
-
-    /// The status `GET /health` answers, asked from this (untargeted) process.
-    fn health(&self) -> u16 {
-        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to service");
-        conn.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
-        let mut response = String::new();
-        conn.read_to_string(&mut response).unwrap();
-        response.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The experiment the tests run; `duration` of the fault and the pause after the method's
 /// probes vary.
@@ -118,7 +64,7 @@ rollbacks:
     )
 }
 
-fn chaos_run(service: &Service, file: &Path, journal: &Path) -> Command {
+fn chaos_run(service: &HttpService, file: &Path, journal: &Path) -> Command {
     let mut cmd = Command::new(chaos_bin());
     cmd.args([
         "run",
@@ -135,12 +81,12 @@ fn chaos_run(service: &Service, file: &Path, journal: &Path) -> Command {
     cmd
 }
 
-fn run_to_end(service: &Service, name: &str, yaml: &str) -> (ExitStatus, String, Value) {
+fn run_to_end(service: &HttpService, name: &str, yaml: &str) -> (ExitStatus, String, Value) {
     run_to_end_with(service, name, yaml, &[])
 }
 
 fn run_to_end_with(
-    service: &Service,
+    service: &HttpService,
     name: &str,
     yaml: &str,
     extra: &[&str],
@@ -198,7 +144,7 @@ fn experiment_completes_when_the_service_recovers() {
     if !need_root() {
         return;
     }
-    let service = Service::start("exp-complete");
+    let service = HttpService::start("exp-complete");
     // Long enough that loading the programs on a busy machine does not use it up.
     let (status, stderr, journal) = run_to_end(&service, "complete", &experiment("3s", 4.0));
     assert_eq!(status.code(), Some(0), "{stderr}\n{journal:#}");
@@ -233,7 +179,7 @@ fn experiment_deviates_when_the_fault_breaks_the_hypothesis() {
     if !need_root() {
         return;
     }
-    let service = Service::start("exp-deviate");
+    let service = HttpService::start("exp-deviate");
     let (status, stderr, journal) = run_to_end(&service, "deviate", &experiment("10m", 0.0));
     assert_eq!(status.code(), Some(1), "{stderr}\n{journal:#}");
     assert_eq!(journal["status"], "completed");
@@ -264,7 +210,7 @@ fn dry_run_counts_what_the_fault_would_fail_and_fails_nothing() {
     if !need_root() {
         return;
     }
-    let service = Service::start("exp-dry");
+    let service = HttpService::start("exp-dry");
     let (status, stderr, journal) =
         run_to_end_with(&service, "dry", &experiment("10m", 0.0), &["--dry-run"]);
     assert_eq!(status.code(), Some(0), "{stderr}\n{journal:#}");
@@ -290,7 +236,7 @@ fn interrupted_experiment_removes_its_fault_even_on_a_second_ctrl_c() {
     if !need_root() {
         return;
     }
-    let service = Service::start("exp-interrupt");
+    let service = HttpService::start("exp-interrupt");
     let file = scratch("interrupt.yaml");
     fs::write(&file, experiment("10m", 60.0)).unwrap();
     let journal_path: PathBuf = scratch("interrupt-journal.json");
@@ -338,7 +284,7 @@ fn invalid_experiment_injects_nothing_and_says_where() {
     if !need_root() {
         return;
     }
-    let service = Service::start("exp-invalid");
+    let service = HttpService::start("exp-invalid");
     let yaml = experiment("1s", 0.0).replace("errno: ECONNREFUSED", "errno: ECONNREFUZED");
     let file = scratch("invalid.yaml");
     fs::write(&file, &yaml).unwrap();
@@ -372,7 +318,7 @@ fn network_faults_run_in_experiments_too() {
     if !need_root() {
         return;
     }
-    let service = Service::start("exp-net");
+    let service = HttpService::start("exp-net");
     let backend_port = service.backend.rsplit(':').next().unwrap().to_owned();
     // Every packet between the service and its backend is dropped: its connects time out.
     let yaml = experiment("10m", 0.0).replace(

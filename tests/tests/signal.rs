@@ -190,7 +190,7 @@ fn doctor_rows_agree_with_what_attaches() {
     for (kind, args) in [
         ("signal", &["signal", "--syscall", "fsync"][..]),
         (
-            "syscall-latency",
+            "latency",
             &["latency", "--syscall", "fsync", "--delay", "1ms"][..],
         ),
     ] {
@@ -204,7 +204,7 @@ fn doctor_rows_agree_with_what_attaches() {
         }
         assert_eq!(row(kind)["works"], attached, "{kind}: {}", row(kind));
     }
-    let latency = row("syscall-latency");
+    let latency = row("latency");
     let mechanism = latency["mechanism"].as_str().unwrap_or_default();
     assert!(
         mechanism.contains("spin") && mechanism.contains("pause"),
