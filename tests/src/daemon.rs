@@ -37,18 +37,23 @@ impl DaemonRun {
     /// [`DaemonRun::start`] in network namespace `netns` (a name under /run/netns), where its
     /// packet faults find their devices.
     pub fn start_in(netns: Option<&str>, name: &str, metrics: bool, extra: &[&str]) -> DaemonRun {
+        DaemonRun::start_with(name, metrics, extra, |cmd| {
+            if let Some(ns) = netns {
+                enter_netns(cmd, ns);
+            }
+        })
+    }
+
+    /// [`DaemonRun::start`] with `setup` applied to its command first (environment, ...).
+    pub fn start_with(
+        name: &str,
+        metrics: bool,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> DaemonRun {
         let socket = scratch(&format!("{name}.sock"));
         let mut cmd = Command::new(chaos_bin());
-        if let Some(ns) = netns {
-            let file = std::fs::File::open(Path::new("/run/netns").join(ns)).expect("netns");
-            // SAFETY: setns is async-signal-safe; the closure allocates nothing.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(std::io::Error::from)
-                });
-            }
-        }
+        setup(&mut cmd);
         cmd.args(["daemon", "--socket", socket.to_str().unwrap()]);
         // A port free now (the kernel's pick), for the daemon to bind.
         let metrics = metrics.then(|| {
@@ -137,6 +142,18 @@ impl DaemonRun {
                 (series.to_owned(), value.parse().expect("a number"))
             })
             .collect()
+    }
+}
+
+/// Makes `cmd` start in network namespace `ns` (a name under /run/netns).
+pub fn enter_netns(cmd: &mut Command, ns: &str) {
+    let file = std::fs::File::open(Path::new("/run/netns").join(ns)).expect("netns");
+    // SAFETY: setns is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)
+        });
     }
 }
 

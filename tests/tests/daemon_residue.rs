@@ -14,7 +14,7 @@ use std::{process::Command, time::Instant};
 
 use chaos::daemon::client::DaemonClient;
 use chaos_tests::{
-    daemon::DaemonRun,
+    daemon::{DaemonRun, enter_netns},
     netns::{VethPair, net_client, net_result},
     *,
 };
@@ -55,16 +55,8 @@ fn every_kind(cgroup: &TestCgroup, pair: &VethPair, dir: &str, vm: bool) -> Vec<
 
 /// One call of workload `op` in `cgroup`, in namespace `ns`.
 fn call_in(cgroup: &TestCgroup, ns: &str, op: &[&str]) -> WorkloadResult {
-    use std::os::unix::process::CommandExt as _;
-    let file = std::fs::File::open(std::path::Path::new("/run/netns").join(ns)).expect("netns");
     let mut cmd = workload(op);
-    // SAFETY: setns is async-signal-safe; the closure allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)
-        });
-    }
+    enter_netns(&mut cmd, ns);
     workload_result(cgroup.spawn(&mut cmd))
 }
 

@@ -8,7 +8,7 @@
 //! log records who asked for what and why it was allowed or not.
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     os::unix::{fs::PermissionsExt as _, net::UnixStream, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -18,7 +18,7 @@ use std::{
 };
 
 use chaos::daemon::{api::FaultStatus, client::DaemonClient};
-use chaos_tests::*;
+use chaos_tests::{daemon::DaemonRun, *};
 use nix::unistd::{Gid, Group, Uid, User};
 use serde_json::Value;
 
@@ -238,72 +238,43 @@ fn programs() -> Programs {
 
 /// A `chaos daemon` with its socket, policy and audit log in the scratch dir; killed on drop.
 struct Daemon {
-    child: Child,
-    socket: PathBuf,
+    run: DaemonRun,
     audit: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 impl Daemon {
     fn start(name: &str, group: &TestGroup, policy: Option<&str>, extra: &[&str]) -> Daemon {
-        let socket = scratch(&format!("{name}.sock"));
         let audit = scratch(&format!("{name}-audit.jsonl"));
         let policy_file = scratch(&format!("{name}-policy.toml"));
         if let Some(text) = policy {
             fs::write(&policy_file, text).unwrap();
         }
-        let mut child = Command::new(chaos_bin())
-            .args(["daemon", "--socket", socket.to_str().unwrap()])
-            .args(["--group", &group.name])
-            .args(["--policy", policy_file.to_str().unwrap()])
-            .args(["--audit-log", audit.to_str().unwrap()])
-            .args(extra)
+        let mut args = vec![
+            "--group",
+            &group.name,
+            "--policy",
+            policy_file.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let run = DaemonRun::start_with(name, false, &args, |cmd| {
             // Must not reach the callers' commands.
-            .env("DAEMON_ONLY_SECRET", "leaked")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting chaos daemon");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                eprintln!("daemon: {line}");
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
+            cmd.env("DAEMON_ONLY_SECRET", "leaked");
         });
-        let mut daemon = Daemon {
-            child,
-            socket,
-            audit,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !daemon.client().answers() {
-            if let Some(status) = daemon.child.try_wait().unwrap() {
-                panic!(
-                    "the daemon exited: {status}\n{}",
-                    daemon.log.lock().unwrap()
-                );
-            }
-            assert!(Instant::now() < deadline, "the daemon never answered");
-            thread::sleep(Duration::from_millis(20));
-        }
         // Once it answers, the socket has its final owner and mode (it is renamed into place
         // after chown and chmod): a client never meets a socket about to change.
         use std::os::unix::fs::MetadataExt as _;
-        let meta = fs::metadata(&daemon.socket).unwrap();
+        let meta = fs::metadata(&run.socket).unwrap();
         assert_eq!(
             (meta.mode() & 0o777, meta.uid(), meta.gid()),
             (0o660, 0, group.gid)
         );
-        daemon
+        Daemon { run, audit }
     }
 
     fn client(&self) -> DaemonClient {
-        DaemonClient::new(Some(&self.socket))
+        self.run.client()
     }
 
     /// `chaos ARGS` run by `user` (in `cwd`), talking to this daemon.
@@ -314,7 +285,7 @@ impl Daemon {
             .current_dir(cwd)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("CHAOS_SOCKET", &self.socket)
+            .env("CHAOS_SOCKET", &self.run.socket)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -330,13 +301,6 @@ impl Daemon {
             .lines()
             .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
             .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -783,7 +747,7 @@ fn limits_answer_413_429_408_and_the_daemon_keeps_serving() {
     let client = daemon.client();
 
     // A silent client holds nothing: others are served meanwhile, and it is disconnected.
-    let mut silent = UnixStream::connect(&daemon.socket).unwrap();
+    let mut silent = UnixStream::connect(&daemon.run.socket).unwrap();
     assert!(client.list().unwrap().is_empty());
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -809,15 +773,15 @@ fn limits_answer_413_429_408_and_the_daemon_keeps_serving() {
         "POST /experiments HTTP/1.1\r\nHost: chaos\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         big.len()
     );
-    assert!(raw_request(&daemon.socket, &head, &big).contains("413"));
+    assert!(raw_request(&daemon.run.socket, &head, &big).contains("413"));
     let chunked = "POST /experiments HTTP/1.1\r\nHost: chaos\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     let mut body = format!("{:x}\r\n", big.len()).into_bytes();
     body.extend_from_slice(&big);
     body.extend_from_slice(b"\r\n0\r\n\r\n");
-    assert!(raw_request(&daemon.socket, chunked, &body).contains("413"));
+    assert!(raw_request(&daemon.run.socket, chunked, &body).contains("413"));
     // A body that never completes: 408 after the timeout.
     let slow = "POST /faults HTTP/1.1\r\nHost: chaos\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
-    assert!(raw_request(&daemon.socket, slow, b"{\"kind\":").contains("408"));
+    assert!(raw_request(&daemon.run.socket, slow, b"{\"kind\":").contains("408"));
 
     // Faults per caller: the second is 429.
     let cgroup = TestCgroup::new("sec-limits");
