@@ -354,17 +354,17 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     outcome
 }
 
-/// Puts back the qdiscs a chaos that was killed left changed (the fq of net-delay and
-/// net-rate; see [`crate::packet::fq_record`]), logging and auditing each as done by the
-/// daemon itself.
+/// Undoes what a chaos that was killed left on network devices (the fq root qdisc of
+/// net-delay and net-rate; before 6.6, the tc filter of net-corrupt and net-duplicate; see
+/// [`crate::packet::qdisc_record`]), logging and auditing each as done by the daemon itself.
 fn restore_qdiscs_left_behind(audit: &AuditLog) {
-    let dir = Path::new(crate::packet::fq_record::RECORD_DIR);
+    let dir = Path::new(crate::packet::qdisc_record::RECORD_DIR);
     let me = Peer {
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
         pid: Some(std::process::id() as i32),
     };
-    for restored in crate::packet::fq_record::restore_left_behind(dir) {
+    for restored in crate::packet::qdisc_record::restore_left_behind(dir) {
         let device = restored
             .record
             .as_ref()

@@ -7,14 +7,14 @@
 //! kernel attach its default again. A device whose root qdisc someone configured is left
 //! alone: if it is fq already it does the job, anything else is refused.
 //!
-//! Each replacement is recorded under [`fq_record::RECORD_DIR`] before it is made and the record
-//! removed once the default is back, so that what a killed chaos left is put back by the
-//! daemon's next start.
+//! Each replacement is recorded under [`super::qdisc_record::RECORD_DIR`] before it is made
+//! and the record removed once the default is back, so that what a killed chaos left is put
+//! back by the daemon's next start.
 use std::time::Duration;
 
 use super::{
-    fq_record::{Change, Recorded},
     qdisc::{self, Qdisc},
+    qdisc_record::{Change, Recorded},
 };
 use crate::Error;
 

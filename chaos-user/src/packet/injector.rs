@@ -37,7 +37,7 @@ pub struct PacketInjector {
     slots: usize,
     /// Records of the tc filters attached without TCX (they outlive the process); removed
     /// last, once the filters are gone.
-    records: Vec<super::fq_record::Recorded>,
+    records: Vec<super::qdisc_record::Recorded>,
 }
 
 /// The clsact qdiscs chaos added (kernels before 6.6 attach tc programs through one);
@@ -143,9 +143,9 @@ impl PacketInjector {
             if !tcx {
                 // A cls_bpf filter is not owned by a file descriptor: it outlives a killed
                 // chaos, and the daemon's next start removes it by this record.
-                self.records.push(super::fq_record::Recorded::write(
+                self.records.push(super::qdisc_record::Recorded::write(
                     dev,
-                    super::fq_record::Change::TcFilter {
+                    super::qdisc_record::Change::TcFilter {
                         program: TC_EGRESS.into(),
                         clsact_added: self.clsact.added.contains(dev),
                     },

@@ -15,10 +15,10 @@ use chaos_common::packet::{
 use crate::{Error, target::CgroupTarget};
 
 mod fq;
-pub mod fq_record;
 mod injection;
 mod injector;
 pub(crate) mod qdisc;
+pub mod qdisc_record;
 
 pub use fq::{FqQdiscs, TCA_FQ_HORIZON, devices_up};
 pub use injection::{NetInjection, enter_netns};
