@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod config;
+pub mod dns;
 pub mod filter;
 pub mod packet;
 pub mod rule;
@@ -30,4 +31,6 @@ mod pod {
     unsafe impl aya::Pod for super::TargetKey {}
     unsafe impl aya::Pod for super::TargetRules {}
     unsafe impl aya::Pod for super::HookLevels {}
+    unsafe impl aya::Pod for super::dns::DnsConfig {}
+    unsafe impl aya::Pod for super::dns::DnsServer {}
 }

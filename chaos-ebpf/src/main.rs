@@ -6,6 +6,7 @@
 #![feature(asm_experimental_arch)]
 
 mod block;
+mod dns;
 mod file;
 mod lsm;
 mod maps;

@@ -95,6 +95,11 @@ pub struct Facts {
     pub connect6: Outcome,
     /// The sock_create probe (cgroup sock) loaded and attached.
     pub sock_create: Outcome,
+    /// The DNS fault's redirect programs (cgroup sock_addr connect, sendmsg and recvmsg,
+    /// both families) loaded and attached.
+    pub dns_redirect: Outcome,
+    /// A loopback TCP connection listed with its cgroup and destroyed through sock_diag.
+    pub tcp_destroy: Outcome,
     /// The cgroup_skb egress probe loaded and attached.
     pub cgroup_skb: Outcome,
     /// The tp_btf sys_enter probe loaded and attached.
@@ -105,6 +110,9 @@ pub struct Facts {
     pub latency_block: Outcome,
     /// Classifier attachment and qdiscs, probed in a throw-away network namespace.
     pub net: NetnsFacts,
+    /// What the verifier spent on each program (`loader::verifier_costs`; empty when the
+    /// object did not load).
+    pub programs: Vec<crate::loader::VerifierCost>,
 }
 
 /// Whether one fault kind works on this kernel.
@@ -160,6 +168,9 @@ pub struct Report {
     pub faults: Vec<FaultSupport>,
     /// The raw facts behind them.
     pub checks: Vec<Check>,
+    /// Per program: `verified_insns` (what loading costs the verifier, most of a fault's
+    /// arm time; Linux 5.16+), load time, or why this kernel refused it.
+    pub programs: Vec<crate::loader::VerifierCost>,
 }
 
 /// The kernel's active LSMs, from securityfs where it is mounted, else through a temporary
@@ -214,6 +225,20 @@ pub fn examine() -> Facts {
         probe::sock_addr(e, "chaos_connect6", c)
     });
     let sock_create = cgroup_probe(&mut object, &probe::sock_create);
+    let dns_redirect = cgroup_probe(&mut object, &|e, c| {
+        for name in [
+            "chaos_dns_connect4",
+            "chaos_dns_sendmsg4",
+            "chaos_dns_recvmsg4",
+            "chaos_dns_connect6",
+            "chaos_dns_sendmsg6",
+            "chaos_dns_recvmsg6",
+        ] {
+            probe::sock_addr(e, name, c)?;
+        }
+        Ok("connect, sendmsg and recvmsg (4 and 6) loaded and attached".into())
+    });
+    let tcp_destroy = crate::tcp_reset::probe().map_err(Failure::text);
     let cgroup_skb = cgroup_probe(&mut object, &probe::cgroup_skb);
     let freezer = temp_cgroup
         .as_ref()
@@ -246,11 +271,14 @@ pub fn examine() -> Facts {
         connect4,
         connect6,
         sock_create,
+        dns_redirect,
+        tcp_destroy,
         cgroup_skb,
         sys_enter,
         freezer,
         latency_block,
         net,
+        programs: crate::loader::verifier_costs().unwrap_or_default(),
     }
 }
 
@@ -269,8 +297,11 @@ impl Report {
                 packet_duplicate(facts),
                 syscall_latency(facts),
                 signal(facts),
+                dns(facts),
+                tcp_reset(facts),
             ],
             checks: checks(facts),
+            programs: facts.programs.clone(),
         };
         for fault in &mut report.faults {
             fault.syscalls = syscalls_of(fault.kind);
@@ -404,6 +435,44 @@ fn syscall_socket(facts: &Facts) -> FaultSupport {
             why,
             "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup sock and sock_addr programs",
         )
+    }
+}
+
+fn dns(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "dns";
+    const MECHANISM: &str = "cgroup sock_addr programs (connect, sendmsg, recvmsg) on the target \
+                             cgroup redirect its DNS queries to chaos's responder in the \
+                             target's network namespace";
+    if facts.cgroup2.is_none() {
+        return no_cgroup2(KIND, MECHANISM);
+    }
+    match &facts.dns_redirect {
+        Ok(_) => works(KIND, MECHANISM),
+        Err(fail) => broken(
+            KIND,
+            MECHANISM,
+            fail.message.clone(),
+            "a kernel with CONFIG_CGROUP_BPF=y that allows cgroup sock_addr programs \
+             (recvmsg hooks: 4.19+)",
+        ),
+    }
+}
+
+fn tcp_reset(facts: &Facts) -> FaultSupport {
+    const KIND: &str = "tcp-reset";
+    const MECHANISM: &str = "sock_diag lists the target's established TCP connections by cgroup \
+                             and SOCK_DESTROY aborts them (the peer gets an RST); no kernel \
+                             program";
+    match &facts.tcp_destroy {
+        Ok(_) => works(KIND, MECHANISM),
+        Err(fail) => broken(
+            KIND,
+            MECHANISM,
+            fail.message.clone(),
+            "a 5.9+ kernel with CONFIG_INET_DIAG, CONFIG_INET_TCP_DIAG and \
+             CONFIG_INET_DIAG_DESTROY (Debian's, Ubuntu's and Fedora's have them; as modules, \
+             `modprobe tcp_diag` if nothing loaded them)",
+        ),
     }
 }
 
@@ -651,6 +720,8 @@ fn checks(facts: &Facts) -> Vec<Check> {
         check("prog cgroup_sock_addr/connect4", &facts.connect4),
         check("prog cgroup_sock_addr/connect6", &facts.connect6),
         check("prog cgroup_sock/sock_create", &facts.sock_create),
+        check("prog dns redirect", &facts.dns_redirect),
+        check("sock_diag SOCK_DESTROY", &facts.tcp_destroy),
         check("prog cgroup_skb/egress", &facts.cgroup_skb),
         check("prog tp_btf/sys_enter", &facts.sys_enter),
         check("prog tc via TCX", &tcx_detail(&facts.net.tcx)),
@@ -700,6 +771,8 @@ mod tests {
             connect4: ok("attached"),
             connect6: ok("attached"),
             sock_create: ok("attached"),
+            dns_redirect: ok("attached"),
+            tcp_destroy: ok("destroyed"),
             cgroup_skb: ok("attached"),
             sys_enter: ok("attached"),
             freezer: ok("present"),
@@ -710,6 +783,7 @@ mod tests {
                 fq: fail(None, "Specified qdisc kind is unknown."),
                 netem: fail(None, "Specified qdisc kind is unknown."),
             },
+            programs: Vec::new(),
         }
     }
 
@@ -745,6 +819,8 @@ mod tests {
         assert!(verdict(&report, "net-duplicate").works);
         assert!(verdict(&report, "latency").works);
         assert!(verdict(&report, "signal").works);
+        assert!(verdict(&report, "dns").works);
+        assert!(verdict(&report, "tcp-reset").works);
         assert!(report.faults.iter().all(|f| f.works == f.why.is_none()));
     }
 

@@ -14,12 +14,14 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    dns::DnsInjection,
     fault::{Injectable, Running},
     loader::{Injector, MechanismChoice, PlannedRule},
     packet::NetInjection,
     report::AnyReport,
     spec::{CheckedFault, Fault, FaultKind, FaultSpec},
     target::{CgroupTarget, Guards, Target, cgroup2_root},
+    tcp_reset::TcpResetInjection,
 };
 
 /// Where a fault would land, shown to a [`TargetCheck`] after the target is resolved and
@@ -119,6 +121,14 @@ impl StartedFault {
                 let injection = NetInjection::start(&fault, &devices, target)?;
                 (fault.describe(), Engine::Net { injection })
             }
+            Fault::Dns(fault) => {
+                let injection = DnsInjection::start(&fault, target, Some(checked.duration))?;
+                (fault.describe(), Engine::Dns { injection })
+            }
+            Fault::TcpReset(fault) => {
+                let injection = TcpResetInjection::start(&fault, target, checked.duration)?;
+                (fault.describe(), Engine::TcpReset { injection })
+            }
         };
         Ok(StartedFault {
             kind: checked.kind,
@@ -152,6 +162,8 @@ impl StartedFault {
                 Some(AnyReport::Rules(report))
             }
             Some(Engine::Net { injection }) => injection.report()?.map(AnyReport::Net),
+            Some(Engine::Dns { injection }) => Some(AnyReport::Dns(injection.report()?)),
+            Some(Engine::TcpReset { injection }) => Some(AnyReport::TcpReset(injection.report())),
         })
     }
 
@@ -219,6 +231,10 @@ enum Engine {
     },
     /// A packet fault (programs, and fq qdiscs it installed).
     Net { injection: NetInjection },
+    /// A DNS fault (redirect programs and the responder).
+    Dns { injection: DnsInjection },
+    /// A TCP reset fault (its sock_diag thread).
+    TcpReset { injection: TcpResetInjection },
 }
 
 impl Engine {
@@ -260,6 +276,22 @@ impl Engine {
                         })
                         .collect(),
                 )
+            }
+            Engine::Dns { injection } => {
+                let counts = injection.counts().ok()?;
+                Some(vec![RuleCounters {
+                    rule: "dns".to_owned(),
+                    matched: counts.matched,
+                    injected: counts.injected,
+                }])
+            }
+            Engine::TcpReset { injection } => {
+                let counts = injection.counts();
+                Some(vec![RuleCounters {
+                    rule: "tcp-reset".to_owned(),
+                    matched: counts.matched,
+                    injected: counts.injected,
+                }])
             }
         }
     }

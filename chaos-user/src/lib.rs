@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod cli;
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
 pub mod engine;
 pub mod error;
@@ -19,5 +20,6 @@ pub mod pause;
 pub mod report;
 pub mod spec;
 pub mod target;
+pub mod tcp_reset;
 
 pub use error::Error;

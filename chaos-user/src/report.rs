@@ -113,6 +113,10 @@ pub enum AnyReport {
     Rules(Report),
     /// Packet faults.
     Net(NetReport),
+    /// DNS faults.
+    Dns(crate::dns::DnsReport),
+    /// TCP reset faults.
+    TcpReset(crate::tcp_reset::TcpResetReport),
 }
 
 impl fmt::Display for AnyReport {
@@ -120,6 +124,8 @@ impl fmt::Display for AnyReport {
         match self {
             AnyReport::Rules(r) => r.fmt(f),
             AnyReport::Net(r) => r.fmt(f),
+            AnyReport::Dns(r) => r.fmt(f),
+            AnyReport::TcpReset(r) => r.fmt(f),
         }
     }
 }

@@ -17,6 +17,7 @@ use chaos::target::ChildCgroup;
 use serde_json::Value;
 
 pub mod daemon;
+pub mod dns;
 pub mod docker;
 pub mod netns;
 pub mod service;

@@ -52,6 +52,11 @@ fn doctor_agrees_with_what_loads() {
     assert!(report["kernel"].as_str().is_some_and(|k| !k.is_empty()));
     // Socket faults go through cgroup hooks, which every kernel this project targets has.
     assert!(works(&report, "syscall-socket"), "{report}");
+    // DNS faults use cgroup sock_addr hooks too; TCP resets need no program, only sock_diag's
+    // SOCK_DESTROY, which Debian's kernels and the host's enable (the rows load and destroy
+    // for real: see doctor::examine).
+    assert!(works(&report, "dns"), "{report}");
+    assert!(works(&report, "tcp-reset"), "{report}");
     let file = works(&report, "syscall-file");
     assert_eq!(
         file,
@@ -85,6 +90,47 @@ fn doctor_agrees_with_what_loads() {
             .unwrap();
         assert!(row["why"].as_str().is_some_and(|w| !w.is_empty()), "{row}");
         assert!(row["fix"].as_str().is_some_and(|w| !w.is_empty()), "{row}");
+    }
+    assert_nothing_left();
+}
+
+/// `--json` lists what the verifier spent on every program: the cgroup programs load on
+/// every kernel this project targets, so they carry a count (Linux 5.16+); programs this
+/// kernel refuses (LSM on the host) say why instead.
+#[test]
+fn doctor_reports_verified_instructions_per_program() {
+    if !need_root() {
+        return;
+    }
+    let report = doctor();
+    let programs = report["programs"].as_array().expect("programs");
+    let program = |name: &str| {
+        programs
+            .iter()
+            .find(|p| p["program"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {programs:?}"))
+    };
+    for name in [
+        "chaos_connect4",
+        "chaos_sock_create",
+        "chaos_skb_egress",
+        "chaos_tc_egress",
+    ] {
+        let insns = program(name)["verified_insns"].as_u64();
+        assert!(
+            insns.is_some_and(|n| n > 0 && n < 100_000),
+            "{name}: {}",
+            program(name)
+        );
+    }
+    for p in programs {
+        assert!(
+            p["verified_insns"].is_u64() || p["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "neither a count nor a reason: {p}"
+        );
+        if skips_forbidden() {
+            assert!(p["error"].is_null(), "refused in the VM tier: {p}");
+        }
     }
     assert_nothing_left();
 }

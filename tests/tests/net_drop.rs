@@ -405,3 +405,88 @@ fn the_kernel_stops_dropping_at_the_deadline_even_when_chaos_is_frozen() {
     assert_eq!(fault["affected"], 20, "report: {}", outcome.stdout);
     assert_nothing_left();
 }
+
+/// How many programs named `name` the kernel holds (it keeps the first 15 bytes of a name).
+fn loaded(name: &str) -> usize {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| !n.is_empty() && name.starts_with(n))
+        })
+        .count()
+}
+
+/// Packet faults of one process (the daemon's, an experiment's) share one loaded object: a
+/// second fault on another cgroup verifies no program again, each fault drops only its own
+/// cgroup's datagrams and counts only them, removing one leaves the other working, and the
+/// programs go with the last fault.
+#[test]
+fn faults_of_one_process_share_the_programs_and_leave_with_the_last() {
+    use chaos::{
+        packet::{Direction, NetEffect, NetFault, PacketInjector, Protocol},
+        target::CgroupTarget,
+    };
+    if !need_root() {
+        return;
+    }
+    let pair = match VethPair::new("share") {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no veth network namespaces: {why}")),
+    };
+    let counter = UdpCounter::start(Some(&pair.b), pair.addr_b);
+    let addr = counter.addr.to_string();
+    let (a, b) = (
+        TestCgroup::new("net-share-a"),
+        TestCgroup::new("net-share-b"),
+    );
+    let fault = NetFault {
+        effect: NetEffect::Drop,
+        direction: Direction::Egress,
+        protocol: Some(Protocol::Udp),
+        port: None,
+        peer: None,
+        probability: 1.0,
+        dry_run: false,
+        deadline: None,
+    };
+    let start = |cgroup: &TestCgroup| {
+        let target = CgroupTarget::from_path(&cgroup.path).unwrap();
+        PacketInjector::start(&[(fault.rule(&target), cgroup.path.clone())], &[], None)
+    };
+    let first = match start(&a) {
+        Ok(injector) => injector,
+        Err(err) => return skip(&format!("cgroup_skb programs do not load: {err}")),
+    };
+    let second = start(&b).unwrap();
+    assert_eq!(loaded("chaos_skb_egress"), 1, "one program for both faults");
+
+    const N: u64 = 50;
+    let n = N.to_string();
+    let send = |cgroup: Option<&TestCgroup>| {
+        let mut cmd = client(&pair.a, &["udp-send", &addr, &n]);
+        let out = json_out(match cgroup {
+            Some(cgroup) => cgroup.spawn(&mut cmd),
+            None => cmd.spawn().unwrap(),
+        });
+        assert_eq!(out["errors"], 0, "{out}");
+    };
+    send(Some(&a));
+    send(Some(&b));
+    send(None);
+    assert_eq!(first.counters().unwrap()[0].affected, N, "a's fault");
+    assert_eq!(second.counters().unwrap()[0].affected, N, "b's fault");
+
+    // The first fault goes: a sends freely, b still loses everything.
+    drop(first);
+    assert_eq!(loaded("chaos_skb_egress"), 1);
+    send(Some(&a));
+    send(Some(&b));
+    assert_eq!(second.counters().unwrap()[0].affected, 2 * N, "b's fault");
+    drop(second);
+    let (received, _) = counter.stop();
+    // Outside (N) and a once its fault was gone (N); everything else was dropped.
+    assert_eq!(received, 2 * N);
+    drop(pair);
+    assert_nothing_left();
+}

@@ -61,9 +61,10 @@ impl fmt::Display for KernelVersion {
 }
 
 /// The qdiscs the packet faults (and `chaos doctor`'s probes) need, tc's clsact and bpf
-/// classifier (how tc programs attach before TCX, 6.6), and veth for the packet tests'
-/// namespace pairs.
-const GUEST_MODULES: &str = "sch_fq,sch_netem,sch_ingress,cls_bpf,veth";
+/// classifier (how tc programs attach before TCX, 6.6), veth for the packet tests'
+/// namespace pairs, and the socket diagnostics tcp-reset lists and destroys connections with
+/// (modules on Debian, which a real system loads on first use; the guest has no modprobe).
+const GUEST_MODULES: &str = "sch_fq,sch_netem,sch_ingress,cls_bpf,veth,inet_diag,tcp_diag";
 
 /// Options of `cargo xtask vm-test`.
 #[derive(Debug, clap::Args)]

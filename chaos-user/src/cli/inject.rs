@@ -17,10 +17,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::{
     args::{FilterArgs, RunArgs, ScheduleArgs, option_error},
+    dns::DnsArgs,
     latency::LatencyArgs,
     net::{NetCorruptArgs, NetDelayArgs, NetDropArgs, NetDuplicateArgs, NetRateArgs},
     signal::SignalArgs,
     target::TargetArgs,
+    tcp_reset::TcpResetArgs,
 };
 use crate::{
     daemon::client::DaemonClient,
@@ -52,6 +54,10 @@ pub enum InjectCommand {
     NetDuplicate(NetDuplicateArgs),
     /// Flip bits in the payload of some of the packets the target sends.
     NetCorrupt(NetCorruptArgs),
+    /// Answer the target's DNS queries with an error code, late or never.
+    Dns(DnsArgs),
+    /// Reset the target's established TCP connections (the peer gets an RST).
+    TcpReset(TcpResetArgs),
 }
 
 /// Options of `chaos inject syscall`.
@@ -113,6 +119,8 @@ impl InjectCommand {
             InjectCommand::NetRate(a) => a.spec(),
             InjectCommand::NetDuplicate(a) => a.spec(),
             InjectCommand::NetCorrupt(a) => a.spec(),
+            InjectCommand::Dns(a) => a.spec(),
+            InjectCommand::TcpReset(a) => a.spec(),
         }
     }
 
@@ -127,6 +135,8 @@ impl InjectCommand {
             InjectCommand::NetRate(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
             InjectCommand::NetDuplicate(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
             InjectCommand::NetCorrupt(a) => (&a.run, &a.target, a.devices.netns.as_deref()),
+            InjectCommand::Dns(a) => (&a.run, &a.target, None),
+            InjectCommand::TcpReset(a) => (&a.run, &a.target, None),
         }
     }
 }
@@ -246,6 +256,20 @@ fn live_rows(report: &AnyReport, left: Duration) -> Vec<FaultRow> {
                 left: Some(left),
             })
             .collect(),
+        AnyReport::TcpReset(r) => vec![FaultRow {
+            kind: r.kind.to_owned(),
+            what: r.fault.clone(),
+            matched: r.counts.matched,
+            injected: r.counts.injected,
+            left: Some(left),
+        }],
+        AnyReport::Dns(r) => vec![FaultRow {
+            kind: r.kind.to_owned(),
+            what: r.fault.clone(),
+            matched: r.counts.matched,
+            injected: r.counts.injected,
+            left: Some(left),
+        }],
     }
 }
 

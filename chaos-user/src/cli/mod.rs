@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod args;
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
 pub mod inject;
 pub mod latency;
@@ -16,6 +17,7 @@ pub mod signal;
 pub mod status;
 pub mod stop;
 pub mod target;
+pub mod tcp_reset;
 pub mod validate;
 
 /// Fault injection for the processes of one cgroup (a container, a service, one command), by

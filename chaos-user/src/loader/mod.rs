@@ -90,7 +90,7 @@ fn programs(hook: Hook) -> (&'static [&'static str], Attach) {
 /// Raises this process's soft limit on open files to its hard limit: every cgroup a rule
 /// targets holds one bpf_link file descriptor per program attached there, and a thousand
 /// targets pass the usual soft limit of 1024 long before the hard one.
-fn raise_open_file_limit() {
+pub(crate) fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
         && soft < hard

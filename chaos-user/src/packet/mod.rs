@@ -111,7 +111,7 @@ impl fmt::Display for Cidr {
 impl Cidr {
     /// The family (4 or 6), network and mask as the kernel compares them: the words of the
     /// address in packet (network) byte order.
-    fn words(&self) -> (u32, [u32; 4], [u32; 4]) {
+    pub(crate) fn words(&self) -> (u32, [u32; 4], [u32; 4]) {
         let (family, bytes, bits): (u32, [u8; 16], u32) = match self.addr {
             IpAddr::V4(a) => {
                 let mut b = [0u8; 16];

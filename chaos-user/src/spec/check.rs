@@ -150,6 +150,8 @@ impl FaultSpec {
                     deadline,
                 )?
             }
+            FaultSpec::Dns(s) => dns(s, dry_run)?,
+            FaultSpec::TcpReset(s) => tcp_reset(s, dry_run)?,
         };
         Ok(CheckedFault {
             kind: self.kind(),
@@ -269,4 +271,125 @@ fn net(
         fault,
         devices: devices.to_vec(),
     })
+}
+
+fn dns(s: &super::DnsSpec, dry_run: bool) -> Result<Fault, SpecError> {
+    use crate::dns::{DnsEffect, DnsFault, Rcode};
+    for (name, set) in [
+        ("after", s.schedule.after.is_some()),
+        ("every", s.schedule.every.is_some()),
+        ("when", s.schedule.when.is_some()),
+        ("max_hits", s.schedule.max_hits.is_some()),
+        ("per_process", s.schedule.per_process),
+    ] {
+        if set {
+            return Err(SpecError::new(
+                format!("schedule.{name}"),
+                "not available to dns: it takes only schedule.probability",
+            ));
+        }
+    }
+    let effect = match (&s.rcode, s.drop, &s.delay) {
+        (Some(rcode), false, None) => DnsEffect::Rcode(
+            rcode
+                .parse::<Rcode>()
+                .map_err(|e| SpecError::from_error("rcode", e))?,
+        ),
+        (None, true, None) => DnsEffect::Drop,
+        (None, false, Some(delay)) => DnsEffect::Delay(parse_duration("delay", delay)?),
+        (None, false, None) => {
+            return Err(SpecError::new(
+                "rcode",
+                "missing: what faulted queries get, one of rcode (NXDOMAIN, SERVFAIL, \
+                 REFUSED), drop or delay",
+            ));
+        }
+        _ => {
+            return Err(SpecError::new(
+                "",
+                "rcode, drop and delay exclude each other: give one",
+            ));
+        }
+    };
+    let mut domains = Vec::new();
+    for (i, d) in s.domains.iter().enumerate() {
+        domains.push(
+            DnsFault::domain(d).map_err(|e| SpecError::from_error(format!("domains[{i}]"), e))?,
+        );
+    }
+    let fault = DnsFault {
+        domains,
+        effect,
+        probability: s
+            .schedule
+            .probability
+            .map(|_| s.schedule.probability())
+            .transpose()?,
+        server: s
+            .server
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| SpecError::from_error("server", e))?,
+        port: s.port.unwrap_or(53),
+        dry_run,
+    };
+    fault.validate().map_err(|e| {
+        let path = match &e {
+            Error::Invalid { field, .. } => *field,
+            _ => "",
+        };
+        SpecError::from_error(path, e)
+    })?;
+    Ok(Fault::Dns(fault))
+}
+
+fn tcp_reset(s: &super::TcpResetSpec, dry_run: bool) -> Result<Fault, SpecError> {
+    use crate::tcp_reset::{ResetDirection, TcpResetFault};
+    for (name, set) in [
+        ("when", s.schedule.when.is_some()),
+        ("max_hits", s.schedule.max_hits.is_some()),
+        ("per_process", s.schedule.per_process),
+    ] {
+        if set {
+            return Err(SpecError::new(
+                format!("schedule.{name}"),
+                "not available to tcp-reset: it takes schedule.probability, every and after",
+            ));
+        }
+    }
+    if s.schedule.every == Some(0) {
+        return Err(SpecError::new(
+            "schedule.every",
+            "0 is not valid: at least 1",
+        ));
+    }
+    let fault = TcpResetFault {
+        port: s.port,
+        peer: s
+            .cidr
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| SpecError::from_error("cidr", e))?,
+        direction: match &s.direction {
+            None => ResetDirection::Both,
+            Some(d) => d
+                .parse()
+                .map_err(|e| SpecError::from_error("direction", e))?,
+        },
+        probability: s
+            .schedule
+            .probability
+            .map(|_| s.schedule.probability())
+            .transpose()?,
+        after_segments: s.schedule.after,
+        every: s.schedule.every,
+        once: s.once,
+        dry_run,
+    };
+    fault
+        .validate()
+        .map_err(|e| SpecError::from_error("schedule.probability", e))?;
+    Ok(Fault::TcpReset(fault))
 }

@@ -45,11 +45,15 @@ pub enum FaultKind {
     NetDuplicate,
     /// Corrupt packets the target sends.
     NetCorrupt,
+    /// Answer the target's DNS queries with an error, late or never.
+    Dns,
+    /// Reset the target's TCP connections.
+    TcpReset,
 }
 
 impl FaultKind {
     /// Every kind, in the order `chaos inject --help` lists them.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Syscall,
         FaultKind::Signal,
         FaultKind::Latency,
@@ -58,6 +62,8 @@ impl FaultKind {
         FaultKind::NetRate,
         FaultKind::NetDuplicate,
         FaultKind::NetCorrupt,
+        FaultKind::Dns,
+        FaultKind::TcpReset,
     ];
 
     /// Its name: `syscall`, `net-drop`, ...
@@ -71,6 +77,8 @@ impl FaultKind {
             FaultKind::NetRate => "net-rate",
             FaultKind::NetDuplicate => "net-duplicate",
             FaultKind::NetCorrupt => "net-corrupt",
+            FaultKind::Dns => "dns",
+            FaultKind::TcpReset => "tcp-reset",
         }
     }
 
@@ -302,6 +310,58 @@ kind_spec!(
     }
 );
 
+kind_spec!(
+    /// `dns`: answer the target's DNS queries with an error code, late, or never; the rest
+    /// resolve as before.
+    DnsSpec {
+        /// Names to fault: each matches itself and every name below it. Default: every name.
+        #[serde(default, alias = "domain", skip_serializing_if = "Vec::is_empty")]
+        domains: Vec<String>,
+        /// Answer with this code: NXDOMAIN, SERVFAIL or REFUSED (one of rcode, drop, delay).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rcode: Option<String>,
+        /// Never answer: the client times out.
+        #[serde(default, skip_serializing_if = "is_false")]
+        drop: bool,
+        /// Give the real answer this much later (`2s`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay: Option<String>,
+        /// Only queries to servers in this network (`10.0.0.0/8`, `127.0.0.53`); default every
+        /// server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+        /// The servers' port; default 53.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        /// Which matching queries (only `probability`).
+        #[serde(default, skip_serializing_if = "ScheduleSpec::is_empty")]
+        schedule: ScheduleSpec,
+    }
+);
+
+kind_spec!(
+    /// `tcp-reset`: abort the target's established TCP connections (the peer gets an RST).
+    TcpResetSpec {
+        /// Only connections with this port: the peer's (outbound), the target's own
+        /// (inbound), or either (both, the default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        /// Only connections to or from peers in this network (`10.0.0.0/8`, `::1`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cidr: Option<String>,
+        /// `outbound`, `inbound` or `both`: which end `port` names.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        direction: Option<String>,
+        /// Reset only the connections that exist when the fault starts.
+        #[serde(default, skip_serializing_if = "is_false")]
+        once: bool,
+        /// Which connections: `probability`, `every` (Nth matching connection), `after` (a
+        /// connection is reset once it has passed N segments, in and out).
+        #[serde(default, skip_serializing_if = "ScheduleSpec::is_empty")]
+        schedule: ScheduleSpec,
+    }
+);
+
 /// One fault, typed: its kind and the kind's fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -315,6 +375,8 @@ pub enum FaultSpec {
     NetRate(NetRateSpec),
     NetDuplicate(NetDuplicateSpec),
     NetCorrupt(NetCorruptSpec),
+    Dns(DnsSpec),
+    TcpReset(TcpResetSpec),
 }
 
 /// `$body` with `$s` bound to the kind's struct, whatever the kind.
@@ -329,6 +391,8 @@ macro_rules! each {
             FaultSpec::NetRate($s) => $body,
             FaultSpec::NetDuplicate($s) => $body,
             FaultSpec::NetCorrupt($s) => $body,
+            FaultSpec::Dns($s) => $body,
+            FaultSpec::TcpReset($s) => $body,
         }
     };
 }
@@ -352,6 +416,10 @@ pub enum Fault {
         /// Its devices.
         devices: Vec<String>,
     },
+    /// A DNS fault (redirect programs and the responder).
+    Dns(crate::dns::DnsFault),
+    /// A TCP reset fault (sock_diag).
+    TcpReset(crate::tcp_reset::TcpResetFault),
 }
 
 /// A spec that passed [`FaultSpec::check`]: every value parsed, ready to start.
@@ -433,6 +501,8 @@ impl FaultSpec {
             FaultKind::NetRate => FaultSpec::NetRate(read(rest)?),
             FaultKind::NetDuplicate => FaultSpec::NetDuplicate(read(rest)?),
             FaultKind::NetCorrupt => FaultSpec::NetCorrupt(read(rest)?),
+            FaultKind::Dns => FaultSpec::Dns(read(rest)?),
+            FaultKind::TcpReset => FaultSpec::TcpReset(read(rest)?),
         })
     }
 
@@ -454,6 +524,8 @@ impl FaultSpec {
             FaultSpec::NetRate(_) => FaultKind::NetRate,
             FaultSpec::NetDuplicate(_) => FaultKind::NetDuplicate,
             FaultSpec::NetCorrupt(_) => FaultKind::NetCorrupt,
+            FaultSpec::Dns(_) => FaultKind::Dns,
+            FaultSpec::TcpReset(_) => FaultKind::TcpReset,
         }
     }
 
@@ -503,6 +575,7 @@ impl FaultSpec {
                 "syscalls" => "syscall",
                 "fd_kinds" => "fd-kind",
                 "devices" => "device",
+                "domains" => "domain",
                 other => other,
             };
             format!("--{}", name.replace('_', "-"))

@@ -51,6 +51,11 @@ fn every_kind_checks() {
         json!({"kind": "net-rate", "rate": "1mbit", "target": t}),
         json!({"kind": "net-duplicate", "target": t}),
         json!({"kind": "net-corrupt", "fix_checksum": true, "target": t}),
+        json!({"kind": "dns", "domains": ["example.com"], "rcode": "nxdomain", "server": "10.0.0.0/8", "schedule": {"probability": 0.5}, "target": t}),
+        json!({"kind": "dns", "domain": ["a.test"], "drop": true, "target": t}),
+        json!({"kind": "dns", "delay": "2s", "port": 5353, "target": t}),
+        json!({"kind": "tcp-reset", "port": 6379, "direction": "outbound", "cidr": "10.0.0.0/8", "schedule": {"after": 10, "every": 2, "probability": 0.5}, "target": t}),
+        json!({"kind": "tcp-reset", "once": true, "target": t}),
     ] {
         let spec = parse(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
         assert_eq!(spec.kind().name(), v["kind"]);
@@ -116,6 +121,42 @@ fn errors_name_the_field_as_a_json_path() {
         (
             json!({"kind": "net-drop", "schedule": {"after": 3}, "target": {"pid": 1}}),
             "schedule.after: not available to net-drop",
+        ),
+        (
+            json!({"kind": "dns", "target": {"pid": 1}}),
+            "rcode: missing",
+        ),
+        (
+            json!({"kind": "dns", "rcode": "NOERROR", "target": {"pid": 1}}),
+            "rcode: `NOERROR` is not valid: one of NXDOMAIN",
+        ),
+        (
+            json!({"kind": "dns", "drop": true, "delay": "1s", "target": {"pid": 1}}),
+            "rcode, drop and delay exclude each other",
+        ),
+        (
+            json!({"kind": "dns", "drop": true, "domains": ["ok", "a..b"], "target": {"pid": 1}}),
+            "domains[1]: `a..b` is not valid",
+        ),
+        (
+            json!({"kind": "dns", "drop": true, "server": "nine", "target": {"pid": 1}}),
+            "server: `nine` is not valid",
+        ),
+        (
+            json!({"kind": "dns", "drop": true, "schedule": {"every": 2}, "target": {"pid": 1}}),
+            "schedule.every: not available to dns",
+        ),
+        (
+            json!({"kind": "tcp-reset", "direction": "up", "target": {"pid": 1}}),
+            "direction: `up` is not valid: outbound",
+        ),
+        (
+            json!({"kind": "tcp-reset", "schedule": {"max_hits": 1}, "target": {"pid": 1}}),
+            "schedule.max_hits: not available to tcp-reset",
+        ),
+        (
+            json!({"kind": "tcp-reset", "cidr": "1.2.3.4/40", "target": {"pid": 1}}),
+            "cidr: `1.2.3.4/40` is not valid",
         ),
     ];
     for (v, wanted) in cases {

@@ -15,7 +15,8 @@ def inject(
     """Start a fault and return its id.
 
     The arguments are the fields of a chaos fault spec (``chaos schema``): ``kind``
-    (syscall, signal, latency, net-drop, net-delay, net-rate, net-duplicate, net-corrupt),
+    (syscall, signal, latency, net-drop, net-delay, net-rate, net-duplicate, net-corrupt, dns,
+    tcp-reset),
     ``target`` ({"cgroup": PATH}, {"pid": N}, {"container": ID}, {"unit": NAME} or
     {"pod": UID}) and the kind's fields, e.g. ``syscalls``, ``errno``, ``filter``,
     ``schedule``, ``duration`` ("30s") and ``dry_run``. The daemon refuses a bad field,

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use chaos::{
     fault::{Errno, FilterSpec, Syscall, SyscallFault, When},
-    loader::{Injector, PlannedRule},
+    loader::{HookMechanism, Injector, PlannedRule},
     target::{CgroupTarget, ChildCgroup},
 };
 use chaos_common::{MAX_RULES, Schedule};
@@ -57,6 +57,11 @@ struct Args {
     /// latency, net-drop, net-corrupt); default all.
     #[arg(long, value_delimiter = ',')]
     arm_kinds: Vec<String>,
+    /// Security-hook mechanisms to force for the LSM workloads' overhead (lsm, fmod-ret),
+    /// each measured as its own figure (`openat_lsm`, `openat_fmod_ret`, ...); default: the
+    /// one chaos picks, under the plain name.
+    #[arg(long, value_delimiter = ',')]
+    mechanisms: Vec<HookMechanism>,
     /// Accepted and ignored: the VM tier's /init runs the harness as it runs test binaries.
     #[arg(long, hide = true)]
     test_threads: Option<String>,
@@ -268,16 +273,20 @@ impl Config {
     }
 }
 
-/// Figures 1, 2 and 5 for one operation.
-fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
+/// Figures 1, 2 and 5 for one operation, with the security hooks' mechanism forced when
+/// `mechanism` is given.
+fn overhead(h: &Harness, bench: &Bench, mechanism: Option<HookMechanism>) -> anyhow::Result<Value> {
     // Whether this kernel can run the hook at all (LSM hooks need the VM tier on our hosts).
-    if let Err(err) = h
+    let mechanism_used = match h
         .quiet_rules(bench.syscall, 1, true)
-        .and_then(|r| Ok(Injector::start(&r)?))
+        .and_then(|r| Ok(Injector::start_with(&r, mechanism)?))
     {
-        eprintln!("bench: {}: skipped: {err:#}", bench.op);
-        return Ok(json!({"family": bench.family, "skipped": format!("{err:#}")}));
-    }
+        Ok(injector) => injector.mechanism(),
+        Err(err) => {
+            eprintln!("bench: {}: skipped: {err:#}", bench.op);
+            return Ok(json!({"family": bench.family, "skipped": format!("{err:#}")}));
+        }
+    };
     let mut configs = vec![Config::Baseline];
     if bench.op == "socket" {
         configs.push(Config::EmptyProgram);
@@ -304,7 +313,7 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
             let injector = if rules.is_empty() {
                 None
             } else {
-                Some(Injector::start(&rules)?)
+                Some(Injector::start_with(&rules, mechanism)?)
             };
             let result = h.run_in_target(h.workload_cmd(bench.op, iterations))?;
             if let (Config::Target(_), Some(inj)) = (configs[i], &injector) {
@@ -338,6 +347,10 @@ fn overhead(h: &Harness, bench: &Bench) -> anyhow::Result<Value> {
     let mut out = serde_json::Map::new();
     out.insert("family".into(), json!(bench.family));
     out.insert("iterations".into(), json!(iterations));
+    out.insert(
+        "mechanism".into(),
+        json!(mechanism_used.map(|m| m.to_string())),
+    );
     for (i, config) in configs.iter().enumerate() {
         out.insert(
             config.name(),
@@ -466,6 +479,8 @@ fn injection(h: &Harness, use_strace: bool) -> anyhow::Result<Value> {
 /// `chaos inject` arguments (before `--json --cgroup X`).
 struct ArmCase {
     kind: &'static str,
+    /// A security-hook fault, which only the VM tier's kernels run (and run by default).
+    vm: bool,
     op: &'static str,
     inject: &'static [&'static str],
 }
@@ -473,21 +488,25 @@ struct ArmCase {
 const ARM_CASES: &[ArmCase] = &[
     ArmCase {
         kind: "socket",
+        vm: false,
         op: "socket",
         inject: &["syscall", "--syscall", "socket", "--errno", "EMFILE"],
     },
     ArmCase {
         kind: "connect",
+        vm: false,
         op: "connect",
         inject: &["syscall", "--syscall", "connect", "--errno", "ECONNREFUSED"],
     },
     ArmCase {
         kind: "bind",
+        vm: false,
         op: "bind",
         inject: &["syscall", "--syscall", "bind", "--errno", "EADDRINUSE"],
     },
     ArmCase {
         kind: "setsockopt",
+        vm: false,
         op: "setsockopt",
         inject: &[
             "syscall",
@@ -499,11 +518,13 @@ const ARM_CASES: &[ArmCase] = &[
     },
     ArmCase {
         kind: "signal",
+        vm: false,
         op: "getppid",
         inject: &["signal", "--syscall", "getppid", "--signal", "SIGUSR1"],
     },
     ArmCase {
         kind: "latency",
+        vm: false,
         op: "getppid",
         inject: &[
             "latency",
@@ -517,11 +538,13 @@ const ARM_CASES: &[ArmCase] = &[
     },
     ArmCase {
         kind: "net-drop",
+        vm: false,
         op: "udp-echo",
         inject: &["net-drop", "--probability", "1", "--protocol", "udp"],
     },
     ArmCase {
         kind: "net-corrupt",
+        vm: false,
         op: "udp-echo",
         inject: &[
             "net-corrupt",
@@ -534,14 +557,75 @@ const ARM_CASES: &[ArmCase] = &[
             "lo",
         ],
     },
+    ArmCase {
+        kind: "openat",
+        vm: true,
+        op: "openat",
+        inject: &["syscall", "--syscall", "openat", "--errno", "EIO"],
+    },
+    ArmCase {
+        kind: "openat-lsm",
+        vm: true,
+        op: "openat",
+        inject: &[
+            "syscall",
+            "--syscall",
+            "openat",
+            "--errno",
+            "EIO",
+            "--mechanism",
+            "lsm",
+        ],
+    },
+    ArmCase {
+        kind: "openat-fmod-ret",
+        vm: true,
+        op: "openat",
+        inject: &[
+            "syscall",
+            "--syscall",
+            "openat",
+            "--errno",
+            "EIO",
+            "--mechanism",
+            "fmod-ret",
+        ],
+    },
+    ArmCase {
+        kind: "read",
+        vm: true,
+        op: "read",
+        inject: &["syscall", "--syscall", "read", "--errno", "EIO"],
+    },
+    ArmCase {
+        kind: "read-fmod-ret",
+        vm: true,
+        op: "read",
+        inject: &[
+            "syscall",
+            "--syscall",
+            "read",
+            "--errno",
+            "EIO",
+            "--mechanism",
+            "fmod-ret",
+        ],
+    },
 ];
 
 /// Figure 4: `chaos inject` start to the first injected fault, and SIGINT to the last chaos
 /// program gone from the kernel's list, for every fault kind this tier runs.
-fn arm_disarm(h: &Harness, kinds: &[String]) -> anyhow::Result<Value> {
+/// Without `kinds`, the host tier measures the host's kinds and the VM tier the security
+/// hooks' ones.
+fn arm_disarm(h: &Harness, kinds: &[String], vm: bool) -> anyhow::Result<Value> {
     let mut out = serde_json::Map::new();
     for case in ARM_CASES {
-        if !kinds.is_empty() && !kinds.iter().any(|k| k == case.kind) {
+        let chosen = if kinds.is_empty() {
+            case.vm == vm
+        } else {
+            kinds.iter().any(|k| k == case.kind)
+        };
+        if !chosen {
             continue;
         }
         let figures =
@@ -634,7 +718,7 @@ fn daemon_creation(h: &Harness) -> anyhow::Result<Value> {
     let mut daemon = Command::new(chaos_bin())
         .args(["daemon", "--socket"])
         .arg(&socket)
-        .args(["--max-faults", "1000"])
+        .args(["--max-faults", "1000", "--max-faults-per-caller", "1000"])
         .stderr(Stdio::null())
         .spawn()
         .context("starting chaos daemon")?;
@@ -798,7 +882,15 @@ fn main() -> anyhow::Result<()> {
         if !args.ops.is_empty() && !args.ops.iter().any(|o| o == bench.op) {
             continue;
         }
-        overheads.insert(bench.op.into(), overhead(&h, bench)?);
+        let security_hook = bench.family.starts_with("LSM");
+        if args.mechanisms.is_empty() || !security_hook {
+            overheads.insert(bench.op.into(), overhead(&h, bench, None)?);
+            continue;
+        }
+        for mechanism in &args.mechanisms {
+            let name = format!("{}_{}", bench.op, mechanism.to_string().replace('-', "_"));
+            overheads.insert(name, overhead(&h, bench, Some(*mechanism))?);
+        }
     }
     let use_strace = !args.no_strace
         && Command::new("strace")
@@ -812,7 +904,7 @@ fn main() -> anyhow::Result<()> {
         Value::Null
     };
     let arm = if figure("arm") {
-        arm_disarm(&h, &args.arm_kinds)?
+        arm_disarm(&h, &args.arm_kinds, args.tier != "host")?
     } else {
         Value::Null
     };

@@ -37,6 +37,13 @@ enum Call {
     /// Send COUNT datagrams, each after the echo of the previous one came back (or 2 s
     /// passed); report each round-trip time in microseconds.
     UdpPing { addr: SocketAddr, count: u32 },
+    /// Connect, print `ready LOCALPORT`, then send a byte every 20 ms for SECS seconds and
+    /// print `ok`, or the errno name of the first failed send and how many sends succeeded.
+    TcpHold { addr: SocketAddr, secs: f64 },
+    /// Send one DNS A query for NAME to SERVER over UDP from an unconnected socket (as
+    /// resolvers do), wait up to 2 s; report the answer's code (null: no answer), its addresses, where it came
+    /// from and the time.
+    DnsQuery { server: SocketAddr, name: String },
 }
 
 fn main() {
@@ -118,6 +125,67 @@ fn main() {
                 }
             }
             println!("{{\"rtts_us\":[{}],\"lost\":{lost}}}", rtts.join(","));
+        }
+        Call::TcpHold { addr, secs } => {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            let port = stream.local_addr().expect("local address").port();
+            println!("ready {port}");
+            let end = Instant::now() + Duration::from_secs_f64(secs);
+            let mut sent = 0u64;
+            while Instant::now() < end {
+                if let Err(err) = stream.write_all(b"x") {
+                    let errno = nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0));
+                    println!("{errno:?} {sent}");
+                    return;
+                }
+                sent += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            println!("ok");
+        }
+        Call::DnsQuery { server, name } => {
+            use hickory_proto::{
+                op::{Message, Query},
+                rr::{Name, RData, RecordType},
+            };
+            let mut query = Message::query();
+            query.metadata.recursion_desired = true;
+            query.add_query(Query::query(
+                Name::from_ascii(&name).expect("a DNS name"),
+                RecordType::A,
+            ));
+            let socket = UdpSocket::bind(bind_any(server)).expect("bind");
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let started = Instant::now();
+            socket
+                .send_to(&query.to_vec().expect("a query"), server)
+                .expect("send");
+            let mut buf = [0u8; 1500];
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let answer = Message::from_vec(&buf[..n]).expect("a DNS answer");
+                    let addrs: Vec<String> = answer
+                        .answers
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::A(a) => Some(format!("\"{}\"", a.0)),
+                            _ => None,
+                        })
+                        .collect();
+                    println!(
+                        "{{\"rcode\":{},\"addrs\":[{}],\"from\":\"{from}\",\"ms\":{}}}",
+                        u16::from(answer.metadata.response_code),
+                        addrs.join(","),
+                        started.elapsed().as_secs_f64() * 1000.0
+                    );
+                }
+                Err(_) => println!(
+                    "{{\"rcode\":null,\"addrs\":[],\"ms\":{}}}",
+                    started.elapsed().as_secs_f64() * 1000.0
+                ),
+            }
         }
     }
 }
