@@ -30,4 +30,8 @@ pub struct KernelConfig {
     /// Which argument of the `inode_setattr` hook is the dentry: 1 since 6.3 (which added
     /// an idmap before it), 0 before.
     pub setattr_dentry_arg: u32,
+    /// `dentry.d_name` + `qstr.name`: the dentry's name, for events.
+    pub dentry_name: u32,
+    /// Reserved, keeps the size a multiple of 8.
+    pub _pad: u32,
 }

@@ -8,17 +8,19 @@
 pub mod block;
 pub mod config;
 pub mod dns;
+pub mod event;
 pub mod filter;
 pub mod packet;
 pub mod rule;
 pub mod schedule;
 
 pub use config::KernelConfig;
+pub use event::Event;
 pub use filter::Filter;
 pub use rule::{
     ANY_SYSCALL, Action, HitCounter, Hook, HookLevels, MAX_RULES, MAX_RULES_PER_TARGET,
-    MAX_SPIN_NS, MAX_TARGET_LEVELS, RULE_ACTIVE, RULE_DRY_RUN, Rule, SYS_ENTER_FILTER_BITS,
-    SYS_ENTER_FILTER_WORDS, TargetKey, TargetRules,
+    MAX_SPIN_NS, MAX_TARGET_LEVELS, RULE_ACTIVE, RULE_DRY_RUN, RULE_EVENTS, Rule,
+    SYS_ENTER_FILTER_BITS, SYS_ENTER_FILTER_WORDS, TargetKey, TargetRules,
 };
 pub use schedule::Schedule;
 
@@ -33,4 +35,5 @@ mod pod {
     unsafe impl aya::Pod for super::HookLevels {}
     unsafe impl aya::Pod for super::dns::DnsConfig {}
     unsafe impl aya::Pod for super::dns::DnsServer {}
+    unsafe impl aya::Pod for super::Event {}
 }

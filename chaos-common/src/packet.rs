@@ -44,6 +44,8 @@ pub const PACKET_ACTIVE: u32 = 1 << 0;
 pub const PACKET_DRY_RUN: u32 = 1 << 1;
 /// [`PacketRule::flags`]: after corrupting, fix the L4 checksum so the receiver accepts it.
 pub const PACKET_FIX_CHECKSUM: u32 = 1 << 2;
+/// [`PacketRule::flags`]: someone listens: write an [`crate::Event`] for each packet affected.
+pub const PACKET_EVENTS: u32 = 1 << 3;
 
 /// [`PacketRule::directions`]: packets the target sends.
 pub const DIRECTION_EGRESS: u32 = 1 << 0;
@@ -173,6 +175,8 @@ pub struct PacketCounter {
     pub affected: u64,
     /// Bytes of the affected packets.
     pub bytes: u64,
+    /// Events of this rule lost because the ring buffer was full.
+    pub events_lost: u64,
 }
 
 /// Per-rule state the kernel keeps between packets (the next free departure time for rate

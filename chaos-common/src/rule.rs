@@ -174,6 +174,10 @@ pub const SYS_ENTER_FILTER_WORDS: u32 = SYS_ENTER_FILTER_BITS / 64;
 pub const RULE_ACTIVE: u32 = 1 << 0;
 /// [`Rule::flags`]: count what would be injected, inject nothing.
 pub const RULE_DRY_RUN: u32 = 1 << 1;
+/// [`Rule::flags`]: someone listens: write an [`crate::Event`] for each call the rule acts on.
+/// Set per rule (not globally) because one loaded object serves many faults, and a fault
+/// nobody listens to must not pay for the events of another.
+pub const RULE_EVENTS: u32 = 1 << 2;
 
 /// [`Rule::syscall_nr`] value that matches whatever syscall reaches the hook.
 pub const ANY_SYSCALL: i64 = -1;
@@ -304,6 +308,8 @@ pub struct HitCounter {
     pub matched: u64,
     /// Calls that were acted on (or, in a dry run, would have been).
     pub injected: u64,
+    /// Events of this rule lost because the ring buffer was full.
+    pub events_lost: u64,
 }
 
 #[cfg(test)]

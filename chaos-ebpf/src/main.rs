@@ -7,6 +7,7 @@
 
 mod block;
 mod dns;
+mod event;
 mod file;
 mod lsm;
 mod maps;

@@ -13,15 +13,19 @@ use aya_ebpf::{
     bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     helpers::{
         bpf_clone_redirect, bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_skb_ancestor_cgroup_id, generated::bpf_loop,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, generated::bpf_loop,
     },
     macros::{cgroup_skb, classifier, map},
     maps::Array,
     programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
-use chaos_common::packet::{
-    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PACKET_FIX_CHECKSUM, PacketAction,
-    PacketCounter, PacketRule, PacketState,
+use chaos_common::{
+    event::{EVENT_DRY_RUN, EVENT_EGRESS, EVENT_NAME_LEN, EVENT_NAMES, EVENT_PACKET},
+    filter::{AF_INET, AF_INET6},
+    packet::{
+        DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PACKET_DRY_RUN, PACKET_EVENTS,
+        PACKET_FIX_CHECKSUM, PacketAction, PacketCounter, PacketRule, PacketState,
+    },
 };
 
 use crate::rule::fetch_add;
@@ -290,6 +294,9 @@ fn try_packet_rule(walk: &Walk, slot: u32, hook: Hook, direction: u32) -> bool {
     }
     fetch_add(affected, 1);
     fetch_add(bytes, len);
+    if rule.flags & PACKET_EVENTS != 0 {
+        event(skb, slot, rule, counter, packet, direction);
+    }
     if rule.is_dry_run() {
         return false;
     }
@@ -316,6 +323,58 @@ fn try_packet_rule(walk: &Walk, slot: u32, hook: Hook, direction: u32) -> bool {
         _ => {}
     }
     false
+}
+
+/// Writes the event of a packet rule `slot` affected (or, in a dry run, would have). Packets
+/// carry no calling task: the event has the socket's cgroup, the addresses and the protocol.
+///
+/// Called from the slot step of a rule that asks for events; the step is a bpf_loop
+/// callback, verified once whatever the slot, so the event costs the verifier one path.
+#[inline(always)]
+fn event(
+    skb: *mut __sk_buff,
+    slot: u32,
+    rule: &PacketRule,
+    counter: *mut PacketCounter,
+    packet: &Packet,
+    direction: u32,
+) {
+    // SAFETY: a pointer into a map value, an aligned u64 updated only atomically.
+    let Some(mut entry) = crate::event::reserve(unsafe { &raw mut (*counter).events_lost }) else {
+        return;
+    };
+    const _: () = assert!(PACKET_DRY_RUN == 1 << 1 && EVENT_DRY_RUN == 1);
+    const _: () = assert!(DIRECTION_EGRESS == 1 && EVENT_EGRESS == 1 << 1);
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points to the reserved ring buffer memory, large enough for an Event;
+    // every field is plain data, written once here. The helpers are plain calls.
+    unsafe {
+        (*e).time_ns = bpf_ktime_get_boot_ns();
+        (*e).cgroup_id = bpf_skb_cgroup_id(skb);
+        (*e).pid = 0;
+        (*e).tid = 0;
+        (*e).kind = EVENT_PACKET;
+        (*e).slot = slot;
+        (*e).hook = 0;
+        (*e).action = rule.action;
+        (*e).value = 0;
+        // Bit arithmetic, not `if`s: BPF has no conditional move.
+        (*e).flags = ((rule.flags & PACKET_DRY_RUN) >> 1) | ((direction & DIRECTION_EGRESS) << 1);
+        (*e).syscall_nr = 0;
+        (*e).delay_ns = rule.delay_ns;
+        (*e).comm = [0; 16];
+        // 4 -> AF_INET (2), 6 -> AF_INET6 (10).
+        const _: () = assert!(AF_INET == 4 * 4 - 14 && AF_INET6 == 6 * 4 - 14);
+        (*e).family = (packet.family as u16).wrapping_mul(4).wrapping_sub(14);
+        (*e).local_port = packet.ports.0;
+        (*e).port = packet.ports.1;
+        (*e).protocol = packet.protocol as u8;
+        (*e)._pad = 0;
+        let addr = &raw mut (*e).addr;
+        (*addr.cast::<[u32; 4]>()) = packet.peer;
+        (*e).names = [[0; EVENT_NAME_LEN]; EVENT_NAMES];
+    }
+    entry.submit(0);
 }
 
 /// When the packet would leave now: its own departure time if the stack set one (TCP

@@ -6,11 +6,12 @@ use aya_ebpf::helpers::{
     bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_loop,
 };
 use chaos_common::{
-    ANY_SYSCALL, Hook, HookLevels, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, Rule, TargetKey,
-    TargetRules,
+    ANY_SYSCALL, Hook, HookLevels, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, RULE_EVENTS, Rule,
+    TargetKey, TargetRules,
     filter::{FILTER_CIDR, FILTER_COMM, FILTER_FD_KIND, FILTER_PATH, FILTER_PORT, PATH_DEPTH},
 };
 
+use crate::event;
 use crate::maps::{
     CHAOS_CONFIG, CHAOS_COUNTERS, CHAOS_HOOK_LEVELS, CHAOS_PROCESS_CALLS, CHAOS_RULES,
     CHAOS_TARGETS,
@@ -32,11 +33,11 @@ pub struct SockAddr {
 /// cached: a cache multiplies the states the verifier must explore across the rule loop.
 #[derive(Clone, Copy)]
 pub struct Call {
-    hook: Hook,
-    syscall_nr: i64,
+    pub(crate) hook: Hook,
+    pub(crate) syscall_nr: i64,
     /// The dentry the call is about (kernel pointer), or 0.
-    dentry: u64,
-    addr: Option<SockAddr>,
+    pub(crate) dentry: u64,
+    pub(crate) addr: Option<SockAddr>,
 }
 
 impl Call {
@@ -386,8 +387,13 @@ extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
     };
     // SAFETY: the pointer comes from a map lookup and stays valid for this program run;
     // the fields are 8-byte aligned u64s, updated only atomically.
-    let (matched, injected) =
-        unsafe { (&raw mut (*counter).matched, &raw mut (*counter).injected) };
+    let (matched, injected, events_lost) = unsafe {
+        (
+            &raw mut (*counter).matched,
+            &raw mut (*counter).injected,
+            &raw mut (*counter).events_lost,
+        )
+    };
     let mut n = fetch_add(matched, 1);
     if rule.schedule.per_process != 0 {
         n = process_call_number(slot);
@@ -410,6 +416,10 @@ extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
     if fetch_add(injected, 1) >= rule.schedule.max_hits {
         fetch_sub(injected, 1);
         return 0;
+    }
+    // Here, where `injected` counted it, so that a listener sees exactly what was counted.
+    if rule.flags & RULE_EVENTS != 0 {
+        event::call(slot, rule, call, events_lost);
     }
     if rule.is_dry_run() {
         return 0;

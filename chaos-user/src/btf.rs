@@ -63,6 +63,9 @@ pub fn kernel_config_for(
             inode_mode: member_offset(&btf, "inode", "i_mode")?,
             sb_dev: member_offset(&btf, "super_block", "s_dev")?,
             bprm_file: member_offset(&btf, "linux_binprm", "file")?,
+            dentry_name: member_offset(&btf, "dentry", "d_name")?
+                + member_offset(&btf, "qstr", "name")?,
+            _pad: 0,
             setattr_dentry_arg: match parameter_types(&btf, setattr)?
                 .iter()
                 .position(|t| t == "struct dentry *")

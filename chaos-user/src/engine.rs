@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dns::DnsInjection,
+    events::{Clock, EventRecord},
     fault::{Injectable, Running},
     loader::{Injector, MechanismChoice, PlannedRule},
     packet::NetInjection,
@@ -70,6 +71,8 @@ pub struct StartedFault {
     cgroup: CgroupTarget,
     /// The counters read when it was stopped.
     last: Mutex<Option<Vec<RuleCounters>>>,
+    /// How many listen to its events (the kernel writes them while one does).
+    listeners: Mutex<usize>,
 }
 
 impl StartedFault {
@@ -140,6 +143,7 @@ impl StartedFault {
             engine: Mutex::new(Some(engine)),
             cgroup: target.clone(),
             last: Mutex::new(None),
+            listeners: Mutex::new(0),
         })
     }
 
@@ -190,6 +194,66 @@ impl StartedFault {
         match engine.as_ref() {
             Some(engine) => engine.counters(),
             None => self.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Starts (or, for the last listener, stops) the kernel reporting each call or packet
+    /// this fault acts on; a fault nobody listens to writes no events. Listeners share one
+    /// stream: each event goes to whichever reads [`StartedFault::events`] first.
+    pub fn listen_events(&self, on: bool) -> anyhow::Result<()> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let before = *listeners;
+        *listeners = if on {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        if (on && before > 0) || (!on && *listeners > 0) {
+            return Ok(());
+        }
+        match self.engine().as_mut() {
+            Some(Engine::Rules { injector, .. }) => injector.listen_events(on)?,
+            Some(Engine::Net { injection }) => injection.listen_events(on)?,
+            // Their decisions are made in user space (the DNS responder, the socket
+            // destroyer), not by a kernel rule: they write no kernel events.
+            Some(Engine::Dns { .. } | Engine::TcpReset { .. }) | None => {}
+        }
+        Ok(())
+    }
+
+    /// The events since the last call, oldest first (none once stopped); times converted
+    /// with `clock`.
+    pub fn events(&self, clock: &Clock) -> Vec<EventRecord> {
+        match self.engine().as_mut() {
+            Some(Engine::Rules {
+                injector, planned, ..
+            }) => injector
+                .events()
+                .iter()
+                .map(|(rule, e)| {
+                    let label = planned.get(*rule).map_or("?", |p| p.label.as_str());
+                    EventRecord::new(clock, *rule, label, e)
+                })
+                .collect(),
+            Some(Engine::Net { injection }) => {
+                let kind = injection.fault().effect.kind();
+                injection
+                    .events()
+                    .iter()
+                    .map(|(rule, e)| EventRecord::new(clock, *rule, kind, e))
+                    .collect()
+            }
+            Some(Engine::Dns { .. } | Engine::TcpReset { .. }) | None => Vec::new(),
+        }
+    }
+
+    /// Events lost so far: the kernel's ring was full, or they were read too late (0 once
+    /// stopped).
+    pub fn events_lost(&self) -> u64 {
+        match self.engine().as_ref() {
+            Some(Engine::Rules { injector, .. }) => injector.events_lost().unwrap_or(0),
+            Some(Engine::Net { injection }) => injection.events_lost().unwrap_or(0),
+            Some(Engine::Dns { .. } | Engine::TcpReset { .. }) | None => 0,
         }
     }
 

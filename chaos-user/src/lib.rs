@@ -9,6 +9,7 @@ pub mod dns;
 pub mod doctor;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod experiment;
 pub mod fault;
 pub mod journal_report;

@@ -19,6 +19,7 @@ use serde_json::Value;
 pub mod daemon;
 pub mod dns;
 pub mod docker;
+pub mod events;
 pub mod netns;
 pub mod service;
 

@@ -169,6 +169,16 @@ fn experiment_completes_when_the_service_recovers() {
         "counters: {:#}",
         journal["faults"]
     );
+    // The journal keeps the fault's first events and counts the rest: every injection.
+    let fault = &journal["faults"][0];
+    let events = fault["events"].as_array().expect("events in the journal");
+    let more = fault["more_events"].as_u64().unwrap_or(0);
+    assert_eq!(events.len() as u64 + more, injected, "{fault:#}");
+    assert!(events.len() <= 100);
+    for event in events {
+        assert_eq!(event["call"], "connect", "{event}");
+        assert_eq!(event["errno"], "ECONNREFUSED", "{event}");
+    }
     assert_eq!(journal["rollbacks"][0]["status"], "succeeded");
     assert_eq!(service.health(), 200);
     assert_nothing_left();

@@ -119,6 +119,11 @@ pub struct RunArgs {
     /// provider take) and exit without injecting.
     #[arg(long)]
     pub print_spec: bool,
+    /// Print each call or packet the fault acts on, as the kernel reports it: one
+    /// strace-like line each (`--events`), or JSON lines on stdout (`--events json`; the
+    /// report then goes to stderr). Runs the fault in this process.
+    #[arg(long, value_name = "text|json", num_args = 0..=1, default_missing_value = "text")]
+    pub events: Option<super::events::EventFormat>,
 }
 
 impl RunArgs {

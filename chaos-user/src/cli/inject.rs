@@ -18,6 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use super::{
     args::{FilterArgs, RunArgs, ScheduleArgs, option_error},
     dns::DnsArgs,
+    events::{EventFormat, EventPrinter},
     latency::LatencyArgs,
     net::{NetCorruptArgs, NetDelayArgs, NetDropArgs, NetDuplicateArgs, NetRateArgs},
     signal::SignalArgs,
@@ -160,7 +161,7 @@ pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
         .map_err(|e| option_error(&checked_spec, e))?;
     // A running daemon takes faults on a target and owns them from then on.
     // A command after `--` runs under this process, which starts and waits for it.
-    if !run.standalone && target.command.is_empty() && netns.is_none() {
+    if !run.standalone && target.command.is_empty() && netns.is_none() && run.events.is_none() {
         let daemon = DaemonClient::new(None);
         if daemon.answers() {
             return hand_to_daemon(&daemon, &spec, run.json);
@@ -273,8 +274,11 @@ fn live_rows(report: &AnyReport, left: Duration) -> Vec<FaultRow> {
     }
 }
 
-fn print_report(report: &AnyReport, json: bool) -> anyhow::Result<()> {
-    if json {
+fn print_report(report: &AnyReport, run: &RunArgs) -> anyhow::Result<()> {
+    if run.json && run.events == Some(EventFormat::Json) {
+        // Stdout carries the events' JSON lines.
+        eprintln!("{}", serde_json::to_string(report)?);
+    } else if run.json {
         println!("{}", serde_json::to_string(report)?);
     } else {
         eprint!("{report}");
@@ -309,6 +313,7 @@ fn run_until_stopped(
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
     announce(fault, run);
+    let mut events = start_events(fault, run)?;
     let started = Instant::now();
     let mut live = LiveView::new(run.json, Keys::Read);
     let mut gone = false;
@@ -317,10 +322,17 @@ fn run_until_stopped(
         // BENCHMARKS.md was 100 ms with 100 ms naps). The live view throttles itself.
         thread::sleep(Duration::from_millis(10));
         let left = run.duration.saturating_sub(started.elapsed());
-        live.update(&live_rows(&report(fault)?, left));
+        match &mut events {
+            // The events own stdout; a live line would break into them.
+            Some(events) => events.print(fault)?,
+            None => live.update(&live_rows(&report(fault)?, left)),
+        }
         gone = fault.target_gone();
     }
     live.finish();
+    if let Some(events) = events {
+        events.finish(fault)?;
+    }
     if gone {
         eprintln!(
             "chaos: the target cgroup {} was removed (its processes are gone); fault ended",
@@ -329,8 +341,15 @@ fn run_until_stopped(
     }
     let report = report(fault)?;
     fault.stop();
-    print_report(&report, run.json)?;
+    print_report(&report, run)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The event printer, when `--events` asked for one.
+fn start_events(fault: &StartedFault, run: &RunArgs) -> anyhow::Result<Option<EventPrinter>> {
+    run.events
+        .map(|format| EventPrinter::start(fault, format))
+        .transpose()
 }
 
 /// Runs `argv` in `cgroup` (which the fault is on), waits for it and exits with its status;
@@ -343,9 +362,11 @@ fn run_command(
     stop: &StopSignals,
 ) -> anyhow::Result<ExitCode> {
     announce(&fault, run);
+    // Listening before the command starts: none of its calls goes unreported.
+    let mut events = start_events(&fault, run)?;
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
-    if run.json {
+    if run.json || run.events == Some(EventFormat::Json) {
         // Keep stdout for the report alone.
         command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
     }
@@ -367,20 +388,29 @@ fn run_command(
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
+        if let Some(events) = &mut events {
+            events.print(&fault)?;
+        }
         let d = run.duration;
         if final_report.is_none() && started.elapsed() >= d {
+            if let Some(events) = events.take() {
+                events.finish(&fault)?;
+            }
             final_report = Some(report(&fault)?);
             fault.stop();
             eprintln!("chaos: {d:?} passed, faults removed; waiting for the command");
         }
         thread::sleep(Duration::from_millis(20));
     };
+    if let Some(events) = events.take() {
+        events.finish(&fault)?;
+    }
     let report = match final_report {
         Some(report) => report,
         None => report(&fault)?,
     };
     fault.stop();
-    print_report(&report, run.json)?;
+    print_report(&report, run)?;
     let code = match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(sig)) => 128 + sig,

@@ -7,6 +7,7 @@ pub mod args;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;
+pub mod events;
 pub mod inject;
 pub mod latency;
 pub mod net;
@@ -54,6 +55,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Remove a fault (or all) from a running daemon.
     Stop(stop::StopArgs),
+    /// Follow a daemon fault's events: each call or packet it acts on, until it ends.
+    Events(events::EventsArgs),
     #[command(hide = true, name = "quickstart-client")]
     QuickstartClient(quickstart::ClientArgs),
 }
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Daemon(args) => daemon::run(args),
         Command::Status(args) => status::run(args),
         Command::Stop(args) => stop::run(args),
+        Command::Events(args) => events::run(args),
     };
     match result {
         Ok(code) => code,

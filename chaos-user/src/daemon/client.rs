@@ -90,6 +90,53 @@ impl DaemonClient {
         self.call::<(), _>(Method::DELETE, &format!("/experiments/{id}"), None)
     }
 
+    /// Follows fault `id`'s events (`GET /faults/{id}/events`), handing each JSON line to
+    /// `each`, until the fault ends.
+    pub fn follow_events(
+        &self,
+        id: u64,
+        mut each: impl FnMut(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("/faults/{id}/events"))
+            .header(hyper::header::HOST, "chaos")
+            .body(Full::new(Bytes::new()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime
+            .block_on(async {
+                let stream = UnixStream::connect(&self.socket).await?;
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(connection);
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let mut body = response.into_body();
+                if !status.is_success() {
+                    let bytes = body.collect().await?.to_bytes();
+                    let message = serde_json::from_slice::<ApiError>(&bytes)
+                        .map(|e| e.error)
+                        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+                    bail!("the chaos daemon refused ({status}): {message}");
+                }
+                let mut pending = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    let Ok(data) = frame?.into_data() else {
+                        continue;
+                    };
+                    pending.extend_from_slice(&data);
+                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        each(String::from_utf8_lossy(&line[..end]).as_ref())?;
+                    }
+                }
+                Ok(())
+            })
+            .with_context(|| format!("following fault {id} on {}", self.socket.display()))
+    }
+
     fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

@@ -49,6 +49,11 @@ impl ActiveFault {
         Ok(ActiveFault::started(Arc::new(fault), created_by, None))
     }
 
+    /// The fault itself, shared.
+    pub fn shared(&self) -> Arc<StartedFault> {
+        Arc::clone(&self.fault)
+    }
+
     /// A fault started elsewhere (by an experiment), from now until its duration passes.
     pub fn started(
         fault: Arc<StartedFault>,

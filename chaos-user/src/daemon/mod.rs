@@ -55,6 +55,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod client;
+mod events;
 mod experiments;
 mod faults;
 mod metrics;
@@ -314,6 +315,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let api = Router::new()
         .route("/faults", get(list).post(create).delete(remove_all))
         .route("/faults/{id}", get(show).delete(remove))
+        .route("/faults/{id}/events", get(events::events))
         .route("/schema", get(schema))
         .route("/experiments", get(list_experiments).post(start_experiment))
         .route(

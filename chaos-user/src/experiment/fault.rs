@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 pub use crate::spec::FaultSpec;
 use crate::{
     engine::{StartedFault, TargetCheck},
+    events::{Clock, EventRecord},
     spec::{FaultKind, SpecError},
 };
 
@@ -95,6 +96,9 @@ pub struct Sample {
     pub counters: Vec<RuleCounters>,
 }
 
+/// How many events of each fault a journal keeps; the rest are only counted.
+pub const JOURNAL_EVENTS: usize = 100;
+
 /// A fault an action started.
 pub struct RunningFault {
     /// The action's name.
@@ -109,6 +113,14 @@ pub struct RunningFault {
     final_sampled: bool,
     /// Counters over time.
     pub samples: Vec<Sample>,
+    /// Converts the events' times.
+    clock: Option<Clock>,
+    /// Its first [`JOURNAL_EVENTS`] events.
+    pub events: Vec<EventRecord>,
+    /// Events after those, counted only.
+    pub more_events: u64,
+    /// Events the kernel could not report (its buffer was full), as last read.
+    pub events_lost: u64,
 }
 
 impl RunningFault {
@@ -126,6 +138,14 @@ impl RunningFault {
         }
         // Every fault kind, through the code the daemon and `chaos inject` run them with too.
         let fault = StartedFault::start_checked(&spec, check.unwrap_or(&|_| Ok(())))?;
+        // The journal keeps the first events; a fault whose events cannot be had still runs.
+        let clock = match fault.listen_events(true).and_then(|()| Ok(Clock::now()?)) {
+            Ok(clock) => Some(clock),
+            Err(err) => {
+                tracing::warn!("no events for the journal: {err:#}");
+                None
+            }
+        };
         Ok(RunningFault {
             activity: activity.to_owned(),
             command_line: spec.command_line(),
@@ -134,7 +154,30 @@ impl RunningFault {
             started: Instant::now(),
             final_sampled: false,
             samples: Vec::new(),
+            clock,
+            events: Vec::new(),
+            more_events: 0,
+            events_lost: 0,
         })
+    }
+
+    /// Keeps the events that came since the last call (the first [`JOURNAL_EVENTS`]), counts
+    /// the rest; only while the fault is active, since stopping it drops what was not read.
+    fn read_events(&mut self) {
+        let Some(clock) = &self.clock else {
+            return;
+        };
+        if !self.fault.active() {
+            return;
+        }
+        for event in self.fault.events(clock) {
+            if self.events.len() < JOURNAL_EVENTS {
+                self.events.push(event);
+            } else {
+                self.more_events += 1;
+            }
+        }
+        self.events_lost = self.fault.events_lost();
     }
 
     /// The fault itself, for those that list and may stop it besides the runner (the daemon).
@@ -155,6 +198,7 @@ impl RunningFault {
     /// Records the counters at `at` seconds into the experiment and removes the fault once its
     /// duration has passed. Says why when the fault is found ended for the first time.
     pub fn tick(&mut self, at: f64) -> Option<&'static str> {
+        self.read_events();
         let expired = self.started.elapsed() >= self.fault.duration && self.fault.stop();
         // Once stopped (here, by the runner or by the daemon), its last counters are sampled
         // once more.
@@ -181,6 +225,7 @@ impl RunningFault {
 
     /// Records the last counters and removes the fault.
     pub fn stop(&mut self, at: f64) {
+        self.read_events();
         self.fault.stop();
         let _ = self.tick(at);
     }

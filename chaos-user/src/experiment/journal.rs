@@ -97,6 +97,20 @@ pub struct FaultRecord {
     pub target: String,
     /// Counters, sampled while it ran; the last is final.
     pub counters: Vec<Sample>,
+    /// Its first events (calls and packets it acted on), at most
+    /// [`super::fault::JOURNAL_EVENTS`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::events::EventRecord>,
+    /// How many events came after those.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_events: u64,
+    /// Events the kernel could not report (its event buffer was full).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub events_lost: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The journal of one run.
@@ -200,6 +214,9 @@ mod tests {
                     at: 1.0,
                     counters: vec![],
                 }],
+                events: vec![],
+                more_events: 0,
+                events_lost: 0,
             }],
         };
         let v = serde_json::to_value(&journal).unwrap();

@@ -443,6 +443,9 @@ impl Runner {
                 command: fault.command_line.clone(),
                 target: fault.target.clone(),
                 counters: std::mem::take(&mut fault.samples),
+                events: std::mem::take(&mut fault.events),
+                more_events: fault.more_events,
+                events_lost: fault.events_lost,
             });
         }
         records

@@ -46,6 +46,16 @@ impl FmodRetObject {
     /// Parses `elf` (the same bytes `ebpf` was loaded from) and points its map references at
     /// `ebpf`'s maps.
     pub(crate) fn new(elf: &[u8], ebpf: &Ebpf) -> Result<FmodRetObject, Error> {
+        FmodRetObject::with_maps(elf, ebpf, &[])
+    }
+
+    /// As [`FmodRetObject::new`], also pointing references to the maps `taken` (name and
+    /// descriptor), which their users took out of `ebpf` (the event ring).
+    pub(crate) fn with_maps(
+        elf: &[u8],
+        ebpf: &Ebpf,
+        taken: &[(&str, RawFd)],
+    ) -> Result<FmodRetObject, Error> {
         let fail = |what: String| Error::Unsupported {
             fault: "fmod_ret programs".to_owned(),
             why: what,
@@ -83,6 +93,11 @@ impl FmodRetObject {
                 })?,
                 def.clone(),
             ));
+        }
+        for (name, fd) in taken {
+            if let Some(def) = object.maps.get(*name) {
+                fds.push(((*name).to_owned(), *fd, def.clone()));
+            }
         }
         let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
         object

@@ -22,13 +22,14 @@ use aya::{
     },
 };
 use chaos_common::{
-    HitCounter, Hook, HookLevels, KernelConfig, MAX_RULES, Rule, SYS_ENTER_FILTER_BITS,
-    SYS_ENTER_FILTER_WORDS, TargetKey, TargetRules,
+    Event, HitCounter, Hook, HookLevels, KernelConfig, MAX_RULES, RULE_EVENTS, Rule,
+    SYS_ENTER_FILTER_BITS, SYS_ENTER_FILTER_WORDS, TargetKey, TargetRules,
 };
 
 use super::{
     Attach, CONFIG_MAP, COUNTERS_MAP, EBPF_OBJECT, HOOK_LEVELS_MAP, HookMechanism, PlannedRule,
     RULES_MAP, SYS_ENTER_NRS_MAP, TARGETS_MAP,
+    events::{EVENTS_MAP, EventRing, size_ring},
     fmod_ret::FmodRetObject,
     fmod_ret_twin,
     index::{RuleIndex, Slots},
@@ -67,6 +68,8 @@ pub(crate) struct LoadedObject {
     // aya-obj's Object is large.
     fmod_ret: Option<Box<FmodRetObject>>,
     ebpf: Ebpf,
+    /// The event ring, taken out of `ebpf`.
+    events: EventRing,
     btf: Option<Btf>,
     config_written: bool,
     /// Programs that passed the verifier already.
@@ -82,9 +85,13 @@ impl LoadedObject {
     /// Loads the object (maps created, no program verified yet).
     pub fn load() -> Result<LoadedObject, Error> {
         super::raise_open_file_limit();
+        let mut loader = EbpfLoader::new();
+        size_ring(&mut loader)?;
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         Ok(LoadedObject {
             fmod_ret: None,
-            ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
+            events: EventRing::take(&mut ebpf)?,
+            ebpf,
             btf: None,
             config_written: false,
             loaded: BTreeSet::new(),
@@ -265,6 +272,7 @@ impl LoadedObject {
         for slot in &fault.slots {
             self.rules.remove(slot);
         }
+        self.events.forget(&fault.slots);
         let index = RuleIndex::plan_slots(self.rules.iter().map(|(s, r)| (*s, r)))
             .expect("a subset of a planned index plans");
         result = result.and(self.write_index(index));
@@ -302,6 +310,44 @@ impl LoadedObject {
                 })
             })
             .collect()
+    }
+
+    /// Turns the events of `slots` on or off: the kernel writes events only for rules with
+    /// [`RULE_EVENTS`], so a fault nobody listens to costs what it did before events.
+    pub fn listen_events(&mut self, slots: &[u32], on: bool) -> Result<(), Error> {
+        if on {
+            self.events.listen(slots);
+        }
+        let changed: Vec<(u32, Rule)> = slots
+            .iter()
+            .filter_map(|s| {
+                let mut rule = *self.rules.get(s)?;
+                if on {
+                    rule.flags |= RULE_EVENTS;
+                } else {
+                    rule.flags &= !RULE_EVENTS;
+                }
+                Some((*s, rule))
+            })
+            .collect();
+        for (slot, rule) in &changed {
+            self.rules.insert(*slot, *rule);
+        }
+        let result = self.write_rules(changed);
+        if !on {
+            self.events.forget(slots);
+        }
+        result
+    }
+
+    /// The events of `slots` since the last call, oldest first.
+    pub fn events(&mut self, slots: &[u32]) -> Vec<Event> {
+        self.events.drain(slots)
+    }
+
+    /// Events of `slots` lost in user space (read too late).
+    pub fn events_overflowed(&self, slots: &[u32]) -> u64 {
+        self.events.overflowed(slots)
     }
 
     /// A handle of its own on the map `name` (the shared object keeps its own).
@@ -461,7 +507,11 @@ impl LoadedObject {
         }
         let btf = Self::kernel_btf(&mut self.btf, &format!("fmod_ret on {function}"))?;
         if self.fmod_ret.is_none() {
-            self.fmod_ret = Some(Box::new(FmodRetObject::new(EBPF_OBJECT, &self.ebpf)?));
+            self.fmod_ret = Some(Box::new(FmodRetObject::with_maps(
+                EBPF_OBJECT,
+                &self.ebpf,
+                &[(EVENTS_MAP, self.events.raw_fd())],
+            )?));
         }
         let object = self.fmod_ret.as_ref().expect("just set");
         let link = object.attach(point.program, function, btf)?;

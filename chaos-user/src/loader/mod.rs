@@ -7,19 +7,22 @@
 use std::path::PathBuf;
 
 mod cost;
+mod events;
 pub(crate) mod fmod_ret;
 mod index;
 mod loaded;
 mod mechanism;
 pub(crate) mod object;
 pub use cost::{VerifierCost, verifier_costs};
+pub use events::EVENTS_BUFFER_ENV;
+pub(crate) use events::{EventRing, size_ring};
 pub use index::{IndexChanges, RuleIndex, Slots};
 use loaded::{FaultSlots, LoadedObject};
 pub use mechanism::{HookMechanism, MechanismChoice, choose as choose_mechanism, choose_for};
 
 use std::sync::{Mutex, MutexGuard};
 
-use chaos_common::{HitCounter, Hook, MAX_RULES, Rule};
+use chaos_common::{Event, HitCounter, Hook, MAX_RULES, Rule};
 
 use crate::{Error, btf};
 
@@ -383,6 +386,38 @@ impl Injector {
             map: PAUSED_MAP,
             source,
         })
+    }
+
+    /// Starts (or stops) the kernel writing an event for each call this fault's rules act on.
+    pub fn listen_events(&self, on: bool) -> Result<(), Error> {
+        let mut guard = loaded();
+        let object = guard.as_mut().expect("an injector keeps the object loaded");
+        object.listen_events(&self.fault.slots, on)
+    }
+
+    /// This fault's events since the last call, oldest first, with the position of each
+    /// one's rule among the fault's rules.
+    pub fn events(&self) -> Vec<(usize, Event)> {
+        let mut guard = loaded();
+        let object = guard.as_mut().expect("an injector keeps the object loaded");
+        object
+            .events(&self.fault.slots)
+            .into_iter()
+            .filter_map(|e| Some((self.fault.slots.iter().position(|s| *s == e.slot)?, e)))
+            .collect()
+    }
+
+    /// Events of this fault lost so far: the ring was full (counted by the kernel per rule)
+    /// or they were read too late.
+    pub fn events_lost(&self) -> Result<u64, Error> {
+        let guard = loaded();
+        let object = guard.as_ref().expect("an injector keeps the object loaded");
+        let kernel: u64 = object
+            .counters(&self.fault.slots)?
+            .iter()
+            .map(|c| c.events_lost)
+            .sum();
+        Ok(kernel + object.events_overflowed(&self.fault.slots))
     }
 
     /// The counters of this fault's rules, in rule order.

@@ -1,5 +1,7 @@
 //! Typed access to the maps and programs of the loaded object, with chaos's errors: the part
 //! of loading that the syscall and the packet injectors share.
+use std::{collections::BTreeSet, fs::File, path::PathBuf};
+
 use aya::{
     Ebpf, Pod,
     maps::{Array, HashMap, MapData},
@@ -79,4 +81,20 @@ pub(crate) fn program_error(
         action,
         source,
     }
+}
+
+/// Attaches `program` to every cgroup directory in `dirs` with `attach`.
+pub(crate) fn attach_to_cgroups(
+    program: &'static str,
+    dirs: &BTreeSet<&PathBuf>,
+    mut attach: impl FnMut(File) -> Result<(), ProgramError>,
+) -> Result<(), Error> {
+    for dir in dirs {
+        let cgroup = File::open(dir).map_err(|source| Error::Io {
+            path: (*dir).clone(),
+            source,
+        })?;
+        attach(cgroup).map_err(|source| program_error(program, "attach", source))?;
+    }
+    Ok(())
 }

@@ -88,6 +88,30 @@ impl NetInjection {
         }))
     }
 
+    /// Starts (or stops) the kernel writing an event for each packet affected.
+    pub fn listen_events(&mut self, on: bool) -> Result<(), Error> {
+        match &mut self.injector {
+            Some(injector) => injector.listen_events(on),
+            None => Ok(()),
+        }
+    }
+
+    /// The events since the last call, with their rule's position; none once ended.
+    pub fn events(&mut self) -> Vec<(usize, chaos_common::Event)> {
+        match &mut self.injector {
+            Some(injector) => injector.events(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Events lost so far (0 once ended).
+    pub fn events_lost(&self) -> Result<u64, Error> {
+        match &self.injector {
+            Some(injector) => injector.events_lost(),
+            None => Ok(0),
+        }
+    }
+
     /// Detaches the programs, lets the packets fq still holds leave, then restores the
     /// qdiscs (deleting a qdisc drops what it holds).
     pub fn end(&mut self) {

@@ -22,16 +22,20 @@ use aya::{
     },
     util::KernelVersion,
 };
-use chaos_common::packet::{
-    DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PacketAction, PacketCounter, PacketRule,
-    PacketState,
+use chaos_common::{
+    Event,
+    packet::{
+        DIRECTION_EGRESS, DIRECTION_INGRESS, MAX_PACKET_RULES, PACKET_EVENTS, PacketAction,
+        PacketCounter, PacketRule, PacketState,
+    },
 };
 
 use crate::{
     Error,
     loader::{
-        EBPF_OBJECT, Slots,
+        EBPF_OBJECT, EventRing, Slots,
         object::{array_mut, program_error, program_mut},
+        size_ring,
     },
 };
 
@@ -102,6 +106,8 @@ struct PacketObject {
     /// First, so that the links go (detach) before the programs are closed.
     links: BTreeMap<AttachPoint, Link>,
     ebpf: Ebpf,
+    /// The event ring, taken out of `ebpf`.
+    events: EventRing,
     /// Programs that passed the verifier already.
     loaded: BTreeSet<&'static str>,
     /// Slots in use, with their rules (host copy).
@@ -134,9 +140,13 @@ impl PacketInjector {
         let mut guard = loaded();
         if guard.is_none() {
             crate::loader::raise_open_file_limit();
+            let mut loader = EbpfLoader::new();
+            size_ring(&mut loader)?;
+            let mut ebpf = loader.load(EBPF_OBJECT)?;
             *guard = Some(PacketObject {
                 links: BTreeMap::new(),
-                ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
+                events: EventRing::take(&mut ebpf)?,
+                ebpf,
                 loaded: BTreeSet::new(),
                 rules: BTreeMap::new(),
                 slots: Slots::new(MAX_PACKET_RULES),
@@ -173,6 +183,54 @@ impl PacketInjector {
                 Err(err)
             }
         }
+    }
+
+    /// Starts (or stops) the kernel writing an event for each packet the rules affect.
+    pub fn listen_events(&mut self, on: bool) -> Result<(), Error> {
+        let mut guard = loaded();
+        let object = guard.as_mut().expect("an injector keeps the object loaded");
+        if on {
+            object.events.listen(&self.slots);
+        }
+        let changed: Vec<(u32, PacketRule)> = self
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                let rule = object.rules.get(slot)?;
+                let flags = if on {
+                    rule.flags | PACKET_EVENTS
+                } else {
+                    rule.flags & !PACKET_EVENTS
+                };
+                Some((*slot, PacketRule { flags, ..*rule }))
+            })
+            .collect();
+        let result = object.write_rules(changed);
+        if !on {
+            object.events.forget(&self.slots);
+        }
+        result
+    }
+
+    /// The events since the last call, oldest first, with the position of each one's rule
+    /// among the fault's rules.
+    pub fn events(&mut self) -> Vec<(usize, Event)> {
+        let mut guard = loaded();
+        let object = guard.as_mut().expect("an injector keeps the object loaded");
+        object
+            .events
+            .drain(&self.slots)
+            .into_iter()
+            .filter_map(|e| Some((self.slots.iter().position(|s| *s == e.slot)?, e)))
+            .collect()
+    }
+
+    /// Events lost so far (ring full, or read too late).
+    pub fn events_lost(&self) -> Result<u64, Error> {
+        let kernel: u64 = self.counters()?.iter().map(|c| c.events_lost).sum();
+        let guard = loaded();
+        let object = guard.as_ref().expect("an injector keeps the object loaded");
+        Ok(kernel + object.events.overflowed(&self.slots))
     }
 
     /// The counters of the installed rules, in rule order.
@@ -312,6 +370,7 @@ impl PacketObject {
         for slot in &injector.slots {
             self.rules.remove(slot);
         }
+        self.events.forget(&injector.slots);
         self.slots.give_back(&injector.slots);
         for point in &injector.points {
             if let Some(link) = self.links.get_mut(point) {

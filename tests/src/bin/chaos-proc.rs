@@ -43,6 +43,16 @@ enum Call {
     /// With SIGUSR1 blocked everywhere, a second thread fsyncs FILE once and reports whether
     /// SIGUSR1 is then pending for that thread alone or for the whole process.
     ThreadSignal { file: PathBuf },
+    /// THREADS threads named `worker-N` each make COUNT calls of CALL (getppid, or socket
+    /// of a UDP socket, closed again); prints the process id and each thread's id and name.
+    Threads {
+        #[arg(long)]
+        threads: usize,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, value_enum, default_value = "getppid")]
+        call: ThreadCall,
+    },
     /// A thread named `slow` times COUNT getppid calls (wall and its own CPU time) while a
     /// thread named `fast` keeps timing getuid calls.
     Latency {
@@ -52,6 +62,13 @@ enum Call {
         #[arg(long, value_enum, default_value = "getppid")]
         call: SlowCall,
     },
+}
+
+/// The call the `threads` workers make.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ThreadCall {
+    Getppid,
+    Socket,
 }
 
 /// The call the `slow` thread times.
@@ -114,6 +131,11 @@ fn main() {
         Call::FsyncCount { file, count } => fsync_count(&file, count),
         Call::ThreadSignal { file } => thread_signal(&file),
         Call::Latency { count, call } => latency(count, call),
+        Call::Threads {
+            threads,
+            count,
+            call,
+        } => threads_calling(threads, count, call),
     };
     println!("{line}");
 }
@@ -132,6 +154,40 @@ fn fsync_count(path: &Path, count: u64) -> String {
         file.sync_all().expect("fsync");
     }
     format!("{{\"fsyncs\":{count}}}")
+}
+
+fn threads_calling(threads: usize, count: usize, call: ThreadCall) -> String {
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let name = format!("worker-{i}");
+            thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    for _ in 0..count {
+                        match call {
+                            ThreadCall::Getppid => {
+                                nix::unistd::getppid();
+                            }
+                            ThreadCall::Socket => {
+                                // Failing is what the fault makes it do.
+                                let _ = std::net::UdpSocket::bind("127.0.0.1:0");
+                            }
+                        }
+                    }
+                    format!("{{\"tid\":{},\"name\":\"{name}\"}}", nix::unistd::gettid())
+                })
+                .expect("spawning")
+        })
+        .collect();
+    let threads: Vec<String> = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker"))
+        .collect();
+    format!(
+        "{{\"pid\":{},\"threads\":[{}]}}",
+        std::process::id(),
+        threads.join(",")
+    )
 }
 
 fn thread_signal(path: &Path) -> String {
