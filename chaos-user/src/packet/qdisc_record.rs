@@ -221,6 +221,19 @@ pub fn restore_left_behind(dir: &Path) -> Vec<Restoration> {
                     ),
                 });
             }
+            if Some(record.netns) != netns && !netns_exists(record.netns) {
+                // Its devices went with it.
+                let _ = std::fs::remove_file(&path);
+                return Some(Restoration {
+                    path,
+                    record: Some(record.clone()),
+                    done: true,
+                    outcome: format!(
+                        "the network namespace of {} (inode {}) is gone; nothing to restore",
+                        record.device, record.netns
+                    ),
+                });
+            }
             if Some(record.netns) != netns {
                 return Some(Restoration {
                     path,
@@ -362,6 +375,22 @@ fn restore_fq(record: &QdiscRecord) -> (bool, String) {
     }
 }
 
+/// Whether a network namespace with this inode still exists: named under /run/netns or
+/// some process's.
+fn netns_exists(inode: u64) -> bool {
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.metadata().is_ok_and(|m| m.ino() == inode));
+    named
+        || std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::metadata(e.path().join("ns/net")).is_ok_and(|m| m.ino() == inode))
+}
+
 /// The inode of the calling thread's network namespace.
 fn current_netns() -> io::Result<u64> {
     Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
@@ -425,15 +454,29 @@ mod tests {
     }
 
     #[test]
-    fn records_of_other_namespaces_and_unreadable_ones_are_kept() {
+    fn records_of_other_namespaces_and_unreadable_ones_are_kept_until_the_namespace_goes() {
         let dir = tempfile::tempdir().unwrap();
-        let elsewhere = record(std::process::id(), 1, 1);
-        let kept = elsewhere.write(dir.path()).unwrap();
+        // /proc/1's namespace exists; when it is not ours (a container), the record stays.
+        let init_ns = std::fs::metadata("/proc/1/ns/net").ok().map(|m| m.ino());
+        let ours = current_netns().unwrap();
+        let gone = record(std::process::id(), 1, 1);
+        let removed = gone.write(dir.path()).unwrap();
         let junk = dir.path().join("junk.json");
         std::fs::write(&junk, b"{").unwrap();
         let done = restore_left_behind(dir.path());
         assert_eq!(done.len(), 2, "{done:?}");
-        assert!(done.iter().all(|r| !r.done), "{done:?}");
-        assert!(kept.exists() && junk.exists());
+        assert!(
+            !removed.exists(),
+            "a record of a namespace that is gone stays: {done:?}"
+        );
+        assert!(junk.exists());
+        if let Some(init) = init_ns.filter(|i| *i != ours) {
+            let kept = record(std::process::id(), 1, init)
+                .write(dir.path())
+                .unwrap();
+            let done = restore_left_behind(dir.path());
+            assert!(done.iter().any(|r| !r.done && r.path == kept), "{done:?}");
+            assert!(kept.exists());
+        }
     }
 }
