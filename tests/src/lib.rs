@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use chaos::target::ChildCgroup;
 use serde_json::Value;
 
+pub mod daemon;
 pub mod dns;
 pub mod docker;
 pub mod events;

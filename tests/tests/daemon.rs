@@ -4,13 +4,9 @@
 //! unauthorized peer refused; a SIGKILLed daemon leaves nothing behind. Host tier (cgroup
 //! sock programs, tp_btf sys_enter and cgroup_skb, which the host and both VM kernels load).
 use std::{
-    collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
+    io::Read as _,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
-    path::PathBuf,
-    process::{Child, Command, Output, Stdio},
-    sync::{Arc, Mutex},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -19,118 +15,8 @@ use chaos::daemon::{
     api::{ExperimentState, ExperimentStatus, FaultStatus, StartExperiment},
     client::DaemonClient,
 };
-use chaos_tests::*;
+use chaos_tests::{daemon::DaemonRun, *};
 use serde_json::{Value, json};
-
-/// A `chaos daemon` child with its socket under the scratch dir; killed on drop.
-struct DaemonRun {
-    child: Child,
-    socket: PathBuf,
-    metrics: Option<String>,
-    /// Its log (stderr) so far, also echoed to the test's stderr.
-    log: Arc<Mutex<String>>,
-}
-
-impl DaemonRun {
-    fn start(name: &str, metrics: bool, extra: &[&str]) -> DaemonRun {
-        let socket = scratch(&format!("{name}.sock"));
-        let mut cmd = Command::new(chaos_bin());
-        cmd.args(["daemon", "--socket", socket.to_str().unwrap()]);
-        // A port free now (the kernel's pick), for the daemon to bind.
-        let metrics = metrics.then(|| {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().to_string()
-        });
-        if let Some(addr) = &metrics {
-            cmd.args(["--metrics", addr]);
-        }
-        let mut child = cmd
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting chaos daemon");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                eprintln!("daemon: {line}");
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut run = DaemonRun {
-            child,
-            socket,
-            metrics,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !run.client().answers() {
-            assert!(Instant::now() < deadline, "the daemon never answered");
-            if let Some(status) = run.child.try_wait().unwrap() {
-                panic!("the daemon exited: {status}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        run
-    }
-
-    /// The first line of its log that `wanted` accepts, waiting up to 5 s for it.
-    fn log_line(&self, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            if let Some(line) = log.lines().find(|l| wanted(l)) {
-                return line.to_owned();
-            }
-            assert!(Instant::now() < deadline, "not in the daemon's log:\n{log}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn client(&self) -> DaemonClient {
-        DaemonClient::new(Some(&self.socket))
-    }
-
-    /// `chaos ARGS` talking to this daemon.
-    fn chaos(&self, args: &[&str]) -> Output {
-        Command::new(chaos_bin())
-            .args(args)
-            .env("CHAOS_SOCKET", &self.socket)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::piped())
-            .output()
-            .expect("running chaos")
-    }
-
-    /// The metrics as `series{labels} -> value`.
-    fn scrape(&self) -> BTreeMap<String, f64> {
-        let mut stream = TcpStream::connect(self.metrics.as_ref().unwrap()).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: chaos\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
-        body.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| {
-                let (series, value) = l.rsplit_once(' ').expect("`series value`");
-                (series.to_owned(), value.parse().expect("a number"))
-            })
-            .collect()
-    }
-}
-
-impl Drop for DaemonRun {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A fault spec (what `POST /faults` takes): fail socket() in `cgroup` with `errno`.
 fn socket_fault(cgroup: &TestCgroup, errno: &str) -> Value {

@@ -1,13 +1,14 @@
 //! The daemon's security, as users of a shared host would meet it: real users and groups made
 //! for the test, the real daemon (`--group`), real processes of each user. A member of the
 //! group faults its own process and is refused root's and another user's (403, with the rule);
-//! its experiment's commands run with its uid, groups, environment and directory; a policy
+//! its experiment's commands run with its uid, groups, environment and directory, and its http
+//! requests from a socket of its uid; a policy
 //! file grants a group a unit; bad policy files are refused with line and column; limits answer
 //! 413, 429 and 408, a silent client is disconnected, and the daemon keeps serving; the audit
 //! log records who asked for what and why it was allowed or not.
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     os::unix::{fs::PermissionsExt as _, net::UnixStream, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -17,7 +18,7 @@ use std::{
 };
 
 use chaos::daemon::{api::FaultStatus, client::DaemonClient};
-use chaos_tests::*;
+use chaos_tests::{daemon::DaemonRun, *};
 use nix::unistd::{Gid, Group, Uid, User};
 use serde_json::Value;
 
@@ -237,72 +238,43 @@ fn programs() -> Programs {
 
 /// A `chaos daemon` with its socket, policy and audit log in the scratch dir; killed on drop.
 struct Daemon {
-    child: Child,
-    socket: PathBuf,
+    run: DaemonRun,
     audit: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 impl Daemon {
     fn start(name: &str, group: &TestGroup, policy: Option<&str>, extra: &[&str]) -> Daemon {
-        let socket = scratch(&format!("{name}.sock"));
         let audit = scratch(&format!("{name}-audit.jsonl"));
         let policy_file = scratch(&format!("{name}-policy.toml"));
         if let Some(text) = policy {
             fs::write(&policy_file, text).unwrap();
         }
-        let mut child = Command::new(chaos_bin())
-            .args(["daemon", "--socket", socket.to_str().unwrap()])
-            .args(["--group", &group.name])
-            .args(["--policy", policy_file.to_str().unwrap()])
-            .args(["--audit-log", audit.to_str().unwrap()])
-            .args(extra)
+        let mut args = vec![
+            "--group",
+            &group.name,
+            "--policy",
+            policy_file.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let run = DaemonRun::start_with(name, false, &args, |cmd| {
             // Must not reach the callers' commands.
-            .env("DAEMON_ONLY_SECRET", "leaked")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting chaos daemon");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                eprintln!("daemon: {line}");
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
+            cmd.env("DAEMON_ONLY_SECRET", "leaked");
         });
-        let mut daemon = Daemon {
-            child,
-            socket,
-            audit,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !daemon.client().answers() {
-            if let Some(status) = daemon.child.try_wait().unwrap() {
-                panic!(
-                    "the daemon exited: {status}\n{}",
-                    daemon.log.lock().unwrap()
-                );
-            }
-            assert!(Instant::now() < deadline, "the daemon never answered");
-            thread::sleep(Duration::from_millis(20));
-        }
         // Once it answers, the socket has its final owner and mode (it is renamed into place
         // after chown and chmod): a client never meets a socket about to change.
         use std::os::unix::fs::MetadataExt as _;
-        let meta = fs::metadata(&daemon.socket).unwrap();
+        let meta = fs::metadata(&run.socket).unwrap();
         assert_eq!(
             (meta.mode() & 0o777, meta.uid(), meta.gid()),
             (0o660, 0, group.gid)
         );
-        daemon
+        Daemon { run, audit }
     }
 
     fn client(&self) -> DaemonClient {
-        DaemonClient::new(Some(&self.socket))
+        self.run.client()
     }
 
     /// `chaos ARGS` run by `user` (in `cwd`), talking to this daemon.
@@ -313,7 +285,7 @@ impl Daemon {
             .current_dir(cwd)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("CHAOS_SOCKET", &self.socket)
+            .env("CHAOS_SOCKET", &self.run.socket)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -329,13 +301,6 @@ impl Daemon {
             .lines()
             .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
             .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -516,6 +481,40 @@ fn home_of(user: &TestUser) -> PathBuf {
     user.home()
 }
 
+/// An HTTP server on 127.0.0.1 that answers `200 ok` and records, for each connection, the
+/// uid owning the client's socket (from /proc/net/tcp, where the kernel lists it).
+fn uid_recording_http_server() -> (String, Arc<Mutex<Vec<u32>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let uids = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&uids);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let peer = conn.peer_addr().unwrap();
+            // The client's own entry: local = its address, remote = ours. Fields: sl,
+            // local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid.
+            let want = (
+                format!(":{:04X}", peer.port()),
+                format!(":{:04X}", addr.port()),
+            );
+            let table = fs::read_to_string("/proc/net/tcp").unwrap();
+            let uid = table.lines().skip(1).find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 7 && f[1].ends_with(&want.0) && f[2].ends_with(&want.1))
+                    .then(|| f[7].parse::<u32>().ok())
+                    .flatten()
+            });
+            seen.lock().unwrap().push(uid.unwrap_or(u32::MAX));
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (addr.to_string(), uids)
+}
+
 #[test]
 fn experiment_commands_run_as_the_caller() {
     if !need_root() {
@@ -528,6 +527,7 @@ fn experiment_commands_run_as_the_caller() {
     let roots = TestCgroup::new("sec-exp-root");
     let mut root_sleeper = sleeper(&roots, None);
     let out_file = home.join("who");
+    let (http_addr, http_uids) = uid_recording_http_server();
     let experiment = home.join("who.yaml");
     fs::write(
         &experiment,
@@ -542,6 +542,11 @@ method:
       type: process
       path: sh
       arguments: ['-c', 'id -u > who; id -G >> who; pwd >> who; echo \"mark=$CALLER_MARK secret=$DAEMON_ONLY_SECRET\" >> who']
+  - type: action
+    name: http-as-caller
+    provider:
+      type: http
+      url: http://{http_addr}/who
   - type: action
     name: fault-roots-process
     provider:
@@ -575,6 +580,8 @@ method:
     let meta = fs::metadata(&out_file).unwrap();
     use std::os::unix::fs::MetadataExt as _;
     assert_eq!(meta.uid(), alice.uid, "the file is alice's");
+    // The http action's socket was hers, not root's.
+    assert_eq!(*http_uids.lock().unwrap(), vec![alice.uid], "{err}");
     // Her experiment's fault on root's process is refused like a direct one.
     assert!(err.contains("foreign-process"), "{err}");
     assert!(daemon.client().list().unwrap().is_empty());
@@ -740,7 +747,7 @@ fn limits_answer_413_429_408_and_the_daemon_keeps_serving() {
     let client = daemon.client();
 
     // A silent client holds nothing: others are served meanwhile, and it is disconnected.
-    let mut silent = UnixStream::connect(&daemon.socket).unwrap();
+    let mut silent = UnixStream::connect(&daemon.run.socket).unwrap();
     assert!(client.list().unwrap().is_empty());
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -766,15 +773,15 @@ fn limits_answer_413_429_408_and_the_daemon_keeps_serving() {
         "POST /experiments HTTP/1.1\r\nHost: chaos\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         big.len()
     );
-    assert!(raw_request(&daemon.socket, &head, &big).contains("413"));
+    assert!(raw_request(&daemon.run.socket, &head, &big).contains("413"));
     let chunked = "POST /experiments HTTP/1.1\r\nHost: chaos\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     let mut body = format!("{:x}\r\n", big.len()).into_bytes();
     body.extend_from_slice(&big);
     body.extend_from_slice(b"\r\n0\r\n\r\n");
-    assert!(raw_request(&daemon.socket, chunked, &body).contains("413"));
+    assert!(raw_request(&daemon.run.socket, chunked, &body).contains("413"));
     // A body that never completes: 408 after the timeout.
     let slow = "POST /faults HTTP/1.1\r\nHost: chaos\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
-    assert!(raw_request(&daemon.socket, slow, b"{\"kind\":").contains("408"));
+    assert!(raw_request(&daemon.run.socket, slow, b"{\"kind\":").contains("408"));
 
     // Faults per caller: the second is 429.
     let cgroup = TestCgroup::new("sec-limits");

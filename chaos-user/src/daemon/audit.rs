@@ -32,7 +32,8 @@ pub struct Record<'a> {
     /// The caller's pid when it connected.
     pub pid: Option<i32>,
     /// `create-fault`, `remove-fault`, `remove-all`, `start-experiment`, `experiment-fault`,
-    /// `abort-experiment`.
+    /// `abort-experiment`, and `restore-qdisc` (the daemon itself, at start, putting back a
+    /// qdisc a killed chaos left).
     pub action: &'a str,
     /// What was asked (the fault's arguments, the experiment's title).
     pub what: String,

@@ -293,6 +293,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         audit: AuditLog::open(config.audit_log.as_deref())?,
         limits: config.limits.clone(),
     });
+    restore_qdiscs_left_behind(&daemon.audit);
     let mut term = signal(SignalKind::terminate()).context("installing signal handlers")?;
     let mut int = signal(SignalKind::interrupt()).context("installing signal handlers")?;
 
@@ -353,6 +354,37 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&config.socket);
     info!("chaos daemon stopped");
     outcome
+}
+
+/// Undoes what a chaos that was killed left on network devices (the fq root qdisc of
+/// net-delay and net-rate; before 6.6, the tc filter of net-corrupt and net-duplicate; see
+/// [`crate::packet::qdisc_record`]), logging and auditing each as done by the daemon itself.
+fn restore_qdiscs_left_behind(audit: &AuditLog) {
+    let dir = Path::new(crate::packet::qdisc_record::RECORD_DIR);
+    let me = Peer {
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        pid: Some(std::process::id() as i32),
+    };
+    for restored in crate::packet::qdisc_record::restore_left_behind(dir) {
+        let device = restored
+            .record
+            .as_ref()
+            .map_or_else(|| restored.path.display().to_string(), |r| r.device.clone());
+        if restored.done {
+            info!(%device, outcome = %restored.outcome, "qdisc left by a killed chaos restored");
+        } else {
+            warn!(%device, outcome = %restored.outcome, record = %restored.path.display(), "qdisc left by a killed chaos not restored");
+        }
+        audit.record(
+            &me,
+            "restore-qdisc",
+            restored.path.display().to_string(),
+            device,
+            restored.done,
+            restored.outcome,
+        );
+    }
 }
 
 /// Serves the API on every connection `listener` accepts, each on a task of its own with the

@@ -67,9 +67,84 @@ impl RunAs {
     }
 }
 
+impl RunAs {
+    /// Runs `work` on a thread of its own that has dropped to this identity (supplementary
+    /// groups, gid, uid: real, effective and saved, so it cannot come back), for what runs in
+    /// the daemon's process rather than as a command: the `http` provider. Sockets it opens
+    /// belong to the caller (`uid` in /proc/net/tcp, iptables' `--uid-owner`), and threads it
+    /// starts inherit the identity. The daemon's other threads keep theirs: the raw
+    /// syscalls change only the calling thread's credentials (glibc's `setuid` would change
+    /// every thread's, by signalling each).
+    pub fn run_on_own_thread<T: Send>(
+        &self,
+        work: impl FnOnce() -> Result<T, String> + Send,
+    ) -> Result<T, String> {
+        let groups: Vec<libc::gid_t> = self.groups.clone();
+        let (uid, gid) = (self.uid, self.gid);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    // SAFETY: plain syscalls on this thread's credentials, with a pointer to a
+                    // vector that outlives the call.
+                    let dropped = unsafe {
+                        libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) == 0
+                            && libc::syscall(libc::SYS_setresgid, gid, gid, gid) == 0
+                            && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
+                    };
+                    if !dropped {
+                        return Err(format!(
+                            "cannot take the caller's identity (uid {uid}, gid {gid}): {}",
+                            std::io::Error::last_os_error()
+                        ));
+                    }
+                    work()
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the activity's thread panicked".into()))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_takes_the_identity_and_the_others_keep_theirs() {
+        if !nix::unistd::getuid().is_root() {
+            // Only root may take another identity.
+            return;
+        }
+        let run_as = RunAs {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+            ..RunAs::default()
+        };
+        let seen = run_as
+            .run_on_own_thread(|| {
+                let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+                let inner = std::thread::spawn(|| nix::unistd::geteuid().as_raw())
+                    .join()
+                    .unwrap();
+                Ok((
+                    nix::unistd::getuid().as_raw(),
+                    nix::unistd::geteuid().as_raw(),
+                    status
+                        .lines()
+                        .find(|l| l.starts_with("Groups:"))
+                        .map(str::to_owned),
+                    inner,
+                ))
+            })
+            .unwrap();
+        assert_eq!((seen.0, seen.1, seen.3), (65534, 65534, 65534));
+        assert_eq!(seen.2.as_deref().map(str::trim), Some("Groups:\t65534"));
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the other threads kept root"
+        );
+    }
 
     #[test]
     fn the_environment_is_only_what_was_sent() {

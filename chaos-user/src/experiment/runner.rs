@@ -487,7 +487,12 @@ fn execute(activity: &Activity, stop: &AtomicBool, run_as: Option<&RunAs>) -> Ac
     let start = SystemTime::now();
     let clock = Instant::now();
     let result = match &activity.provider {
-        Provider::Http(spec) => providers::http(spec),
+        // In the daemon (run_as set), as the caller: the request may reach nothing the caller
+        // could not reach itself (a firewall's per-uid rules apply to its socket).
+        Provider::Http(spec) => match run_as {
+            Some(who) => who.run_on_own_thread(|| providers::http(spec)),
+            None => providers::http(spec),
+        },
         Provider::Process(spec) => providers::process(spec, stop, run_as),
         Provider::Python(spec) => providers::python(spec, stop, run_as),
         Provider::Chaos(_) => Err("faults start on the runner's thread".into()),

@@ -6,9 +6,16 @@
 //! (handle `0:`), because that one it can restore exactly: deleting the root qdisc makes the
 //! kernel attach its default again. A device whose root qdisc someone configured is left
 //! alone: if it is fq already it does the job, anything else is refused.
+//!
+//! Each replacement is recorded under [`super::qdisc_record::RECORD_DIR`] before it is made
+//! and the record removed once the default is back, so that what a killed chaos left is put
+//! back by the daemon's next start.
 use std::time::Duration;
 
-use super::qdisc::{self, Qdisc};
+use super::{
+    qdisc::{self, Qdisc},
+    qdisc_record::{Change, Recorded},
+};
 use crate::Error;
 
 /// fq's options (`TCA_FQ_*`, include/uapi/linux/pkt_sched.h): total and per-flow packet
@@ -22,6 +29,8 @@ pub const TCA_FQ_HORIZON: u16 = 14;
 #[derive(Debug, Default)]
 pub struct FqQdiscs {
     replaced: Vec<String>,
+    /// The record of each replacement.
+    records: Vec<Recorded>,
 }
 
 impl FqQdiscs {
@@ -59,6 +68,10 @@ impl FqQdiscs {
                 (TCA_FQ_FLOW_PLIMIT, 10_000),
                 (TCA_FQ_HORIZON, horizon_us),
             ]);
+            // Recorded first, so that a kill in between leaves a record (of nothing to undo).
+            let record =
+                Recorded::write(dev, Change::FqRoot, &format!("tc qdisc del dev {dev} root"));
+            // On error the record goes with `record`'s drop: nothing was changed.
             qdisc::replace(dev, qdisc::ROOT, "fq", options).map_err(|err| Error::Unsupported {
                 fault: format!("delaying packets on {dev}"),
                 why: format!(
@@ -68,6 +81,7 @@ impl FqQdiscs {
                 ),
             })?;
             done.replaced.push(dev.clone());
+            done.records.push(record);
         }
         Ok(done)
     }
@@ -80,13 +94,19 @@ impl FqQdiscs {
 
 impl Drop for FqQdiscs {
     fn drop(&mut self) {
-        for dev in self.replaced.drain(..).rev() {
+        let records = std::mem::take(&mut self.records);
+        for (dev, record) in self.replaced.drain(..).zip(records).rev() {
             // Deleting the root qdisc makes the kernel attach its default again.
-            if let Err(why) = qdisc::delete(&dev, qdisc::ROOT) {
-                eprintln!(
-                    "chaos: could not restore the default root qdisc of {dev}: {why}; run \
-                     `tc qdisc del dev {dev} root`"
-                );
+            match qdisc::delete(&dev, qdisc::ROOT) {
+                Ok(()) => drop(record),
+                Err(why) => {
+                    eprintln!(
+                        "chaos: could not restore the default root qdisc of {dev}: {why}; run \
+                         `tc qdisc del dev {dev} root`"
+                    );
+                    // The daemon's next start retries.
+                    record.keep();
+                }
             }
         }
     }

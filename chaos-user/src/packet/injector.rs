@@ -81,6 +81,9 @@ struct Link {
     // Dropped in this order: the program's link first, then the qdisc it used.
     _link: Box<dyn Any + Send>,
     _clsact: Option<Clsact>,
+    /// The record of a tc filter attached without TCX (it outlives the process), removed
+    /// last, once the filter is gone.
+    _record: Option<super::qdisc_record::Recorded>,
 }
 
 /// A clsact qdisc chaos added (kernels before 6.6 attach tc programs through one); dropping
@@ -533,6 +536,7 @@ impl PacketObject {
                 users: 1,
                 _link: Box::new(link),
                 _clsact: None,
+                _record: None,
             })
         })
     }
@@ -555,6 +559,18 @@ impl PacketObject {
                     dev: dev.to_owned(),
                 });
             }
+            // A cls_bpf filter is not owned by a file descriptor: it outlives a killed chaos,
+            // and the daemon's next start removes it by this record.
+            let record = (!tcx).then(|| {
+                super::qdisc_record::Recorded::write(
+                    dev,
+                    super::qdisc_record::Change::TcFilter {
+                        program: TC_EGRESS.into(),
+                        clsact_added: clsact.is_some(),
+                    },
+                    &format!("tc filter del dev {dev} egress"),
+                )
+            });
             let prog: &mut SchedClassifier = program_mut(ebpf, TC_EGRESS)?;
             let id = prog
                 .attach(dev, TcAttachType::Egress)
@@ -566,6 +582,7 @@ impl PacketObject {
                 users: 1,
                 _link: Box::new(link),
                 _clsact: clsact,
+                _record: record,
             })
         })
     }

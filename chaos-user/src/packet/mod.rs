@@ -18,6 +18,7 @@ mod fq;
 mod injection;
 mod injector;
 pub(crate) mod qdisc;
+pub mod qdisc_record;
 
 pub use fq::{FqQdiscs, TCA_FQ_HORIZON, devices_up};
 pub use injection::{NetInjection, enter_netns};

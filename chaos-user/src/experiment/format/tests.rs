@@ -177,3 +177,19 @@ method:
         .collect();
     assert!(load(&without).is_ok(), "{without}");
 }
+
+#[test]
+fn seconds_past_a_year_are_refused_not_a_panic() {
+    // Found by the experiment_json fuzz target: Duration::from_secs_f64 panicked on it.
+    for huge in ["166666666666666666666666665", "1e300", "31536001"] {
+        let yaml = format!(
+            "title: t\nmethod:\n  - type: action\n    name: a\n    provider: {{type: process, path: 'true', timeout: {huge}}}\n    pauses: {{after: {huge}}}\n"
+        );
+        let err = load(&yaml).unwrap_err().to_string();
+        assert!(err.contains("method[0].provider.timeout"), "{err}");
+        assert!(err.contains("method[0].pauses.after"), "{err}");
+        assert!(err.contains("0 to 31536000 (a year)"), "{err}");
+    }
+    let ok = "title: t\nmethod:\n  - type: action\n    name: a\n    provider: {type: process, path: 'true', timeout: 31536000}\n";
+    assert!(load(ok).is_ok());
+}

@@ -12,6 +12,9 @@ use crate::experiment::{
     substitution::Variables,
 };
 
+/// The most seconds a timeout, pause or frequency may be: a year.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 const TOP_KEYS: &[&str] = &[
     "version",
     "title",
@@ -216,11 +219,16 @@ impl Validator<'_> {
     fn seconds(&mut self, value: Option<&Value>, path: &str) -> Option<Duration> {
         match value {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) if n.as_f64().is_some_and(|s| s >= 0.0 && s.is_finite()) => {
+            // Bounded: a timeout or pause is added to `Instant::now()`, which panics on
+            // overflow, and `Duration::from_secs_f64` panics past u64::MAX seconds (found by
+            // the experiment_json fuzz target: `"timeout": 166666666666666666666666665`).
+            Some(Value::Number(n))
+                if n.as_f64().is_some_and(|s| (0.0..=MAX_SECONDS).contains(&s)) =>
+            {
                 Some(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0)))
             }
             Some(other) => {
-                self.problem(path, other, "a number of seconds, 0 or more");
+                self.problem(path, other, "a number of seconds, 0 to 31536000 (a year)");
                 None
             }
         }
