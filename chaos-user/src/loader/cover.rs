@@ -69,6 +69,28 @@ impl CgroupCover {
         keep
     }
 
+    /// Brings the links `linked` to [`Self::minimal`]: calls `attach` for each missing link
+    /// (stopping at the first error) and returns the links to drop now, with that error.
+    /// Links are added before any is dropped, so no wanted cgroup is ever left uncovered;
+    /// after a failed attach the links above it stay ([`Self::keep`]).
+    pub fn relink<E>(
+        &self,
+        linked: &BTreeSet<PathBuf>,
+        mut attach: impl FnMut(&Path) -> Result<(), E>,
+    ) -> (BTreeSet<PathBuf>, Result<(), E>) {
+        let mut now = linked.clone();
+        let mut result = Ok(());
+        for dir in self.minimal().difference(linked) {
+            if let Err(err) = attach(dir) {
+                result = Err(err);
+                break;
+            }
+            now.insert(dir.clone());
+        }
+        let keep = self.keep(&now);
+        (now.difference(&keep).cloned().collect(), result)
+    }
+
     /// Whether no fault wants the program anywhere.
     pub fn is_empty(&self) -> bool {
         self.wanted.is_empty()
@@ -147,6 +169,29 @@ mod tests {
         // link would run the program a second time there.
         let linked = set(&["/cg/a", "/cg/a/c"]);
         assert_eq!(cover.keep(&linked), set(&["/cg/a"]));
+    }
+
+    #[test]
+    fn relinking_attaches_what_is_missing_and_names_what_to_drop() {
+        let mut cover = cover(&["/cg/a/b", "/cg/a/c"]);
+        cover.want(Path::new("/cg/a"));
+        let linked = set(&["/cg/a/b", "/cg/a/c"]);
+        let mut attached = Vec::new();
+        let (drop, result) = cover.relink(&linked, |dir| {
+            attached.push(dir.to_path_buf());
+            Ok::<(), ()>(())
+        });
+        assert_eq!((attached, result), (vec![PathBuf::from("/cg/a")], Ok(())));
+        assert_eq!(drop, linked);
+
+        // The ancestor's attach fails: the descendants keep their links, the error comes back.
+        let (drop, result) = cover.relink(&linked, |_| Err("refused"));
+        assert_eq!((drop, result), (set(&[]), Err("refused")));
+
+        // Its fault goes: nothing to attach, nothing to drop.
+        cover.unwant(Path::new("/cg/a"));
+        let (drop, result) = cover.relink(&linked, |_| Err("not called"));
+        assert_eq!((drop, result), (set(&[]), Ok(())));
     }
 
     #[test]

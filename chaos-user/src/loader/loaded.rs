@@ -4,10 +4,10 @@
 //! targets) plus, for cgroup hooks, an attach per target cgroup that has none yet.
 //!
 //! System-wide links (LSM, tracepoints) are counted per program: a fault takes a reference on
-//! each it needs, and the last fault to let go detaches it. A cgroup program is wanted per
-//! (program, cgroup) the same way, but linked only where no ancestor cgroup is linked
-//! ([`CgroupCover`]), so that it runs once for a task below two targets. Every link is a bpf_link file descriptor
-//! owned by this process and nothing is pinned, so SIGKILL still detaches everything; when the
+//! each it needs, and the last fault to let go detaches it. Faults want a cgroup program per
+//! cgroup, counted the same way, but it is linked only to wanted cgroups with no wanted
+//! ancestor ([`CgroupCover`]), so that it runs once for a task below two targets. Every link
+//! is a bpf_link file descriptor owned by this process and nothing is pinned, so SIGKILL still detaches everything; when the
 //! last fault goes the whole object is dropped and nothing stays loaded.
 use std::{
     any::Any,
@@ -48,7 +48,8 @@ pub(crate) struct AttachPoint {
     cgroup: Option<PathBuf>,
 }
 
-/// A link and how many faults use it; dropping the link detaches it.
+/// A link and how many faults use it (a cgroup link: 1, its faults are counted in the
+/// program's [`CgroupCover`]); dropping the link detaches it.
 struct Link {
     users: usize,
     _link: Box<dyn Any + Send>,
@@ -551,48 +552,34 @@ impl LoadedObject {
     }
 
     /// Brings the cgroup program `program`'s links to the minimal cover of the cgroups faults
-    /// want it on: first attaches where a link is missing, then detaches the links that became
-    /// redundant, so that no wanted cgroup is ever left uncovered. After a failed attach the
-    /// links above it stay (see [`CgroupCover::keep`]) and the error is returned.
+    /// want it on ([`CgroupCover::relink`]: attaches first, then detaches).
     fn relink(&mut self, program: &'static str) -> Result<(), Error> {
-        let Some((attach, cover)) = self.covers.get(program) else {
+        // Taken out while its links change, put back while some fault wants it.
+        let Some((attach, cover)) = self.covers.remove(program) else {
             return Ok(());
         };
-        let attach = *attach;
-        let linked = |links: &BTreeMap<AttachPoint, Link>| -> BTreeSet<PathBuf> {
-            links
-                .keys()
-                .filter(|p| p.program == program)
-                .filter_map(|p| p.cgroup.clone())
-                .collect()
-        };
-        let missing: Vec<PathBuf> = cover
-            .minimal()
-            .difference(&linked(&self.links))
-            .cloned()
+        let linked: BTreeSet<PathBuf> = self
+            .links
+            .keys()
+            .filter(|p| p.program == program)
+            .filter_map(|p| p.cgroup.clone())
             .collect();
-        let mut result = Ok(());
-        for dir in missing {
+        let (redundant, result) = cover.relink(&linked, |dir| {
             let point = AttachPoint {
                 program,
-                cgroup: Some(dir),
+                cgroup: Some(dir.to_path_buf()),
             };
-            if let Err(err) = self.hold(&point, attach) {
-                result = Err(err);
-                break;
-            }
-        }
-        let (_, cover) = &self.covers[program];
-        let linked = linked(&self.links);
-        for dir in linked.difference(&cover.keep(&linked)) {
+            self.hold(&point, attach)
+        });
+        for dir in redundant {
             // Dropping the link detaches it.
             self.links.remove(&AttachPoint {
                 program,
-                cgroup: Some(dir.clone()),
+                cgroup: Some(dir),
             });
         }
-        if cover.is_empty() {
-            self.covers.remove(program);
+        if !cover.is_empty() {
+            self.covers.insert(program, (attach, cover));
         }
         result
     }

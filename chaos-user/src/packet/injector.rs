@@ -75,7 +75,8 @@ enum AttachPoint {
     },
 }
 
-/// A link, how many faults use it, and (tc before 6.6) the clsact qdisc added for it.
+/// A link, how many faults use it (a cgroup link: 1, its faults are counted in the program's
+/// `CgroupCover`), and (tc before 6.6) the clsact qdisc added for it.
 struct Link {
     users: usize,
     // Dropped in this order: the program's link first, then the qdisc it used.
@@ -465,46 +466,33 @@ impl PacketObject {
     }
 
     /// Brings the cgroup_skb program `program`'s links to the minimal cover of the cgroups
-    /// faults want it on: attaches the missing links first, then detaches the redundant
-    /// ones, so that no wanted cgroup is left uncovered meanwhile (`CgroupCover::keep`).
+    /// faults want it on (`CgroupCover::relink`: attaches first, then detaches).
     fn relink(&mut self, program: &'static str) -> Result<(), Error> {
-        let Some((attach_type, cover)) = self.covers.get(program) else {
+        // Taken out while its links change, put back while some fault wants it.
+        let Some((attach_type, cover)) = self.covers.remove(program) else {
             return Ok(());
         };
-        let attach_type = *attach_type;
-        let linked = |links: &BTreeMap<AttachPoint, Link>| -> BTreeSet<PathBuf> {
-            links
-                .keys()
-                .filter_map(|p| match p {
-                    AttachPoint::Cgroup { program: p, dir } if *p == program => Some(dir.clone()),
-                    _ => None,
-                })
-                .collect()
-        };
-        let missing: Vec<PathBuf> = cover
-            .minimal()
-            .difference(&linked(&self.links))
-            .cloned()
+        let linked: BTreeSet<PathBuf> = self
+            .links
+            .keys()
+            .filter_map(|p| match p {
+                AttachPoint::Cgroup { program: p, dir } if *p == program => Some(dir.clone()),
+                _ => None,
+            })
             .collect();
-        let mut result = Ok(());
-        for dir in missing {
-            let point = AttachPoint::Cgroup { program, dir };
-            if let Err(err) = self.hold_cgroup(&point, attach_type) {
-                result = Err(err);
-                break;
-            }
-        }
-        let (_, cover) = &self.covers[program];
-        let linked = linked(&self.links);
-        for dir in linked.difference(&cover.keep(&linked)) {
-            // Dropping the link detaches it.
-            self.links.remove(&AttachPoint::Cgroup {
+        let (redundant, result) = cover.relink(&linked, |dir| {
+            let point = AttachPoint::Cgroup {
                 program,
-                dir: dir.clone(),
-            });
+                dir: dir.to_path_buf(),
+            };
+            self.hold_cgroup(&point, attach_type)
+        });
+        for dir in redundant {
+            // Dropping the link detaches it.
+            self.links.remove(&AttachPoint::Cgroup { program, dir });
         }
-        if cover.is_empty() {
-            self.covers.remove(program);
+        if !cover.is_empty() {
+            self.covers.insert(program, (attach_type, cover));
         }
         result
     }
