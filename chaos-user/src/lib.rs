@@ -16,6 +16,7 @@ pub mod journal_report;
 pub mod live_view;
 pub mod loader;
 pub mod mountinfo;
+mod netlink;
 pub mod packet;
 pub mod pause;
 pub mod report;

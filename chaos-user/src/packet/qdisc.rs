@@ -10,21 +10,21 @@ use std::io;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkBuffer,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+    NetlinkPayload, NlasIterator,
 };
 use netlink_packet_route::{
     RouteNetlinkMessage,
     tc::{TcAttribute, TcHandle, TcHeader, TcMessage},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_sys::protocols::NETLINK_ROUTE;
+
+use crate::netlink::{self, invalid};
 
 /// `TCA_KIND` and `TCA_OPTIONS` (include/uapi/linux/rtnetlink.h).
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 /// `RTM_NEWQDISC`, the type of each entry of a qdisc dump.
 const RTM_NEWQDISC: u16 = 36;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 /// The size of `struct tcmsg`.
 const TCMSG_LEN: usize = 20;
 
@@ -89,34 +89,21 @@ pub fn list(dev: &str) -> io::Result<Vec<Qdisc>> {
         index: index as i32,
         ..Default::default()
     };
-    let socket = open()?;
-    send(
+    let socket = netlink::open(NETLINK_ROUTE)?;
+    netlink::send(
         &socket,
-        RouteNetlinkMessage::GetQueueDiscipline(message),
+        NetlinkPayload::from(RouteNetlinkMessage::GetQueueDiscipline(message)),
         NLM_F_REQUEST | NLM_F_DUMP,
     )?;
     let mut qdiscs = Vec::new();
-    loop {
-        let (bytes, _) = socket.recv_from_full()?;
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let buffer = NetlinkBuffer::new_checked(rest).map_err(invalid)?;
-            let len = (buffer.length() as usize)
-                .next_multiple_of(4)
-                .min(rest.len());
-            match buffer.message_type() {
-                NLMSG_DONE => return Ok(qdiscs),
-                NLMSG_ERROR => error_of(&rest[..len])?,
-                RTM_NEWQDISC => {
-                    if let Some(qdisc) = parse_qdisc(buffer.payload(), index) {
-                        qdiscs.push(qdisc);
-                    }
-                }
-                _ => {}
-            }
-            rest = &rest[len..];
+    netlink::read_dump::<RouteNetlinkMessage>(&socket, |kind, bytes| {
+        if kind == RTM_NEWQDISC {
+            let buffer = NetlinkBuffer::new_checked(bytes).map_err(invalid)?;
+            qdiscs.extend(parse_qdisc(buffer.payload(), index));
         }
-    }
+        Ok(())
+    })?;
+    Ok(qdiscs)
 }
 
 /// A qdisc of device `index` from the payload of an `RTM_NEWQDISC` message; `None` for
@@ -195,48 +182,15 @@ pub fn u32_attributes(attributes: &[(u16, u32)]) -> Vec<u8> {
     bytes
 }
 
-fn open() -> io::Result<Socket> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    Ok(socket)
-}
-
-fn send(socket: &Socket, message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    let mut message = NetlinkMessage::new(header, NetlinkPayload::from(message));
-    message.finalize();
-    let mut buf = vec![0; message.buffer_len()];
-    message.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    Ok(())
-}
-
 /// Sends a change and waits for the kernel's acknowledgement (or its error).
 fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-    let socket = open()?;
-    send(&socket, message, NLM_F_REQUEST | NLM_F_ACK | flags)?;
-    loop {
-        let (bytes, _) = socket.recv_from_full()?;
-        let buffer = NetlinkBuffer::new_checked(bytes.as_slice()).map_err(invalid)?;
-        if buffer.message_type() == NLMSG_ERROR {
-            return error_of(&bytes);
-        }
-    }
-}
-
-/// The outcome an `NLMSG_ERROR` message carries: an acknowledgement or an errno.
-fn error_of(bytes: &[u8]) -> io::Result<()> {
-    let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(invalid)?;
-    match message.payload {
-        NetlinkPayload::Error(err) if err.code.is_some() => Err(err.to_io()),
-        _ => Ok(()),
-    }
-}
-
-fn invalid(err: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {err}"))
+    let socket = netlink::open(NETLINK_ROUTE)?;
+    netlink::send(
+        &socket,
+        NetlinkPayload::from(message),
+        NLM_F_REQUEST | NLM_F_ACK | flags,
+    )?;
+    netlink::await_ack::<RouteNetlinkMessage>(&socket)
 }
 
 #[cfg(test)]

@@ -3,15 +3,14 @@
 //! SOCK_DESTROY, CONFIG_INET_DIAG_DESTROY).
 use std::{io, net::IpAddr};
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, IPPROTO_TCP, SockDiagDestroy, SockDiagMessage,
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags, nlas::Nla},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
+
+use crate::netlink::{self, invalid};
 
 /// INET_DIAG_CGROUP_ID (5.9+): the cgroup v2 id of the socket's creator.
 const INET_DIAG_CGROUP_ID: u16 = 21;
@@ -28,6 +27,32 @@ pub(super) struct Connection {
 }
 
 impl Connection {
+    /// The connection a sock_diag answer describes, from its attributes: the segment counts
+    /// (`INET_DIAG_INFO`) and the cgroup (`INET_DIAG_CGROUP_ID`, 5.9+).
+    fn of(id: &SocketId, nlas: &[Nla]) -> Connection {
+        let mut c = Connection {
+            id: id.clone(),
+            cgroup_id: 0,
+            segments: 0,
+        };
+        for nla in nlas {
+            match nla {
+                Nla::TcpInfo(info) => {
+                    c.segments = u64::from(info.segs_in) + u64::from(info.segs_out);
+                }
+                Nla::Other(other)
+                    if netlink_packet_core::Nla::kind(other) == INET_DIAG_CGROUP_ID =>
+                {
+                    let mut v = [0u8; 8];
+                    netlink_packet_core::Nla::emit_value(other, &mut v);
+                    c.cgroup_id = u64::from_ne_bytes(v);
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+
     /// The kernel's socket cookie: identifies the connection for as long as it lives.
     pub fn cookie(&self) -> u64 {
         u64::from_ne_bytes(self.id.cookie)
@@ -44,31 +69,11 @@ pub(super) struct Diag {
     socket: Socket,
 }
 
-fn invalid(err: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {err}"))
-}
-
 impl Diag {
     pub(super) fn open() -> io::Result<Diag> {
-        let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        Ok(Diag { socket })
-    }
-
-    fn send(
-        &self,
-        payload: NetlinkPayload<impl netlink_packet_core::NetlinkSerializable>,
-        flags: u16,
-    ) -> io::Result<()> {
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        let mut message = NetlinkMessage::new(header, payload);
-        message.finalize();
-        let mut buf = vec![0; message.buffer_len()];
-        message.serialize(&mut buf);
-        self.socket.send(&buf, 0)?;
-        Ok(())
+        Ok(Diag {
+            socket: netlink::open(NETLINK_SOCK_DIAG)?,
+        })
     }
 
     /// Every established TCP connection (IPv4 and IPv6) of this namespace.
@@ -86,57 +91,21 @@ impl Diag {
                     SocketId::new_v6()
                 },
             };
-            self.send(
+            netlink::send(
+                &self.socket,
                 NetlinkPayload::from(SockDiagMessage::InetRequest(request)),
                 NLM_F_REQUEST | NLM_F_DUMP,
             )?;
-            'dump: loop {
-                let (bytes, _) = self.socket.recv_from_full()?;
-                let mut rest = bytes.as_slice();
-                while !rest.is_empty() {
-                    let buffer = NetlinkBuffer::new_checked(rest).map_err(invalid)?;
-                    let len = (buffer.length() as usize)
-                        .next_multiple_of(4)
-                        .min(rest.len());
-                    match buffer.message_type() {
-                        NLMSG_DONE => break 'dump,
-                        NLMSG_ERROR => error_of(&rest[..len])?,
-                        _ => {
-                            let message =
-                                NetlinkMessage::<SockDiagMessage>::deserialize(&rest[..len])
-                                    .map_err(invalid)?;
-                            if let NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) =
-                                message.payload
-                            {
-                                let mut c = Connection {
-                                    id: r.header.socket_id.clone(),
-                                    cgroup_id: 0,
-                                    segments: 0,
-                                };
-                                for nla in &r.nlas {
-                                    match nla {
-                                        Nla::TcpInfo(info) => {
-                                            c.segments =
-                                                u64::from(info.segs_in) + u64::from(info.segs_out);
-                                        }
-                                        Nla::Other(other)
-                                            if netlink_packet_core::Nla::kind(other)
-                                                == INET_DIAG_CGROUP_ID =>
-                                        {
-                                            let mut v = [0u8; 8];
-                                            netlink_packet_core::Nla::emit_value(other, &mut v);
-                                            c.cgroup_id = u64::from_ne_bytes(v);
-                                        }
-                                        _ => {}
-                                    }
-                                }
-                                out.push(c);
-                            }
-                        }
-                    }
-                    rest = &rest[len..];
+            netlink::read_dump::<SockDiagMessage>(&self.socket, |_, bytes| {
+                let message =
+                    NetlinkMessage::<SockDiagMessage>::deserialize(bytes).map_err(invalid)?;
+                if let NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) =
+                    message.payload
+                {
+                    out.push(Connection::of(&r.header.socket_id, &r.nlas));
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(out)
     }
@@ -156,27 +125,13 @@ impl Diag {
             states: StateFlags::all(),
             socket_id: connection.id.clone(),
         };
-        self.send(
+        netlink::send(
+            &self.socket,
             NetlinkPayload::InnerMessage(SockDiagDestroy::new(SockDiagMessage::InetRequest(
                 request,
             ))),
             NLM_F_REQUEST | NLM_F_ACK,
         )?;
-        loop {
-            let (bytes, _) = self.socket.recv_from_full()?;
-            let buffer = NetlinkBuffer::new_checked(bytes.as_slice()).map_err(invalid)?;
-            if buffer.message_type() == NLMSG_ERROR {
-                return error_of(&bytes);
-            }
-        }
-    }
-}
-
-/// The outcome an `NLMSG_ERROR` message carries: an acknowledgement or an errno.
-fn error_of(bytes: &[u8]) -> io::Result<()> {
-    let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes).map_err(invalid)?;
-    match message.payload {
-        NetlinkPayload::Error(err) if err.code.is_some() => Err(err.to_io()),
-        _ => Ok(()),
+        netlink::await_ack::<SockDiagMessage>(&self.socket)
     }
 }
