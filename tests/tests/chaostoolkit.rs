@@ -12,16 +12,11 @@
 //! Host tier: the VM tier's guest has no Python (these tests say so and skip there).
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::{Arc, Mutex},
-    thread,
-    time::{Duration, Instant},
+    process::{Command, Output},
 };
 
-use chaos::daemon::client::DaemonClient;
-use chaos_tests::{service::HttpService, *};
+use chaos_tests::{daemon::DaemonRun, service::HttpService, *};
 use serde_json::{Value, json};
 
 const CTK_VERSION: &str = "1.19.0";
@@ -117,55 +112,6 @@ fn path_with_venv() -> std::ffi::OsString {
     std::env::join_paths(paths).unwrap()
 }
 
-/// A `chaos daemon` on a scratch socket, killed on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(name: &str) -> Daemon {
-        let socket = scratch(&format!("{name}.sock"));
-        let mut child = Command::new(chaos_bin())
-            .args(["daemon", "--socket", socket.to_str().unwrap()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting chaos daemon");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                eprintln!("daemon: {line}");
-                sink.lock().unwrap().push_str(&line);
-            }
-        });
-        let daemon = Daemon {
-            child,
-            socket,
-            _log: log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !daemon.client().answers() {
-            assert!(Instant::now() < deadline, "the daemon never answered");
-            thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-
-    fn client(&self) -> DaemonClient {
-        DaemonClient::new(Some(&self.socket))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn activity<'j>(journal: &'j Value, name: &str) -> &'j Value {
     journal["run"]
         .as_array()
@@ -182,7 +128,7 @@ fn chaos_toolkit_injects_through_the_extension_and_rolls_back() {
         return;
     }
     let service = HttpService::start("ctk");
-    let daemon = Daemon::start("ctk");
+    let daemon = DaemonRun::start("ctk", false, &[]);
     assert_eq!(service.health(), 200);
     let health = json!({"type": "http", "url": format!("http://127.0.0.1:{}/health", service.port), "timeout": 5});
     let experiment = json!({
@@ -269,7 +215,7 @@ fn a_bad_field_is_refused_by_its_path_through_the_extension() {
     if !need_root() {
         return;
     }
-    let daemon = Daemon::start("ctk-bad");
+    let daemon = DaemonRun::start("ctk-bad", false, &[]);
     let cgroup = TestCgroup::new("ctk-bad");
     let python = ctk.with_file_name("python");
     let script = format!(
