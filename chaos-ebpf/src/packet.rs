@@ -28,7 +28,7 @@ use chaos_common::{
     },
 };
 
-use crate::rule::fetch_add;
+use crate::{event::zero_words, rule::fetch_add};
 
 /// The packet rules, in slots; inactive slots are skipped.
 #[map]
@@ -294,12 +294,27 @@ fn try_packet_rule(walk: &Walk, slot: u32, hook: Hook, direction: u32) -> bool {
     }
     fetch_add(affected, 1);
     fetch_add(bytes, len);
+    let drop = !rule.is_dry_run() && act(walk, slot, rule, action, hook, direction, payload_words);
+    // Last, after the action: the verifier then walks the event once per way out of the step
+    // rather than once per way into every action.
     if rule.flags & PACKET_EVENTS != 0 {
         event(skb, slot, rule, counter, packet, direction);
     }
-    if rule.is_dry_run() {
-        return false;
-    }
+    drop
+}
+
+/// Does what rule `slot` says to the packet; returns whether to drop it.
+#[inline(always)]
+fn act(
+    walk: &Walk,
+    slot: u32,
+    rule: &PacketRule,
+    action: Option<PacketAction>,
+    hook: Hook,
+    direction: u32,
+    payload_words: usize,
+) -> bool {
+    let (skb, len, l3, packet) = (walk.skb, walk.len, walk.l3, &walk.packet);
     match action {
         Some(PacketAction::Drop) => return true,
         Some(PacketAction::Duplicate) if hook == Hook::TcEgress => duplicate(skb),
@@ -362,7 +377,7 @@ fn event(
         (*e).flags = ((rule.flags & PACKET_DRY_RUN) >> 1) | ((direction & DIRECTION_EGRESS) << 1);
         (*e).syscall_nr = 0;
         (*e).delay_ns = rule.delay_ns;
-        (*e).comm = [0; 16];
+        zero_words::<2>((&raw mut (*e).comm).cast());
         // 4 -> AF_INET (2), 6 -> AF_INET6 (10).
         const _: () = assert!(AF_INET == 4 * 4 - 14 && AF_INET6 == 6 * 4 - 14);
         (*e).family = (packet.family as u16).wrapping_mul(4).wrapping_sub(14);
@@ -372,7 +387,7 @@ fn event(
         (*e)._pad = 0;
         let addr = &raw mut (*e).addr;
         (*addr.cast::<[u32; 4]>()) = packet.peer;
-        (*e).names = [[0; EVENT_NAME_LEN]; EVENT_NAMES];
+        zero_words::<{ EVENT_NAME_LEN * EVENT_NAMES / 8 }>((&raw mut (*e).names).cast());
     }
     entry.submit(0);
 }

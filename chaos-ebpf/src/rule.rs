@@ -2,8 +2,9 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_loop,
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
+    bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+    generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_loop},
 };
 use chaos_common::{
     ANY_SYSCALL, Hook, HookLevels, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, RULE_EVENTS, Rule,
@@ -24,8 +25,19 @@ pub struct SockAddr {
     pub family: u16,
     /// Host byte order.
     pub port: u16,
-    /// Network byte order; IPv4 in the first 4 bytes.
-    pub addr: [u8; 16],
+    /// The address bytes in network order as they lie in memory, in words; IPv4 in word 0.
+    /// Words, not a byte array: copying `[u8; 16]` compiles to a byte-by-byte memcpy
+    /// subprogram the verifier walks once per byte.
+    pub addr: [u32; 4],
+}
+
+impl SockAddr {
+    /// The address bytes, for the filter's compare.
+    #[inline(always)]
+    pub fn bytes(&self) -> &[u8; 16] {
+        // SAFETY: [u32; 4] and [u8; 16] have the same size, and u8 has no alignment.
+        unsafe { &*(&raw const self.addr).cast::<[u8; 16]>() }
+    }
 }
 
 /// What a program knows about the call it intercepted. Facts that only filters need (thread
@@ -120,9 +132,7 @@ impl Call {
         if filter.flags == 0 {
             return true;
         }
-        if filter.has(FILTER_COMM)
-            && !filter.comm_matches(&bpf_get_current_comm().unwrap_or([0; 16]))
-        {
+        if filter.has(FILTER_COMM) && !filter.comm_matches(current_comm().as_bytes()) {
             return false;
         }
         if filter.has(FILTER_FD_KIND) && !filter.kind_matches(self.mode()) {
@@ -133,11 +143,34 @@ impl Call {
         }
         if filter.has(FILTER_PORT | FILTER_CIDR) {
             match self.addr {
-                Some(a) if filter.addr_matches(a.family, &a.addr, a.port) => {}
+                Some(a) if filter.addr_matches(a.family, a.bytes(), a.port) => {}
                 _ => return false,
             }
         }
         true
+    }
+}
+
+/// A thread name in words (see [`SockAddr::addr`] on why not bytes).
+pub struct Comm([u64; 2]);
+
+impl Comm {
+    #[inline(always)]
+    fn as_bytes(&self) -> &[u8; 16] {
+        // SAFETY: as in `SockAddr::bytes`.
+        unsafe { &*(&raw const self.0).cast::<[u8; 16]>() }
+    }
+}
+
+/// The calling thread's name, NUL padded. The helper writes all 16 bytes, zeros when it
+/// fails, so the buffer needs no zeroing first (aya's wrapper zeroes it byte by byte).
+#[inline(always)]
+fn current_comm() -> Comm {
+    let mut comm = core::mem::MaybeUninit::<[u64; 2]>::uninit();
+    // SAFETY: the helper writes the 16 bytes given, whatever happens.
+    unsafe {
+        bpf_get_current_comm_raw(comm.as_mut_ptr().cast(), 16);
+        Comm(comm.assume_init())
     }
 }
 
