@@ -9,6 +9,7 @@ mod block;
 mod dns;
 mod event;
 mod file;
+mod log;
 mod lsm;
 mod maps;
 mod packet;

@@ -178,9 +178,9 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
     // refuses helpers a program type lacks (bpf_clone_redirect in cgroup_skb, on 6.1) even on
     // a path a runtime value rules out, so each body must hold only its own actions.
     let step = match (hook, direction == DIRECTION_EGRESS) {
-        (Hook::CgroupSkb, true) => skb_egress_step as *mut c_void,
-        (Hook::CgroupSkb, false) => skb_ingress_step as *mut c_void,
-        (Hook::TcEgress, _) => tc_egress_step as *mut c_void,
+        (Hook::CgroupSkb, true) => crate::log::pick(skb_egress_step::<false>, skb_egress_step::<true>),
+        (Hook::CgroupSkb, false) => crate::log::pick(skb_ingress_step::<false>, skb_ingress_step::<true>),
+        (Hook::TcEgress, _) => crate::log::pick(tc_egress_step::<false>, tc_egress_step::<true>),
     };
     // A bpf_loop, so that the verifier walks the slot body once instead of once per slot (a
     // plain loop over 16 slots cost it 23k-78k instructions per program, most of a packet
@@ -212,24 +212,24 @@ struct Walk {
 /// One bpf_loop step of [`apply`] in `chaos_skb_egress`: runs the rule in slot `slot`; 1
 /// (stop) to drop the packet, and at the step past the last slot.
 #[inline(never)]
-extern "C" fn skb_egress_step(slot: u64, ctx: *mut c_void) -> i64 {
-    step(slot, ctx, Hook::CgroupSkb, DIRECTION_EGRESS)
+extern "C" fn skb_egress_step<const LOG: bool>(slot: u64, ctx: *mut c_void) -> i64 {
+    step::<LOG>(slot, ctx, Hook::CgroupSkb, DIRECTION_EGRESS)
 }
 
 /// [`skb_egress_step`] for `chaos_skb_ingress`.
 #[inline(never)]
-extern "C" fn skb_ingress_step(slot: u64, ctx: *mut c_void) -> i64 {
-    step(slot, ctx, Hook::CgroupSkb, DIRECTION_INGRESS)
+extern "C" fn skb_ingress_step<const LOG: bool>(slot: u64, ctx: *mut c_void) -> i64 {
+    step::<LOG>(slot, ctx, Hook::CgroupSkb, DIRECTION_INGRESS)
 }
 
 /// [`skb_egress_step`] for `chaos_tc_egress`.
 #[inline(never)]
-extern "C" fn tc_egress_step(slot: u64, ctx: *mut c_void) -> i64 {
-    step(slot, ctx, Hook::TcEgress, DIRECTION_EGRESS)
+extern "C" fn tc_egress_step<const LOG: bool>(slot: u64, ctx: *mut c_void) -> i64 {
+    step::<LOG>(slot, ctx, Hook::TcEgress, DIRECTION_EGRESS)
 }
 
 #[inline(always)]
-fn step(slot: u64, ctx: *mut c_void, hook: Hook, direction: u32) -> i64 {
+fn step<const LOG: bool>(slot: u64, ctx: *mut c_void, hook: Hook, direction: u32) -> i64 {
     // SAFETY: bpf_loop passes back the pointer `apply` gave it, to a Walk on its stack.
     let walk = unsafe { &*ctx.cast::<Walk>() };
     let Ok(slot) = u32::try_from(slot) else {
@@ -238,12 +238,12 @@ fn step(slot: u64, ctx: *mut c_void, hook: Hook, direction: u32) -> i64 {
     if slot >= MAX_PACKET_RULES {
         return 1;
     }
-    i64::from(try_packet_rule(walk, slot, hook, direction))
+    i64::from(try_packet_rule::<LOG>(walk, slot, hook, direction))
 }
 
 /// Runs the rule in `slot` over the packet; returns whether to drop it.
 #[inline(always)]
-fn try_packet_rule(walk: &Walk, slot: u32, hook: Hook, direction: u32) -> bool {
+fn try_packet_rule<const LOG: bool>(walk: &Walk, slot: u32, hook: Hook, direction: u32) -> bool {
     let Some(rule) = CHAOS_PACKET_RULES.get(slot) else {
         return false;
     };
@@ -294,6 +294,7 @@ fn try_packet_rule(walk: &Walk, slot: u32, hook: Hook, direction: u32) -> bool {
     }
     fetch_add(affected, 1);
     fetch_add(bytes, len);
+    crate::log::packet_rule_acts::<LOG>(slot, rule, direction, len);
     let drop = !rule.is_dry_run() && act(walk, slot, rule, action, hook, direction, payload_words);
     // Last, after the action: the verifier then walks the event once per way out of the step
     // rather than once per way into every action.

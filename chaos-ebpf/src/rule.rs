@@ -199,7 +199,7 @@ pub fn apply(call: &Call) -> Option<&'static Rule> {
     unsafe {
         bpf_loop(
             levels.len.min(MAX_TARGET_LEVELS),
-            try_level as *mut c_void,
+            crate::log::pick(try_level::<false>, try_level::<true>),
             (&raw mut search).cast(),
             0,
         )
@@ -214,7 +214,7 @@ pub fn apply(call: &Call) -> Option<&'static Rule> {
 /// task's ancestor at the `index`th depth in the index and tries that target's rules; 1
 /// (stop) once a rule acts.
 #[inline(never)]
-extern "C" fn try_level(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn try_level<const LOG: bool>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer `apply` gave it, to a Search on its stack,
     // whose `levels` points to a map value that outlives the loop.
     let search = unsafe { &mut *ctx.cast::<Search>() };
@@ -232,7 +232,7 @@ extern "C" fn try_level(index: u64, ctx: *mut c_void) -> i64 {
     // One step more than there are rules: that last step stops the loop, so bpf_loop returns
     // `i + 1` when the rule at `i` acted and `len + 1` when none did.
     // SAFETY: the callback is a static function, the context points into this frame.
-    let steps = unsafe { bpf_loop(len + 1, try_rule as *mut c_void, (&raw mut walk).cast(), 0) };
+    let steps = unsafe { bpf_loop(len + 1, try_rule::<LOG> as *mut c_void, (&raw mut walk).cast(), 0) };
     if steps < 1 || steps > i64::from(len) {
         return 0;
     }
@@ -386,7 +386,7 @@ extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// One bpf_loop iteration of [`try_level`]: tries the `index`th rule of the target, counts it
 /// if it matches, and stops the loop (returns 1) at the first that acts, or past the last.
 #[inline(never)]
-extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn try_rule<const LOG: bool>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer `try_level` gave it, to a RuleWalk on its
     // stack, whose `call` points into `apply`'s frame and `rules` to a map value, both
     // outliving the loop.
@@ -457,6 +457,7 @@ extern "C" fn try_rule(index: u64, ctx: *mut c_void) -> i64 {
     if rule.is_dry_run() {
         return 0;
     }
+    crate::log::rule_acts::<LOG>(slot, rule, call);
     1
 }
 

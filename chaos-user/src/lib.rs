@@ -13,6 +13,7 @@ pub mod events;
 pub mod experiment;
 pub mod fault;
 pub mod journal_report;
+pub mod kernel_log;
 pub mod live_view;
 pub mod loader;
 pub mod mountinfo;

@@ -159,9 +159,15 @@ pub fn run(cmd: InjectCommand) -> anyhow::Result<ExitCode> {
     checked_spec
         .check()
         .map_err(|e| option_error(&checked_spec, e))?;
-    // A running daemon takes faults on a target and owns them from then on.
-    // A command after `--` runs under this process, which starts and waits for it.
-    if !run.standalone && target.command.is_empty() && netns.is_none() && run.events.is_none() {
+    // A running daemon takes faults on a target and owns them from then on (with its own
+    // `--log-kernel`). A command after `--` runs under this process, which starts and waits
+    // for it.
+    if !run.standalone
+        && target.command.is_empty()
+        && netns.is_none()
+        && run.events.is_none()
+        && !crate::kernel_log::enabled()
+    {
         let daemon = DaemonClient::new(None);
         if daemon.answers() {
             return hand_to_daemon(&daemon, &spec, run.json);

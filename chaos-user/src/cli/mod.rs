@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::kernel_log::{self, KernelLogLevel};
+
 pub mod args;
 pub mod daemon;
 pub mod dns;
@@ -28,6 +30,10 @@ pub mod validate;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The kernel programs' own log lines on stderr (`inject`, `run`, `daemon`): `debug`
+    /// prints a line for each call or packet a rule acts on. Off costs the programs nothing.
+    #[arg(long, global = true, value_name = "LEVEL", value_enum, default_value_t = KernelLogLevel::Off)]
+    pub log_kernel: KernelLogLevel,
 }
 
 /// The subcommands.
@@ -64,6 +70,14 @@ pub enum Command {
 impl Command {
     /// Commands that hold nothing to undo (no programs, qdiscs or children), so a reader that
     /// goes away (`chaos schema | head`) may end them as it ends `cat`.
+    /// Commands that load kernel programs and keep them running, which `--log-kernel` is for.
+    fn runs_programs(&self) -> bool {
+        matches!(
+            self,
+            Command::Inject(_) | Command::Run(_) | Command::Daemon(_)
+        )
+    }
+
     fn only_prints(&self) -> bool {
         matches!(
             self,
@@ -92,6 +106,11 @@ pub fn main() -> ExitCode {
     if cli.command.only_prints() {
         die_quietly_on_closed_pipe();
     }
+    if cli.log_kernel != KernelLogLevel::Off && !cli.command.runs_programs() {
+        eprintln!("chaos: error: --log-kernel is for `inject`, `run` and `daemon` only");
+        return ExitCode::from(2);
+    }
+    kernel_log::set_level(cli.log_kernel);
     let result = match cli.command {
         Command::Inject(cmd) => inject::run(*cmd),
         Command::Doctor(args) => doctor::run(args),

@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, path::PathBuf};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Array, MapData},
     programs::{CgroupAttachMode, CgroupSockAddr},
 };
@@ -50,7 +50,7 @@ impl Redirect {
     /// Loads the object; returns the servers map for the responder. Nothing is attached yet.
     pub(super) fn load() -> Result<(Redirect, Servers), Error> {
         let mut redirect = Redirect {
-            ebpf: EbpfLoader::new().load(EBPF_OBJECT)?,
+            ebpf: crate::kernel_log::quiet_loader().load(EBPF_OBJECT)?,
         };
         let servers = redirect.ebpf.take_map(SERVERS_MAP).expect(SERVERS_MAP);
         let servers: Servers = Array::try_from(servers).map_err(|source| Error::Map {

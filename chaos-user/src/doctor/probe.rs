@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
         CgroupSockAddr, LinkOrder, Lsm, ProgramError, SchedClassifier, TcAttachType,
@@ -214,7 +214,7 @@ fn boot_lsm_hint() -> String {
 
 /// Parses the embedded eBPF object and creates its maps (no program is loaded yet).
 pub fn load_object() -> Result<Ebpf, Failure> {
-    EbpfLoader::new().load(EBPF_OBJECT).map_err(|err| {
+    crate::kernel_log::quiet_loader().load(EBPF_OBJECT).map_err(|err| {
         Failure::text(format!(
             "loading the embedded eBPF object: {}",
             error_chain(&err)
@@ -304,7 +304,7 @@ pub fn latency_block(btf: &Btf) -> Outcome {
     }
     let (patched, _) = block::patch_kfunc_calls(EBPF_OBJECT, &ids)
         .map_err(|err| Failure::text(err.to_string()))?;
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf = crate::kernel_log::quiet_loader()
         .load(&patched)
         .map_err(|err| Failure::text(format!("loading the patched eBPF object: {err}")))?;
     let (name, hook) = block::PROGRAMS[0];

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::{Btf, Ebpf, EbpfLoader, programs::Lsm};
+use aya::{Btf, Ebpf, programs::Lsm};
 use chaos_common::block::{Kfunc, SYSCALL_WORDS, XATTR_NAME, config, counter};
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -409,7 +409,7 @@ impl BlockFault {
             .spawn()
             .map_err(io(&exe_path))?;
         let mut fault = BlockFault {
-            ebpf: EbpfLoader::new().load(&patch_kfunc_calls(EBPF_OBJECT, &ids)?.0)?,
+            ebpf: crate::kernel_log::quiet_loader().load(&patch_kfunc_calls(EBPF_OBJECT, &ids)?.0)?,
             helper,
             session: Some(session),
             mount: mount.to_owned(),

@@ -2,7 +2,7 @@
 //! the instructions it walked to accept the program. Loading is most of a fault's arm time,
 //! and this is most of loading, so the benchmark reports it per program.
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
     programs::{BtfTracePoint, CgroupSkb, Lsm, Program, SchedClassifier},
 };
 
@@ -28,7 +28,7 @@ pub struct VerifierCost {
 /// Loads every program of the object once (without attaching) and reports what the verifier
 /// spent on each. Programs this kernel refuses (LSM on the host) are listed with the error.
 pub fn verifier_costs() -> Result<Vec<VerifierCost>, Error> {
-    let mut ebpf: Ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+    let mut ebpf: Ebpf = crate::kernel_log::quiet_loader().load(EBPF_OBJECT)?;
     let btf = Btf::from_sys_fs().ok();
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
     let mut costs = Vec::new();

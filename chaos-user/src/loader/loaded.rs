@@ -17,7 +17,7 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, Program,
         ProgramError,
@@ -39,7 +39,10 @@ use super::{
     object::{array_mut, hash_mut, program_error, program_mut, write_array},
     programs,
 };
-use crate::{Error, btf};
+use crate::{
+    Error, btf,
+    kernel_log::{self, KERNEL_LOG_MAP, KernelLogReader},
+};
 
 /// Where one program is attached: to a cgroup, or (LSM, tracepoints) system-wide.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,6 +80,8 @@ pub(crate) struct LoadedObject {
     ebpf: Ebpf,
     /// The event ring, taken out of `ebpf`.
     events: EventRing,
+    /// The reader of the programs' log ring (taken out of `ebpf`), with `--log-kernel`.
+    kernel_log: Option<KernelLogReader>,
     btf: Option<Btf>,
     config_written: bool,
     /// Programs that passed the verifier already.
@@ -92,12 +97,13 @@ impl LoadedObject {
     /// Loads the object (maps created, no program verified yet).
     pub fn load() -> Result<LoadedObject, Error> {
         super::raise_open_file_limit();
-        let mut loader = EbpfLoader::new();
+        let mut loader = kernel_log::loader();
         size_ring(&mut loader)?;
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         Ok(LoadedObject {
             fmod_ret: None,
             events: EventRing::take(&mut ebpf)?,
+            kernel_log: KernelLogReader::start(&mut ebpf)?,
             ebpf,
             btf: None,
             config_written: false,
@@ -533,10 +539,14 @@ impl LoadedObject {
         }
         let btf = Self::kernel_btf(&mut self.btf, &format!("fmod_ret on {function}"))?;
         if self.fmod_ret.is_none() {
+            let mut taken = vec![(EVENTS_MAP, self.events.raw_fd())];
+            if let Some(reader) = &self.kernel_log {
+                taken.push((KERNEL_LOG_MAP, reader.raw_fd()));
+            }
             self.fmod_ret = Some(Box::new(FmodRetObject::with_maps(
                 EBPF_OBJECT,
                 &self.ebpf,
-                &[(EVENTS_MAP, self.events.raw_fd())],
+                &taken,
             )?));
         }
         let object = self.fmod_ret.as_ref().expect("just set");

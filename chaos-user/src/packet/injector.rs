@@ -18,7 +18,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, tc,
     },
@@ -34,6 +34,7 @@ use chaos_common::{
 
 use crate::{
     Error,
+    kernel_log::KernelLogReader,
     loader::{
         EBPF_OBJECT, EventRing, Slots,
         cover::CgroupCover,
@@ -115,6 +116,8 @@ struct PacketObject {
     ebpf: Ebpf,
     /// The event ring, taken out of `ebpf`.
     events: EventRing,
+    /// Prints the programs' log ring (taken out of `ebpf`) with `--log-kernel`; held for its drop.
+    _kernel_log: Option<KernelLogReader>,
     /// Programs that passed the verifier already.
     loaded: BTreeSet<&'static str>,
     /// Slots in use, with their rules (host copy).
@@ -147,13 +150,14 @@ impl PacketInjector {
         let mut guard = loaded();
         if guard.is_none() {
             crate::loader::raise_open_file_limit();
-            let mut loader = EbpfLoader::new();
+            let mut loader = crate::kernel_log::loader();
             size_ring(&mut loader)?;
             let mut ebpf = loader.load(EBPF_OBJECT)?;
             *guard = Some(PacketObject {
                 links: BTreeMap::new(),
                 covers: BTreeMap::new(),
                 events: EventRing::take(&mut ebpf)?,
+                _kernel_log: KernelLogReader::start(&mut ebpf)?,
                 ebpf,
                 loaded: BTreeSet::new(),
                 rules: BTreeMap::new(),
