@@ -53,11 +53,7 @@ pub fn packet_rule_acts<const LOG: bool>(slot: u32, rule: &PacketRule, direction
     if LOG {
         debug!(
             &(),
-            "packet rule {} acts: action {} direction {} len {}",
-            slot,
-            rule.action,
-            direction,
-            len
+            "packet rule {} acts: action {} direction {} len {}", slot, rule.action, direction, len
         );
     }
 }

@@ -178,8 +178,12 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
     // refuses helpers a program type lacks (bpf_clone_redirect in cgroup_skb, on 6.1) even on
     // a path a runtime value rules out, so each body must hold only its own actions.
     let step = match (hook, direction == DIRECTION_EGRESS) {
-        (Hook::CgroupSkb, true) => crate::log::pick(skb_egress_step::<false>, skb_egress_step::<true>),
-        (Hook::CgroupSkb, false) => crate::log::pick(skb_ingress_step::<false>, skb_ingress_step::<true>),
+        (Hook::CgroupSkb, true) => {
+            crate::log::pick(skb_egress_step::<false>, skb_egress_step::<true>)
+        }
+        (Hook::CgroupSkb, false) => {
+            crate::log::pick(skb_ingress_step::<false>, skb_ingress_step::<true>)
+        }
         (Hook::TcEgress, _) => crate::log::pick(tc_egress_step::<false>, tc_egress_step::<true>),
     };
     // A bpf_loop, so that the verifier walks the slot body once instead of once per slot (a

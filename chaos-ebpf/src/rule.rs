@@ -232,7 +232,14 @@ extern "C" fn try_level<const LOG: bool>(index: u64, ctx: *mut c_void) -> i64 {
     // One step more than there are rules: that last step stops the loop, so bpf_loop returns
     // `i + 1` when the rule at `i` acted and `len + 1` when none did.
     // SAFETY: the callback is a static function, the context points into this frame.
-    let steps = unsafe { bpf_loop(len + 1, try_rule::<LOG> as *mut c_void, (&raw mut walk).cast(), 0) };
+    let steps = unsafe {
+        bpf_loop(
+            len + 1,
+            try_rule::<LOG> as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
     if steps < 1 || steps > i64::from(len) {
         return 0;
     }

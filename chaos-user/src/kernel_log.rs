@@ -7,6 +7,7 @@
 //! disabled line, and logging off costs the programs nothing. When on, each loaded object gets
 //! a [`KernelLogReader`] that prints its records until the object is dropped.
 use std::{
+    io::Write as _,
     os::fd::{AsRawFd as _, RawFd},
     sync::{
         Arc,
@@ -165,7 +166,9 @@ impl log::Log for KernelLines {
                 level => tracing::info!(target: "kernel", level = %level, "{message}"),
             }
         } else {
-            eprintln!("kernel: {:<5} {message}", record.level());
+            // One write, so that the line stays whole beside the target's own stderr.
+            let line = format!("kernel: {:<5} {message}\n", record.level());
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
 

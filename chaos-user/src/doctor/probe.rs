@@ -214,12 +214,14 @@ fn boot_lsm_hint() -> String {
 
 /// Parses the embedded eBPF object and creates its maps (no program is loaded yet).
 pub fn load_object() -> Result<Ebpf, Failure> {
-    crate::kernel_log::quiet_loader().load(EBPF_OBJECT).map_err(|err| {
-        Failure::text(format!(
-            "loading the embedded eBPF object: {}",
-            error_chain(&err)
-        ))
-    })
+    crate::kernel_log::quiet_loader()
+        .load(EBPF_OBJECT)
+        .map_err(|err| {
+            Failure::text(format!(
+                "loading the embedded eBPF object: {}",
+                error_chain(&err)
+            ))
+        })
 }
 
 /// A cgroup that exists only while the probes run, opened for attaching.

@@ -409,7 +409,8 @@ impl BlockFault {
             .spawn()
             .map_err(io(&exe_path))?;
         let mut fault = BlockFault {
-            ebpf: crate::kernel_log::quiet_loader().load(&patch_kfunc_calls(EBPF_OBJECT, &ids)?.0)?,
+            ebpf: crate::kernel_log::quiet_loader()
+                .load(&patch_kfunc_calls(EBPF_OBJECT, &ids)?.0)?,
             helper,
             session: Some(session),
             mount: mount.to_owned(),

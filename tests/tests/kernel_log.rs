@@ -1,0 +1,164 @@
+//! `--log-kernel`: the kernel programs' own debug lines (aya-log) on stderr. With `debug`, a
+//! line for each call or packet a rule acts on, as many as the counters count; without the
+//! flag none; a bad level is refused naming the option. That logging off costs the programs
+//! nothing is verifier.rs's budget plus the numbers in the report of the change.
+use chaos_tests::{
+    events::{net_bin, proc_bin},
+    netns::UdpCounter,
+    *,
+};
+
+/// The `kernel:` lines of a run's stderr.
+fn kernel_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("kernel: "))
+        .collect()
+}
+
+/// `chaos inject syscall --syscall socket --errno EACCES` around 2 threads making 5 socket()
+/// calls each, with `extra` options.
+fn socket_fault(extra: &[&str]) -> ChaosOutcome {
+    let proc_path = proc_bin();
+    let mut args = vec![
+        "inject",
+        "syscall",
+        "--syscall",
+        "socket",
+        "--errno",
+        "EACCES",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    args.extend([
+        "--",
+        proc_path.to_str().unwrap(),
+        "threads",
+        "--threads",
+        "2",
+        "--count",
+        "5",
+        "--call",
+        "socket",
+    ]);
+    chaos(&args)
+}
+
+#[test]
+fn debug_prints_a_line_for_each_failed_call() {
+    if !need_root() {
+        return;
+    }
+    let outcome = socket_fault(&["--log-kernel", "debug"]);
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    let (_, injected) = outcome.counts(0);
+    assert_eq!(injected, 10, "{}", outcome.stdout);
+    let lines = kernel_lines(&outcome.stderr);
+    assert_eq!(
+        lines.len(),
+        10,
+        "one line per failed call: {}",
+        outcome.stderr
+    );
+    // EACCES is 13; action 0 fails the call with the rule's value as errno.
+    let shape = regex::Regex::new(
+        r"^kernel: DEBUG rule \d+ acts on syscall -?\d+ \(hook \d+\): action 0 value 13 pid \d+$",
+    )
+    .unwrap();
+    for line in lines {
+        assert!(shape.is_match(line), "{line:?}");
+    }
+    assert_nothing_left();
+}
+
+#[test]
+fn without_the_flag_the_kernel_prints_nothing() {
+    if !need_root() {
+        return;
+    }
+    let outcome = socket_fault(&[]);
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    let (_, injected) = outcome.counts(0);
+    assert_eq!(injected, 10, "{}", outcome.stdout);
+    assert_eq!(kernel_lines(&outcome.stderr), Vec::<&str>::new());
+    // Below debug, the rule lines are not printed either.
+    let outcome = socket_fault(&["--log-kernel", "info"]);
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    assert_eq!(kernel_lines(&outcome.stderr), Vec::<&str>::new());
+    assert_nothing_left();
+}
+
+#[test]
+fn dropped_packets_print_a_line_each() {
+    if !need_root() {
+        return;
+    }
+    let loopback = "127.0.0.1".parse().unwrap();
+    let counter = UdpCounter::start(None, loopback);
+    let addr = counter.addr.to_string();
+    let net = net_bin();
+    let outcome = chaos(&[
+        "inject",
+        "net-drop",
+        "--probability",
+        "0.5",
+        "--protocol",
+        "udp",
+        "--cidr",
+        "127.0.0.1",
+        "--json",
+        "--log-kernel",
+        "debug",
+        "--",
+        net.to_str().unwrap(),
+        "udp-send",
+        &addr,
+        "100",
+    ]);
+    counter.stop();
+    assert!(outcome.status.success(), "chaos: {outcome:?}");
+    let fault = &outcome.report()["faults"][0];
+    let affected = fault["affected"].as_u64().expect("affected");
+    assert!(affected > 0, "{fault}");
+    let lines = kernel_lines(&outcome.stderr);
+    assert_eq!(lines.len() as u64, affected, "{}", outcome.stderr);
+    let shape =
+        regex::Regex::new(r"^kernel: DEBUG packet rule \d+ acts: action 1 direction \d+ len \d+$")
+            .unwrap();
+    for line in lines {
+        assert!(shape.is_match(line), "{line:?}");
+    }
+    assert_nothing_left();
+}
+
+#[test]
+fn an_unknown_level_is_refused_naming_the_option() {
+    let outcome = chaos(&[
+        "inject",
+        "syscall",
+        "--syscall",
+        "socket",
+        "--errno",
+        "EACCES",
+        "--log-kernel",
+        "bogus",
+        "--",
+        "true",
+    ]);
+    assert!(!outcome.status.success(), "{outcome:?}");
+    for needle in ["--log-kernel", "bogus", "off", "debug", "trace"] {
+        assert!(
+            outcome.stderr.contains(needle),
+            "{needle}: {}",
+            outcome.stderr
+        );
+    }
+    // Commands that keep no programs running refuse it rather than ignore it.
+    let outcome = chaos(&["doctor", "--log-kernel", "debug"]);
+    assert!(!outcome.status.success(), "{outcome:?}");
+    assert!(
+        outcome.stderr.contains("--log-kernel is for"),
+        "{}",
+        outcome.stderr
+    );
+}
