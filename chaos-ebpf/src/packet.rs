@@ -298,8 +298,8 @@ fn try_packet_rule<const LOG: bool>(walk: &Walk, slot: u32, hook: Hook, directio
     }
     fetch_add(affected, 1);
     fetch_add(bytes, len);
-    crate::log::packet_rule_acts::<LOG>(slot, rule, direction, len);
     let drop = !rule.is_dry_run() && act(walk, slot, rule, action, hook, direction, payload_words);
+    crate::log::packet_rule_acts::<LOG>(slot, rule, direction, len);
     // Last, after the action: the verifier then walks the event once per way out of the step
     // rather than once per way into every action.
     if rule.flags & PACKET_EVENTS != 0 {

@@ -27,8 +27,10 @@ pub struct VerifierCost {
 
 /// Loads every program of the object once (without attaching) and reports what the verifier
 /// spent on each. Programs this kernel refuses (LSM on the host) are listed with the error.
+/// At this process's kernel log level ([`crate::kernel_log::set_level`]; `chaos doctor` runs
+/// with it off).
 pub fn verifier_costs() -> Result<Vec<VerifierCost>, Error> {
-    let mut ebpf: Ebpf = crate::kernel_log::quiet_loader().load(EBPF_OBJECT)?;
+    let mut ebpf: Ebpf = crate::kernel_log::loader().load(EBPF_OBJECT)?;
     let btf = Btf::from_sys_fs().ok();
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
     let mut costs = Vec::new();
