@@ -287,7 +287,10 @@ fn print_report(report: &AnyReport, run: &RunArgs) -> anyhow::Result<()> {
     } else if run.json {
         println!("{}", serde_json::to_string(report)?);
     } else {
-        eprint!("{report}");
+        // Formatted first: stderr is unbuffered, and the table's padding would otherwise
+        // reach it as one write per field.
+        let table = report.to_string();
+        eprint!("{table}");
     }
     Ok(())
 }

@@ -101,10 +101,7 @@ const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 /// The BTF id of each kfunc block mode needs, in [`Kfunc::ALL`] order; an error names the
 /// ones the kernel lacks (6.1, for one, has none of them).
 pub fn kfunc_ids(btf_path: &Path) -> Result<Vec<(Kfunc, u32)>, Error> {
-    let btf = btf_rs::Btf::from_file(btf_path).map_err(|err| Error::Btf {
-        path: btf_path.to_owned(),
-        what: format!("cannot parse: {err}"),
-    })?;
+    let btf = crate::btf::open(btf_path)?;
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for kfunc in Kfunc::ALL {

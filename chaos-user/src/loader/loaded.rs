@@ -233,6 +233,10 @@ impl LoadedObject {
         if hooks.contains(&Hook::SysEnter) {
             self.write_sys_enter_filter()?;
         }
+        self.load_cgroup_programs(hooks.iter().flat_map(|hook| {
+            let (names, attach) = programs(*hook);
+            names.iter().map(move |name| (*name, attach))
+        }))?;
         for hook in hooks {
             let dirs: BTreeSet<&PathBuf> = rules
                 .iter()
@@ -493,6 +497,63 @@ impl LoadedObject {
             })?);
         }
         Ok(btf.as_ref().expect("just set"))
+    }
+
+    /// Loads the cgroup programs among `wanted` that no earlier fault loaded, side by side, one
+    /// thread each: the verifier is most of arming a fault, and connect and bind need two
+    /// programs (4 and 6). Those already loaded are skipped; on error, the ones that loaded
+    /// stay loaded (and counted as such) for a later fault.
+    fn load_cgroup_programs(
+        &mut self,
+        wanted: impl Iterator<Item = (&'static str, Attach)>,
+    ) -> Result<(), Error> {
+        let todo: BTreeSet<&'static str> = wanted
+            .filter(|(name, attach)| {
+                matches!(attach, Attach::SockAddr | Attach::Sock | Attach::Sockopt)
+                    && !self.loaded.contains(name)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        if todo.len() < 2 {
+            return Ok(());
+        }
+        let programs: Vec<(&'static str, &mut Program)> = self
+            .ebpf
+            .programs_mut()
+            .filter_map(|(name, prog)| todo.get(name).map(|name| (*name, prog)))
+            .collect();
+        let outcomes: Vec<(&'static str, Result<(), ProgramError>)> = std::thread::scope(|scope| {
+            let loads: Vec<_> = programs
+                .into_iter()
+                .map(|(name, prog)| {
+                    scope.spawn(move || {
+                        let outcome = match prog {
+                            Program::CgroupSockAddr(p) => p.load(),
+                            Program::CgroupSock(p) => p.load(),
+                            Program::CgroupSockopt(p) => p.load(),
+                            _ => Err(ProgramError::UnexpectedProgramType),
+                        };
+                        (name, outcome)
+                    })
+                })
+                .collect();
+            loads
+                .into_iter()
+                .map(|load| load.join().expect("a program load panicked"))
+                .collect()
+        });
+        let mut first_error = None;
+        for (name, outcome) in outcomes {
+            match outcome {
+                Ok(()) => {
+                    self.loaded.insert(name);
+                }
+                Err(source) => {
+                    first_error.get_or_insert_with(|| program_error(name, "load", source));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Loads (verifies) program `name` unless an earlier fault did.
