@@ -31,11 +31,15 @@ pub enum KernelLogLevel {
     /// No lines; the programs cost what they cost without logging.
     #[default]
     Off = 0,
+    /// Errors only (the programs write none today).
     Error = 1,
+    /// Warnings and errors.
     Warn = 2,
+    /// Information, warnings and errors.
     Info = 3,
     /// A line for each call or packet a rule acts on.
     Debug = 4,
+    /// Everything.
     Trace = 5,
 }
 
