@@ -36,7 +36,7 @@ use super::{
     fmod_ret::FmodRetObject,
     fmod_ret_twin,
     index::{RuleIndex, Slots},
-    object::{array_mut, hash_mut, program_error, program_mut, write_array},
+    object::{array_mut, hash_mut, load_side_by_side, program_error, program_mut, write_array},
     programs,
 };
 use crate::{
@@ -499,61 +499,19 @@ impl LoadedObject {
         Ok(btf.as_ref().expect("just set"))
     }
 
-    /// Loads the cgroup programs among `wanted` that no earlier fault loaded, side by side, one
-    /// thread each: the verifier is most of arming a fault, and connect and bind need two
-    /// programs (4 and 6). Those already loaded are skipped; on error, the ones that loaded
-    /// stay loaded (and counted as such) for a later fault.
+    /// Loads the cgroup programs among `wanted` that no earlier fault loaded, side by side
+    /// ([`load_side_by_side`]): connect and bind need two programs each (4 and 6).
     fn load_cgroup_programs(
         &mut self,
         wanted: impl Iterator<Item = (&'static str, Attach)>,
     ) -> Result<(), Error> {
-        let todo: BTreeSet<&'static str> = wanted
-            .filter(|(name, attach)| {
+        let names: BTreeSet<&'static str> = wanted
+            .filter(|(_, attach)| {
                 matches!(attach, Attach::SockAddr | Attach::Sock | Attach::Sockopt)
-                    && !self.loaded.contains(name)
             })
             .map(|(name, _)| name)
             .collect();
-        if todo.len() < 2 {
-            return Ok(());
-        }
-        let programs: Vec<(&'static str, &mut Program)> = self
-            .ebpf
-            .programs_mut()
-            .filter_map(|(name, prog)| todo.get(name).map(|name| (*name, prog)))
-            .collect();
-        let outcomes: Vec<(&'static str, Result<(), ProgramError>)> = std::thread::scope(|scope| {
-            let loads: Vec<_> = programs
-                .into_iter()
-                .map(|(name, prog)| {
-                    scope.spawn(move || {
-                        let outcome = match prog {
-                            Program::CgroupSockAddr(p) => p.load(),
-                            Program::CgroupSock(p) => p.load(),
-                            Program::CgroupSockopt(p) => p.load(),
-                            _ => Err(ProgramError::UnexpectedProgramType),
-                        };
-                        (name, outcome)
-                    })
-                })
-                .collect();
-            loads
-                .into_iter()
-                .map(|load| load.join().expect("a program load panicked"))
-                .collect()
-        });
-        let mut first_error = None;
-        for (name, outcome) in outcomes {
-            match outcome {
-                Ok(()) => {
-                    self.loaded.insert(name);
-                }
-                Err(source) => {
-                    first_error.get_or_insert_with(|| program_error(name, "load", source));
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        load_side_by_side(&mut self.ebpf, &names, &mut self.loaded)
     }
 
     /// Loads (verifies) program `name` unless an earlier fault did.

@@ -70,6 +70,60 @@ where
         .map_err(|source| program_error(name, "type", source))
 }
 
+/// Loads (verifies) the programs `names` that are not in `loaded` yet, side by side, one
+/// thread each, and adds them to `loaded`: the verifier is most of arming a fault, and a
+/// fault often needs more than one program. Only program types that load without arguments
+/// (cgroup and tc programs). On error, the ones that did load stay loaded and counted.
+pub(crate) fn load_side_by_side(
+    ebpf: &mut Ebpf,
+    names: &BTreeSet<&'static str>,
+    loaded: &mut BTreeSet<&'static str>,
+) -> Result<(), Error> {
+    let todo: Vec<(&'static str, &mut Program)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, prog)| names.get(name).map(|name| (*name, prog)))
+        .filter(|(name, _)| !loaded.contains(name))
+        .collect();
+    if todo.len() < 2 {
+        // Nothing to overlap: the callers' one-by-one path loads it.
+        return Ok(());
+    }
+    let outcomes: Vec<(&'static str, Result<(), ProgramError>)> = std::thread::scope(|scope| {
+        let loads: Vec<_> = todo
+            .into_iter()
+            .map(|(name, prog)| {
+                scope.spawn(move || {
+                    let outcome = match prog {
+                        Program::CgroupSockAddr(p) => p.load(),
+                        Program::CgroupSock(p) => p.load(),
+                        Program::CgroupSockopt(p) => p.load(),
+                        Program::CgroupSkb(p) => p.load(),
+                        Program::SchedClassifier(p) => p.load(),
+                        _ => Err(ProgramError::UnexpectedProgramType),
+                    };
+                    (name, outcome)
+                })
+            })
+            .collect();
+        loads
+            .into_iter()
+            .map(|load| load.join().expect("a program load panicked"))
+            .collect()
+    });
+    let mut first_error = None;
+    for (name, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {
+                loaded.insert(name);
+            }
+            Err(source) => {
+                first_error.get_or_insert_with(|| program_error(name, "load", source));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// An [`Error::Program`] for `action` on `program`.
 pub(crate) fn program_error(
     program: &'static str,

@@ -38,7 +38,7 @@ use crate::{
     loader::{
         EBPF_OBJECT, EventRing, Slots,
         cover::CgroupCover,
-        object::{array_mut, program_error, program_mut},
+        object::{array_mut, load_side_by_side, program_error, program_mut},
         size_ring,
     },
 };
@@ -323,10 +323,22 @@ impl PacketObject {
                 .copied()
                 .zip(rules.iter().map(|r| r.0)),
         )?;
-        for (direction, name, attach_type) in [
+        let directions = [
             (DIRECTION_EGRESS, EGRESS, CgroupSkbAttachType::Egress),
             (DIRECTION_INGRESS, INGRESS, CgroupSkbAttachType::Ingress),
-        ] {
+        ];
+        // Both directions' programs verified at once when the faults want both.
+        let wanted: BTreeSet<&'static str> = directions
+            .iter()
+            .filter(|(direction, _, _)| {
+                rules
+                    .iter()
+                    .any(|(rule, _)| rule.wants_direction(*direction) && on_cgroup(rule))
+            })
+            .map(|(_, name, _)| *name)
+            .collect();
+        load_side_by_side(&mut self.ebpf, &wanted, &mut self.loaded)?;
+        for (direction, name, attach_type) in directions {
             let dirs: BTreeSet<&PathBuf> = rules
                 .iter()
                 .filter(|(rule, _)| rule.wants_direction(direction) && on_cgroup(rule))
