@@ -80,7 +80,8 @@ pub fn call(slot: u32, rule: &Rule, call: &Call, lost: *mut u64) {
         (*e).flags = if rule.is_dry_run() { EVENT_DRY_RUN } else { 0 };
         (*e).syscall_nr = call.syscall_nr;
         (*e).delay_ns = rule.delay_ns;
-        // The helper writes all 16 bytes, zeros when it fails.
+        // Zeroed first: older kernels (6.1) leave the bytes past the name's NUL alone.
+        zero_words::<2>((&raw mut (*e).comm).cast());
         bpf_get_current_comm((&raw mut (*e).comm).cast(), 16);
         let addr = (&raw mut (*e).addr).cast::<u32>();
         match call.addr {

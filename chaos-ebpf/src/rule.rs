@@ -162,13 +162,15 @@ impl Comm {
     }
 }
 
-/// The calling thread's name, NUL padded. The helper writes all 16 bytes, zeros when it
-/// fails, so the buffer needs no zeroing first (aya's wrapper zeroes it byte by byte).
+/// The calling thread's name, NUL padded. Zeroed in two words first, not byte by byte as
+/// aya's wrapper does: on older kernels (6.1) the helper copies up to the NUL and leaves
+/// the rest of the buffer as it was.
 #[inline(always)]
 fn current_comm() -> Comm {
     let mut comm = core::mem::MaybeUninit::<[u64; 2]>::uninit();
-    // SAFETY: the helper writes the 16 bytes given, whatever happens.
+    // SAFETY: the two words are zeroed, then the helper writes at most 16 bytes into them.
     unsafe {
+        event::zero_words::<2>(comm.as_mut_ptr().cast());
         bpf_get_current_comm_raw(comm.as_mut_ptr().cast(), 16);
         Comm(comm.assume_init())
     }
