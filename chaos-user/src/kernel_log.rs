@@ -76,7 +76,7 @@ pub(crate) fn quiet_loader() -> EbpfLoader<'static> {
 }
 
 fn loader_at(level: u8) -> EbpfLoader<'static> {
-    let mut loader = EbpfLoader::new();
+    let mut loader = crate::loader::object::loader_without_kernel_btf();
     let value = &LEVEL_VALUES[usize::from(level).min(LEVEL_VALUES.len() - 1)];
     // Not required to exist: an object built without log lines simply has nothing to set.
     loader.override_global(aya_log::LEVEL, value, false);

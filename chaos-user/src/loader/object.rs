@@ -3,12 +3,41 @@
 use std::{collections::BTreeSet, fs::File, path::PathBuf};
 
 use aya::{
-    Ebpf, Pod,
+    Ebpf, EbpfLoader, Pod,
     maps::{Array, HashMap, MapData},
     programs::{Program, ProgramError},
 };
 
 use crate::Error;
+
+/// An aya loader that has not read the kernel's BTF.
+///
+/// aya 0.14's `EbpfLoader::new()` reads and parses all of `/sys/kernel/btf/vmlinux` (5 MB:
+/// about 15 ms of CPU and 4,000 page faults on these machines, a third of arming a fault) for
+/// CO-RE relocations, and chaos's object has none: Rust emits none, and chaos reads the
+/// offsets it needs itself ([`crate::btf`]). aya 0.15 reads it only when a relocation needs it,
+/// but wants a newer rustc than these machines have. Until then the loader is made on a
+/// short-lived thread whose root directory is `/sys/kernel/btf`, where aya's absolute path
+/// does not exist: the thread first takes a filesystem context of its own
+/// (`unshare(CLONE_FS)`), so the rest of the process, and every process it starts, keeps its
+/// root. Where that is refused (no `CAP_SYS_CHROOT`), the loader reads the BTF as before.
+pub(crate) fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: unshare and chroot take no pointers but the NUL-terminated literal;
+                // both change this thread's own filesystem context only, which ends with it.
+                unsafe {
+                    if libc::unshare(libc::CLONE_FS) == 0 {
+                        libc::chroot(c"/sys/kernel/btf".as_ptr());
+                    }
+                }
+                EbpfLoader::new()
+            })
+            .join()
+            .expect("making an aya loader panicked")
+    })
+}
 
 /// The array map `name`, to write.
 pub(crate) fn array_mut<'a, V: Pod>(
