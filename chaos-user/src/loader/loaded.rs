@@ -17,7 +17,7 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf,
+    Ebpf,
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, Program,
         ProgramError,
@@ -36,6 +36,7 @@ use super::{
     fmod_ret::FmodRetObject,
     fmod_ret_twin,
     index::{RuleIndex, Slots},
+    kernel_btf::KernelBtf,
     object::{array_mut, hash_mut, load_side_by_side, program_error, program_mut, write_array},
     programs,
 };
@@ -82,7 +83,7 @@ pub(crate) struct LoadedObject {
     events: EventRing,
     /// The reader of the programs' log ring (taken out of `ebpf`), with `--log-kernel`.
     kernel_log: Option<KernelLogReader>,
-    btf: Option<Btf>,
+    btf: KernelBtf,
     config_written: bool,
     /// Programs that passed the verifier already.
     loaded: BTreeSet<&'static str>,
@@ -94,9 +95,14 @@ pub(crate) struct LoadedObject {
 }
 
 impl LoadedObject {
-    /// Loads the object (maps created, no program verified yet).
-    pub fn load() -> Result<LoadedObject, Error> {
+    /// Loads the object (maps created, no program verified yet). With `needs_kernel_btf`
+    /// (a first fault that attaches by BTF id), the kernel's BTF is parsed meanwhile.
+    pub fn load(needs_kernel_btf: bool) -> Result<LoadedObject, Error> {
         super::raise_open_file_limit();
+        let mut btf = KernelBtf::default();
+        if needs_kernel_btf {
+            btf.prefetch();
+        }
         let mut loader = kernel_log::loader();
         size_ring(&mut loader)?;
         let mut ebpf = loader.load(EBPF_OBJECT)?;
@@ -105,7 +111,7 @@ impl LoadedObject {
             events: EventRing::take(&mut ebpf)?,
             kernel_log: KernelLogReader::start(&mut ebpf)?,
             ebpf,
-            btf: None,
+            btf,
             config_written: false,
             loaded: BTreeSet::new(),
             rules: BTreeMap::new(),
@@ -488,17 +494,6 @@ impl LoadedObject {
         write_array(&mut self.ebpf, SYS_ENTER_NRS_MAP, words)
     }
 
-    /// The kernel's BTF, parsed once per loaded object; `what` names the hook for errors.
-    fn kernel_btf<'b>(btf: &'b mut Option<Btf>, what: &str) -> Result<&'b Btf, Error> {
-        if btf.is_none() {
-            *btf = Some(Btf::from_sys_fs().map_err(|err| Error::Unsupported {
-                fault: what.to_owned(),
-                why: format!("cannot read the kernel's BTF ({}): {err}", btf::VMLINUX_BTF),
-            })?);
-        }
-        Ok(btf.as_ref().expect("just set"))
-    }
-
     /// Loads the cgroup programs among `wanted` that no earlier fault loaded, side by side
     /// ([`load_side_by_side`]): connect and bind need two programs each (4 and 6).
     fn load_cgroup_programs(
@@ -521,7 +516,7 @@ impl LoadedObject {
         }
         match attach {
             Attach::Lsm(hook) => {
-                let btf = Self::kernel_btf(&mut self.btf, &format!("LSM hook {hook}"))?;
+                let btf = self.btf.get(&format!("LSM hook {hook}"))?;
                 let prog: &mut Lsm = program_mut(&mut self.ebpf, name)?;
                 prog.load(hook, btf).map_err(|err| Error::Unsupported {
                     fault: format!("LSM hook {hook}"),
@@ -536,7 +531,7 @@ impl LoadedObject {
                 })?;
             }
             Attach::TpBtf(tracepoint) => {
-                let btf = Self::kernel_btf(&mut self.btf, &format!("tracepoint {tracepoint}"))?;
+                let btf = self.btf.get(&format!("tracepoint {tracepoint}"))?;
                 let prog: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
                 prog.load(tracepoint, btf)
                     .map_err(|source| program_error(name, "load", source))?;
@@ -556,7 +551,7 @@ impl LoadedObject {
             link.users += 1;
             return Ok(());
         }
-        let btf = Self::kernel_btf(&mut self.btf, &format!("fmod_ret on {function}"))?;
+        let btf = self.btf.get(&format!("fmod_ret on {function}"))?;
         if self.fmod_ret.is_none() {
             let mut taken = vec![(EVENTS_MAP, self.events.raw_fd())];
             if let Some(reader) = &self.kernel_log {

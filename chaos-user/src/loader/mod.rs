@@ -11,6 +11,7 @@ pub(crate) mod cover;
 mod events;
 pub(crate) mod fmod_ret;
 mod index;
+mod kernel_btf;
 mod loaded;
 mod mechanism;
 pub(crate) mod object;
@@ -339,7 +340,11 @@ impl Injector {
         let loading_since = crate::fault::boot_time_ns()?;
         let mut guard = loaded();
         if guard.is_none() {
-            *guard = Some(LoadedObject::load()?);
+            let needs_kernel_btf = rules.iter().any(|r| {
+                Hook::from_raw(r.rule.hook)
+                    .is_some_and(|h| matches!(programs(h).1, Attach::Lsm(_) | Attach::TpBtf(_)))
+            });
+            *guard = Some(LoadedObject::load(needs_kernel_btf)?);
         }
         let object = guard.as_mut().expect("just loaded");
         let fault = match object.add(rules, mechanism.as_ref().map(|c| c.mechanism)) {

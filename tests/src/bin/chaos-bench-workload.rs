@@ -4,7 +4,9 @@
 //! CPU time of the loop).
 //!
 //! `--until-fail` instead repeats the operation until it first fails and prints the
-//! CLOCK_MONOTONIC time of that failure (`{"first_failure_ns"}`), for arm-time measurements.
+//! CLOCK_MONOTONIC time at which that failing operation began (`{"first_failure_ns"}`), for
+//! arm-time measurements: the fault was armed by then. Not when the failure was noticed, which
+//! for a delay or a dropped packet comes a delay or a receive timeout later.
 use std::{
     ffi::CString,
     io::Write as _,
@@ -30,7 +32,7 @@ struct Args {
     #[arg(long)]
     path: Option<PathBuf>,
     /// Repeat until the first failure (at most 60 s), pausing 100 µs between calls, and
-    /// print when it happened.
+    /// print when the failing call began.
     #[arg(long)]
     until_fail: bool,
 }
@@ -251,8 +253,9 @@ fn main() {
     let line = if args.until_fail {
         let give_up = Instant::now() + Duration::from_secs(60);
         loop {
+            let began = monotonic_ns();
             if !fixture.once(args.op) {
-                break format!("{{\"first_failure_ns\":{}}}", monotonic_ns());
+                break format!("{{\"first_failure_ns\":{began}}}");
             }
             if Instant::now() > give_up {
                 break "{\"first_failure_ns\":null}".to_owned();
