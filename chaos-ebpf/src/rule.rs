@@ -7,8 +7,7 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_loop},
 };
 use chaos_common::{
-    ANY_SYSCALL, Hook, HookLevels, MAX_RULES_PER_TARGET, MAX_TARGET_LEVELS, RULE_EVENTS, Rule,
-    TargetKey, TargetRules,
+    ANY_SYSCALL, Hook, HookLevels, MAX_RULES_PER_TARGET, RULE_EVENTS, Rule, TargetKey, TargetRules,
     filter::{FILTER_CIDR, FILTER_COMM, FILTER_FD_KIND, FILTER_PATH, FILTER_PORT, PATH_DEPTH},
 };
 
@@ -197,10 +196,13 @@ pub fn apply(call: &Call) -> Option<&'static Rule> {
     // The verifier re-walks a callback until its context stops changing, and the inner walk
     // once per walk of the outer body: so the inner context never changes (the rule that acts
     // comes back as bpf_loop's count) and the outer one changes once (`found`).
+    // The counts are the map's lengths as they are, not clamped to the arrays: a clamp is a
+    // branch, and the verifier walked each callback once per side of it (the callbacks stop
+    // past the arrays themselves). Clamped, connect4 cost 10,784 instructions; unclamped 2,764.
     // SAFETY: the callback is a static function, the context points into this frame.
     unsafe {
         bpf_loop(
-            levels.len.min(MAX_TARGET_LEVELS),
+            levels.len,
             crate::log::pick(try_level::<false>, try_level::<true>),
             (&raw mut search).cast(),
             0,
@@ -226,7 +228,8 @@ extern "C" fn try_level<const LOG: bool>(index: u64, ctx: *mut c_void) -> i64 {
         Depth::NoRules => return 0,
         Depth::Rules(rules) => rules,
     };
-    let len = rules.len.min(MAX_RULES_PER_TARGET);
+    // Unclamped, as in `apply`: `try_rule` stops at the end of `slots`.
+    let len = rules.len;
     let mut walk = RuleWalk {
         call: &raw const search.call,
         rules,
@@ -236,13 +239,15 @@ extern "C" fn try_level<const LOG: bool>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: the callback is a static function, the context points into this frame.
     let steps = unsafe {
         bpf_loop(
-            len + 1,
+            len.wrapping_add(1),
             try_rule::<LOG> as *mut c_void,
             (&raw mut walk).cast(),
             0,
         )
     };
-    if steps < 1 || steps > i64::from(len) {
+    // Clamped here, after the loop, where a branch costs nothing: a stop at the end of `slots`
+    // is not a rule that acted, whatever `len` says.
+    if steps < 1 || steps > i64::from(len.min(MAX_RULES_PER_TARGET)) {
         return 0;
     }
     // The mask changes nothing (steps - 1 < len <= MAX_RULES_PER_TARGET, a power of two) but
@@ -273,7 +278,7 @@ pub fn targets_current_task(hook: Hook) -> bool {
     // SAFETY: the callback is a static function, the context points into this frame.
     unsafe {
         bpf_loop(
-            levels.len.min(MAX_TARGET_LEVELS),
+            levels.len,
             probe_level as *mut c_void,
             (&raw mut probe).cast(),
             0,
