@@ -181,3 +181,29 @@ pub(crate) fn attach_to_cgroups(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSection as _};
+
+    /// [`super::loader_without_kernel_btf`] skips aya's CO-RE relocations: that is right only
+    /// while the object asks for none. Its `.BTF.ext` header says how many bytes of CO-RE
+    /// relocation records follow (`core_relo_len`, at byte 28 of a header of 32 or more).
+    #[test]
+    fn the_object_has_no_core_relocations() {
+        let elf = object::File::parse(super::super::EBPF_OBJECT).expect("the object parses");
+        let ext = elf
+            .section_by_name(".BTF.ext")
+            .expect("the object has a .BTF.ext section")
+            .data()
+            .expect("its bytes");
+        let word = |at: usize| u32::from_le_bytes(ext[at..at + 4].try_into().expect("4 bytes"));
+        let header_len = word(4) as usize;
+        let core_relo_len = if header_len >= 32 { word(28) } else { 0 };
+        assert_eq!(
+            core_relo_len, 0,
+            "the kernel programs now carry CO-RE relocations: load them with the kernel's BTF \
+             (aya's EbpfLoader::new) instead of loader_without_kernel_btf"
+        );
+    }
+}
