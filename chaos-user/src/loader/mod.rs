@@ -317,9 +317,14 @@ impl Injector {
                 expected: format!("at most {MAX_RULES} rules at once"),
             });
         }
-        let needs_security_hooks = rules.iter().any(|r| {
-            Hook::from_raw(r.rule.hook).is_some_and(|h| matches!(programs(h).1, Attach::Lsm(_)))
-        });
+        // How each rule's programs attach: whether a security hook mechanism must be chosen,
+        // and whether the kernel's BTF will be needed to attach by BTF id.
+        let attaches: Vec<Attach> = rules
+            .iter()
+            .filter_map(|r| Hook::from_raw(r.rule.hook))
+            .map(|h| programs(h).1)
+            .collect();
+        let needs_security_hooks = attaches.iter().any(|a| matches!(a, Attach::Lsm(_)));
         // Chosen before loading, so that a refusal changes nothing.
         let mechanism = match (needs_security_hooks, forced) {
             (true, _) => Some(mechanism::choose(forced)?),
@@ -340,10 +345,9 @@ impl Injector {
         let loading_since = crate::fault::boot_time_ns()?;
         let mut guard = loaded();
         if guard.is_none() {
-            let needs_kernel_btf = rules.iter().any(|r| {
-                Hook::from_raw(r.rule.hook)
-                    .is_some_and(|h| matches!(programs(h).1, Attach::Lsm(_) | Attach::TpBtf(_)))
-            });
+            let needs_kernel_btf = attaches
+                .iter()
+                .any(|a| matches!(a, Attach::Lsm(_) | Attach::TpBtf(_)));
             *guard = Some(LoadedObject::load(needs_kernel_btf)?);
         }
         let object = guard.as_mut().expect("just loaded");
