@@ -64,8 +64,9 @@ struct Packet {
     /// (local, remote) ports in host order, valid when `has_ports`. (No `Option`s here: see
     /// `PacketRule::matches`.)
     ports: (u16, u16),
-    /// Whether the packet is TCP or UDP, first fragment.
-    has_ports: bool,
+    /// Whether the packet is TCP or UDP, first fragment: not 0. (A number, not a `bool`: see
+    /// [`Packet::opaque`].)
+    has_ports: u32,
     /// 4 or 6.
     family: u32,
     /// The peer's address as packet words; IPv4 in word 0.
@@ -74,6 +75,46 @@ struct Packet {
     payload: usize,
     /// Offset of the L4 checksum from the IP header, for TCP, UDP and ICMP; 0 for none.
     checksum: usize,
+}
+
+/// Always 0, but the verifier cannot know it: a writable global (`.bss`) is a map value,
+/// whose contents it does not track. Nothing writes it.
+static mut OPAQUE_ZERO: u64 = 0;
+
+impl Packet {
+    /// The same packet, with every field a value the verifier knows nothing about.
+    ///
+    /// Each way through [`decode`] (IPv4 or IPv6; TCP, UDP, ICMP or neither; a first fragment
+    /// or not) leaves different constants in its fields (family 4, protocol 6, a checksum at
+    /// 16, ...). The verifier walks the bpf_loop callback once per distinct state that reaches
+    /// the call, so it walked the slot step 12 to 18 times per program. Adding a zero it
+    /// cannot see makes every way arrive with the same unknown values, and it walks the step
+    /// once. Nothing in the step needs the constants: the helpers that read and write the
+    /// packet check their offsets at run time.
+    #[inline(always)]
+    fn opaque(self) -> Packet {
+        // SAFETY: a volatile read of a plain global; volatile, so that LLVM does not fold it
+        // to the 0 it is.
+        let zero = unsafe { core::ptr::read_volatile(&raw const OPAQUE_ZERO) };
+        let hide = |value: u64| value.wrapping_add(zero);
+        Packet {
+            protocol: hide(self.protocol as u64) as u32,
+            ports: (
+                hide(self.ports.0 as u64) as u16,
+                hide(self.ports.1 as u64) as u16,
+            ),
+            has_ports: hide(self.has_ports as u64) as u32,
+            family: hide(self.family as u64) as u32,
+            peer: [
+                hide(self.peer[0] as u64) as u32,
+                hide(self.peer[1] as u64) as u32,
+                hide(self.peer[2] as u64) as u32,
+                hide(self.peer[3] as u64) as u32,
+            ],
+            payload: hide(self.payload as u64) as usize,
+            checksum: hide(self.checksum as u64) as usize,
+        }
+    }
 }
 
 /// Decodes the IP header at offset `l3`: 0 in cgroup_skb programs, which see packets from the
@@ -123,7 +164,7 @@ fn decode(ctx: &SkBuff, l3: usize, direction: u32) -> Option<Packet> {
     Some(Packet {
         protocol: protocol as u32,
         ports,
-        has_ports,
+        has_ports: has_ports as u32,
         family,
         peer,
         payload,
@@ -168,6 +209,7 @@ fn apply(ctx: &SkBuff, hook: Hook, direction: u32) -> bool {
     let Some(packet) = decode(ctx, l3, direction) else {
         return false;
     };
+    let packet = packet.opaque();
     let walk = Walk {
         skb: ctx.skb,
         len: ctx.len() as u64,
@@ -263,7 +305,7 @@ fn try_packet_rule<const LOG: bool>(walk: &Walk, slot: u32, hook: Hook, directio
     if !rule.matches(
         packet.protocol,
         packet.ports,
-        packet.has_ports,
+        packet.has_ports != 0,
         packet.family,
         &packet.peer,
     ) {
