@@ -76,7 +76,7 @@ pub enum Hook {
     TaskKill = 28,
     /// LSM `sb_mount`: mount.
     SbMount = 29,
-    /// tp_btf `sys_enter`: every syscall, before it runs (signals, latency).
+    /// The `sys_enter` raw tracepoint: every syscall, before it runs (signals, latency).
     SysEnter = 30,
 }
 

@@ -1,7 +1,11 @@
-//! Signals and latency at syscall entry, through the `sys_enter` BTF tracepoint: it runs for
+//! Signals and latency at syscall entry, through the `sys_enter` raw tracepoint: it runs for
 //! every syscall of every task, before the call does anything, so these faults cover syscalls
 //! that no LSM hook sees (fsync, close, getpid, ...). The tracepoint cannot change what the
 //! call does; it can only signal the caller or hold it back.
+//!
+//! A raw tracepoint, not a BTF one (`tp_btf`): the program reads only the syscall number, which
+//! both pass the same way, and a raw tracepoint attaches by name, so loading it needs no
+//! lookup in the kernel's BTF (15-20 ms of a fault's arm time).
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -9,8 +13,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
         bpf_send_signal, bpf_send_signal_thread, generated::bpf_loop,
     },
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use chaos_common::{Action, Hook, MAX_SPIN_NS, SYS_ENTER_FILTER_BITS};
 
@@ -25,8 +29,8 @@ const SIGSTOP: u32 = 19;
 const MAX_LOOPS: u32 = 1 << 23;
 
 /// `sys_enter(struct pt_regs *regs, long id)`.
-#[btf_tracepoint(function = "sys_enter")]
-pub fn chaos_sys_enter(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     if !named(id) {
         return 0;

@@ -102,7 +102,7 @@ pub struct Facts {
     pub tcp_destroy: Outcome,
     /// The cgroup_skb egress probe loaded and attached.
     pub cgroup_skb: Outcome,
-    /// The tp_btf sys_enter probe loaded and attached.
+    /// The raw_tracepoint sys_enter probe loaded and attached.
     pub sys_enter: Outcome,
     /// The cgroup v2 freezer exists.
     pub freezer: Outcome,
@@ -207,7 +207,7 @@ pub fn examine() -> Facts {
         Ok(ebpf) => (
             with_btf(ebpf, probe::lsm_file_open),
             with_btf(ebpf, probe::fmod_ret_file_open),
-            with_btf(ebpf, probe::sys_enter),
+            probe::sys_enter(ebpf),
         ),
         Err(fail) => (Err(fail.clone()), Err(fail.clone()), Err(fail.clone())),
     };
@@ -599,7 +599,7 @@ fn tc_egress(facts: &Facts, kind: &'static str, mechanism: &str) -> FaultSupport
 
 fn syscall_latency(facts: &Facts) -> FaultSupport {
     const KIND: &str = "latency";
-    const MECHANISM: &str = "tp_btf sys_enter program; modes: spin (the calling thread \
+    const MECHANISM: &str = "raw_tracepoint sys_enter program; modes: spin (the calling thread \
                              busy-waits with bpf_loop, at most 100ms, costs CPU), pause \
                              (SIGSTOP by bpf_send_signal, SIGCONT by chaos after the delay; \
                              whole process)";
@@ -628,15 +628,14 @@ fn syscall_latency(facts: &Facts) -> FaultSupport {
             KIND,
             mechanism,
             fail.message.clone(),
-            "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) that allows tp_btf programs and has \
-             bpf_loop (5.17+)",
+            "a kernel that allows raw_tracepoint programs and has bpf_loop (5.17+)",
         ),
     }
 }
 
 fn signal(facts: &Facts) -> FaultSupport {
     const KIND: &str = "signal";
-    const MECHANISM: &str = "tp_btf sys_enter program counts matching syscalls and signals the \
+    const MECHANISM: &str = "raw_tracepoint sys_enter program counts matching syscalls and signals the \
                              Nth with bpf_send_signal or bpf_send_signal_thread";
     match &facts.sys_enter {
         Ok(_) => works(KIND, MECHANISM),
@@ -644,8 +643,8 @@ fn signal(facts: &Facts) -> FaultSupport {
             KIND,
             MECHANISM,
             fail.message.clone(),
-            "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) that allows tp_btf programs and has \
-             bpf_loop (5.17+), which the same program uses for latency",
+            "a kernel that allows raw_tracepoint programs and has bpf_loop (5.17+), which the \
+             same program uses for latency",
         ),
     }
 }
@@ -723,7 +722,7 @@ fn checks(facts: &Facts) -> Vec<Check> {
         check("prog dns redirect", &facts.dns_redirect),
         check("sock_diag SOCK_DESTROY", &facts.tcp_destroy),
         check("prog cgroup_skb/egress", &facts.cgroup_skb),
-        check("prog tp_btf/sys_enter", &facts.sys_enter),
+        check("prog raw_tracepoint/sys_enter", &facts.sys_enter),
         check("prog tc via TCX", &tcx_detail(&facts.net.tcx)),
         check("prog tc via clsact", &facts.net.clsact),
         check("qdisc fq", &facts.net.fq),

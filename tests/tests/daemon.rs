@@ -2,7 +2,7 @@
 //! counted, listed, scraped and removed; a fault ending at its deadline while the daemon is
 //! frozen; experiments started, listed and aborted through the API and by `chaos run`; an
 //! unauthorized peer refused; a SIGKILLed daemon leaves nothing behind. Host tier (cgroup
-//! sock programs, tp_btf sys_enter and cgroup_skb, which the host and both VM kernels load).
+//! sock programs, the sys_enter raw tracepoint and cgroup_skb, which the host and both VM kernels load).
 use std::{
     io::Read as _,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},

@@ -11,8 +11,8 @@ use std::{
 use aya::{
     Btf, Ebpf,
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
-        CgroupSockAddr, LinkOrder, Lsm, ProgramError, SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, LinkOrder,
+        Lsm, ProgramError, RawTracePoint, SchedClassifier, TcAttachType,
         tc::{self, NlOptions, TcAttachOptions},
     },
 };
@@ -128,7 +128,7 @@ pub fn mounts() -> Result<Vec<mountinfo::Mount>, Failure> {
         .map_err(|err| Failure::io("reading /proc/self/mountinfo", &err))
 }
 
-/// Parses the kernel's own BTF, which LSM and tp_btf programs are loaded against.
+/// Parses the kernel's own BTF, which LSM and fmod_ret programs are loaded against.
 pub fn vmlinux_btf() -> Result<Btf, Failure> {
     let path = crate::btf::VMLINUX_BTF;
     if !Path::new(path).exists() {
@@ -357,13 +357,13 @@ pub fn cgroup_skb(ebpf: &mut Ebpf, cgroup: &TempCgroup) -> Outcome {
 /// Loads chaos's real `sys_enter` program (signals, spin and pause latency: bpf_send_signal,
 /// bpf_loop) and attaches it for a moment: with no rules installed it matches nothing, and
 /// loading the real program proves every helper it calls is available here.
-pub fn sys_enter(ebpf: &mut Ebpf, btf: &Btf) -> Outcome {
-    let prog: &mut BtfTracePoint = program(ebpf, "chaos_sys_enter")?;
-    prog.load("sys_enter", btf)
-        .map_err(|err| program_failure("load tp_btf/sys_enter", &err))?;
+pub fn sys_enter(ebpf: &mut Ebpf) -> Outcome {
+    let prog: &mut RawTracePoint = program(ebpf, "chaos_sys_enter")?;
+    prog.load()
+        .map_err(|err| program_failure("load raw_tracepoint/sys_enter", &err))?;
     let link = prog
-        .attach()
-        .map_err(|err| program_failure("attach tp_btf/sys_enter", &err))?;
+        .attach("sys_enter")
+        .map_err(|err| program_failure("attach raw_tracepoint/sys_enter", &err))?;
     let _ = prog.detach(link);
     Ok("chaos_sys_enter loaded and attached".into())
 }

@@ -3,7 +3,7 @@
 //! and this is most of loading, so the benchmark reports it per program.
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, CgroupSkb, Lsm, Program, SchedClassifier},
+    programs::{CgroupSkb, Lsm, Program, RawTracePoint, SchedClassifier},
 };
 
 use super::EBPF_OBJECT;
@@ -47,10 +47,7 @@ pub fn verifier_costs() -> Result<Vec<VerifierCost>, Error> {
                 (Some(btf), Some(hook)) => ("lsm", Lsm::load(p, hook, btf)),
                 _ => continue,
             },
-            Program::BtfTracePoint(p) => match &btf {
-                Some(btf) => ("tracing", BtfTracePoint::load(p, "sys_enter", btf)),
-                None => continue,
-            },
+            Program::RawTracePoint(p) => ("raw_tracepoint", RawTracePoint::load(p)),
             _ => continue,
         };
         let load_us = started.elapsed().as_micros();

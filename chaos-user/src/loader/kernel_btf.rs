@@ -1,5 +1,4 @@
-//! The kernel's BTF as aya parses it, for the programs that attach by BTF id (the tracepoints
-//! of `signal` and `latency`, LSM, fmod_ret).
+//! The kernel's BTF as aya parses it, for the programs that attach by BTF id (LSM, fmod_ret).
 //!
 //! aya finds a program's attach point by name in its own parse of all of
 //! `/sys/kernel/btf/vmlinux`: 15 ms of CPU on these machines, as much as loading the whole

@@ -19,8 +19,8 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, Program,
-        ProgramError,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, Program, ProgramError,
+        RawTracePoint,
     },
 };
 use chaos_common::{
@@ -265,7 +265,7 @@ impl LoadedObject {
             }
             for name in names {
                 self.load_program(name, attach)?;
-                if let Attach::Lsm(_) | Attach::TpBtf(_) = attach {
+                if let Attach::Lsm(_) | Attach::RawTracepoint(_) = attach {
                     let point = AttachPoint {
                         program: name,
                         cgroup: None,
@@ -530,12 +530,7 @@ impl LoadedObject {
                     ),
                 })?;
             }
-            Attach::TpBtf(tracepoint) => {
-                let btf = self.btf.get(&format!("tracepoint {tracepoint}"))?;
-                let prog: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
-                prog.load(tracepoint, btf)
-                    .map_err(|source| program_error(name, "load", source))?;
-            }
+            Attach::RawTracepoint(_) => load_with(&mut self.ebpf, name, RawTracePoint::load)?,
             Attach::SockAddr => load_with(&mut self.ebpf, name, CgroupSockAddr::load)?,
             Attach::Sock => load_with(&mut self.ebpf, name, CgroupSock::load)?,
             Attach::Sockopt => load_with(&mut self.ebpf, name, CgroupSockopt::load)?,
@@ -626,10 +621,10 @@ impl LoadedObject {
                         .map_err(|source| program_error(name, "attach", source))?,
                 )
             }
-            (Attach::TpBtf(_), _) => {
-                let prog: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
+            (Attach::RawTracepoint(tracepoint), _) => {
+                let prog: &mut RawTracePoint = program_mut(&mut self.ebpf, name)?;
                 let id = prog
-                    .attach()
+                    .attach(tracepoint)
                     .map_err(|source| program_error(name, "attach", source))?;
                 Box::new(
                     prog.take_link(id)

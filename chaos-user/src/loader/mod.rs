@@ -51,8 +51,8 @@ enum Attach {
     Sock,
     /// cgroup sockopt programs, to each target cgroup.
     Sockopt,
-    /// A BTF-enabled tracepoint, system-wide (the programs match the cgroup themselves).
-    TpBtf(&'static str),
+    /// A raw tracepoint, by name, system-wide (the programs match the cgroup themselves).
+    RawTracepoint(&'static str),
 }
 
 /// The programs that enforce `hook`'s rules and how they attach.
@@ -88,7 +88,7 @@ fn programs(hook: Hook) -> (&'static [&'static str], Attach) {
         Hook::SockCreate => (&["chaos_sock_create"], Sock),
         Hook::Getsockopt => (&["chaos_getsockopt"], Sockopt),
         Hook::Setsockopt => (&["chaos_setsockopt"], Sockopt),
-        Hook::SysEnter => (&["chaos_sys_enter"], TpBtf("sys_enter")),
+        Hook::SysEnter => (&["chaos_sys_enter"], RawTracepoint("sys_enter")),
     }
 }
 
@@ -345,9 +345,7 @@ impl Injector {
         let loading_since = crate::fault::boot_time_ns()?;
         let mut guard = loaded();
         if guard.is_none() {
-            let needs_kernel_btf = attaches
-                .iter()
-                .any(|a| matches!(a, Attach::Lsm(_) | Attach::TpBtf(_)));
+            let needs_kernel_btf = attaches.iter().any(|a| matches!(a, Attach::Lsm(_)));
             *guard = Some(LoadedObject::load(needs_kernel_btf)?);
         }
         let object = guard.as_mut().expect("just loaded");

@@ -55,7 +55,7 @@ enum Op {
     /// setsockopt(SO_REUSEADDR) on a UDP socket opened once: cgroup setsockopt.
     Setsockopt,
     /// getppid(); "fails" when SIGUSR1 arrived (signal faults) or when the call took over
-    /// 10 ms (latency faults): tp_btf sys_enter.
+    /// 10 ms (latency faults): raw_tracepoint sys_enter.
     Getppid,
     /// One byte over UDP to a socket of this process on loopback, read back within 50 ms;
     /// "fails" when it does not arrive or arrives changed (packet drop and corruption).
