@@ -7,25 +7,30 @@ use chaos_common::Hook;
 use crate::{
     lsm::{Args, call, decide, security_hook},
     maps::CHAOS_CONFIG,
+    opaque::hide,
     rule::read_ptr,
 };
 
 /// The dentry of a `struct file *` (0 for none).
+///
+/// Hidden from the verifier, as the dentries below are (`crate::opaque`): every read on the
+/// way that can fail gives 0, and each such constant would cost a walk of the rules of its
+/// own.
 #[inline(always)]
 fn file_dentry(file: u64) -> u64 {
-    match CHAOS_CONFIG.get(0) {
+    hide(match CHAOS_CONFIG.get(0) {
         Some(config) => read_ptr(file, config.file_dentry),
         None => 0,
-    }
+    })
 }
 
-/// The dentry of a `struct path *` (0 for none).
+/// The dentry of a `struct path *` (0 for none), hidden as in [`file_dentry`].
 #[inline(always)]
 fn path_dentry(path: u64) -> u64 {
-    match CHAOS_CONFIG.get(0) {
+    hide(match CHAOS_CONFIG.get(0) {
         Some(config) => read_ptr(path, config.path_dentry),
         None => 0,
-    }
+    })
 }
 
 /// The verdict at `hook`, whose first argument is a `struct file *`.
@@ -160,7 +165,7 @@ fn inode_setattr(args: &Args) -> i32 {
         }
     }
     .unwrap_or(0);
-    decide(call(Hook::InodeSetattr, dentry))
+    decide(call(Hook::InodeSetattr, hide(dentry)))
 }
 
 security_hook!(

@@ -111,9 +111,17 @@ macro_rules! security_hook {
 pub(crate) use security_hook;
 
 /// A call at `hook` from the running syscall, about the file at `dentry` (0 for none).
+///
+/// The syscall number is hidden from the verifier (`crate::opaque`): each read that can fail
+/// on the way to it (no config, no registers, a failed copy) would otherwise bring its own
+/// constant, and its own walk of the rules.
 #[inline(always)]
 pub fn call(hook: Hook, dentry: u64) -> Call {
-    Call::new(hook, current_syscall_nr()).with_dentry(dentry)
+    Call::new(
+        hook,
+        crate::opaque::hide(current_syscall_nr() as u64) as i64,
+    )
+    .with_dentry(dentry)
 }
 
 /// The LSM verdict for `call`: `-errno` when a rule fails it, 0 otherwise.

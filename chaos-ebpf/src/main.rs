@@ -12,6 +12,7 @@ mod file;
 mod log;
 mod lsm;
 mod maps;
+mod opaque;
 mod packet;
 mod probe;
 mod rule;

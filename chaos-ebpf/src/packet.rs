@@ -77,25 +77,17 @@ struct Packet {
     checksum: usize,
 }
 
-/// Always 0, but the verifier cannot know it: a writable global (`.bss`) is a map value,
-/// whose contents it does not track. Nothing writes it.
-static mut OPAQUE_ZERO: u64 = 0;
-
 impl Packet {
     /// The same packet, with every field a value the verifier knows nothing about.
     ///
     /// Each way through [`decode`] (IPv4 or IPv6; TCP, UDP, ICMP or neither; a first fragment
     /// or not) leaves different constants in its fields (family 4, protocol 6, a checksum at
-    /// 16, ...). The verifier walks the bpf_loop callback once per distinct state that reaches
-    /// the call, so it walked the slot step 12 to 18 times per program. Adding a zero it
-    /// cannot see makes every way arrive with the same unknown values, and it walks the step
-    /// once. Nothing in the step needs the constants: the helpers that read and write the
-    /// packet check their offsets at run time.
+    /// 16, ...), and the verifier walked the slot step once per way: 12 to 18 times per
+    /// program (see [`crate::opaque`]). Nothing in the step needs the constants: the helpers
+    /// that read and write the packet check their offsets at run time.
     #[inline(always)]
     fn opaque(self) -> Packet {
-        // SAFETY: a volatile read of a plain global; volatile, so that LLVM does not fold it
-        // to the 0 it is.
-        let zero = unsafe { core::ptr::read_volatile(&raw const OPAQUE_ZERO) };
+        let zero = crate::opaque::zero();
         let hide = |value: u64| value.wrapping_add(zero);
         Packet {
             protocol: hide(self.protocol as u64) as u32,
