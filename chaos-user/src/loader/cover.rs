@@ -35,12 +35,22 @@ impl CgroupCover {
     }
 
     /// Where links belong: each wanted cgroup that has no wanted ancestor.
+    ///
+    /// One pass: paths order by component, so a cgroup's descendants follow it directly
+    /// (`a`, `a/b`, `a/b/c`, `a/c`, `a2`), and a wanted cgroup has a wanted ancestor exactly
+    /// when it lies below the last cgroup kept before it. (Comparing every pair made each
+    /// daemon fault cost more than the one before: 8 ms at the 64th.)
     pub fn minimal(&self) -> BTreeSet<PathBuf> {
-        self.wanted
-            .keys()
-            .filter(|dir| !self.wanted.keys().any(|other| is_below(dir, other)))
-            .cloned()
-            .collect()
+        let mut minimal = BTreeSet::new();
+        let mut top: Option<&PathBuf> = None;
+        for dir in self.wanted.keys() {
+            if top.is_some_and(|top| is_below(dir, top)) {
+                continue;
+            }
+            minimal.insert(dir.clone());
+            top = Some(dir);
+        }
+        minimal
     }
 
     /// Which of the existing links `linked` to keep: those of [`Self::minimal`], except that
@@ -50,20 +60,17 @@ impl CgroupCover {
     pub fn keep(&self, linked: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
         let minimal = self.minimal();
         let mut keep: BTreeSet<PathBuf> = minimal.intersection(linked).cloned().collect();
-        let covered = |keep: &BTreeSet<PathBuf>, dir: &Path| {
-            keep.iter().any(|k| dir == k || is_below(dir, k))
-        };
+        // Lookups of the cgroup and each of its ancestors, not scans of the sets.
+        let covered =
+            |keep: &BTreeSet<PathBuf>, dir: &Path| dir.ancestors().any(|a| keep.contains(a));
         for dir in self.wanted.keys() {
             if covered(&keep, dir) {
                 continue;
             }
-            let highest = linked
-                .iter()
-                .filter(|l| dir == *l || is_below(dir, l))
-                .min_by_key(|l| l.components().count());
+            let highest = dir.ancestors().filter(|a| linked.contains(*a)).last();
             if let Some(top) = highest {
                 keep.retain(|k| !is_below(k, top));
-                keep.insert(top.clone());
+                keep.insert(top.to_path_buf());
             }
         }
         keep
@@ -192,6 +199,37 @@ mod tests {
         cover.unwant(Path::new("/cg/a"));
         let (drop, result) = cover.relink(&linked, |_| Err("not called"));
         assert_eq!((drop, result), (set(&[]), Ok(())));
+    }
+
+    #[test]
+    fn the_one_pass_agrees_with_comparing_every_pair() {
+        // Names that sort between a cgroup and its descendants as strings ('-' and '.' sort
+        // before '/'), but not as paths.
+        let dirs = [
+            "/cg/a",
+            "/cg/a-b",
+            "/cg/a.b",
+            "/cg/a/b",
+            "/cg/a-b/c",
+            "/cg/a2/x",
+            "/cg/a/b/c",
+            "/cg/ab",
+            "/cg/a.b/c/d",
+            "/cg/b/a",
+            "/cg/b",
+            "/cg/c/d/e",
+            "/cg/c/d",
+        ];
+        for n in 0..dirs.len() {
+            let cover = cover(&dirs[n..]);
+            let pairwise: BTreeSet<PathBuf> = cover
+                .wanted
+                .keys()
+                .filter(|dir| !cover.wanted.keys().any(|other| is_below(dir, other)))
+                .cloned()
+                .collect();
+            assert_eq!(cover.minimal(), pairwise, "wanted: {:?}", &dirs[n..]);
+        }
     }
 
     #[test]
