@@ -461,6 +461,15 @@ pub fn leftover_chaos_objects() -> Vec<String> {
     left
 }
 
+/// Asserts that each of `lines` (printed events, kernel lines) matches `pattern`, a regex,
+/// naming the first that does not.
+pub fn assert_each_line_matches<'a>(lines: impl IntoIterator<Item = &'a str>, pattern: &str) {
+    let shape = regex::Regex::new(pattern).expect("a valid pattern");
+    for line in lines {
+        assert!(shape.is_match(line), "{line:?} does not match {pattern}");
+    }
+}
+
 /// Asserts that nothing of chaos remains loaded. Maps and programs are freed asynchronously
 /// after their last reference goes, so this waits a little before failing.
 pub fn assert_nothing_left() {

@@ -139,13 +139,10 @@ fn socket_errors_print_as_strace_lines() {
         .filter(|l| !l.starts_with('{'))
         .collect();
     assert_eq!(lines.len(), 20, "{}", outcome.stdout);
-    let shape = regex::Regex::new(
+    assert_each_line_matches(
+        lines,
         r"^\d\d:\d\d:\d\d\.\d{6} \[pid \d+ tid \d+ worker-[01]\] socket\(\) = -1 EMFILE \(injected, rule 1\)$",
-    )
-    .unwrap();
-    for line in lines {
-        assert!(shape.is_match(line), "{line:?}");
-    }
+    );
     assert_nothing_left();
 }
 

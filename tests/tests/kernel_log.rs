@@ -66,13 +66,10 @@ fn debug_prints_a_line_for_each_failed_call() {
         outcome.stderr
     );
     // EACCES is 13; action 0 fails the call with the rule's value as errno.
-    let shape = regex::Regex::new(
+    assert_each_line_matches(
+        lines,
         r"^kernel: DEBUG rule \d+ acts on syscall -?\d+ \(hook \d+\): action 0 value 13 pid \d+$",
-    )
-    .unwrap();
-    for line in lines {
-        assert!(shape.is_match(line), "{line:?}");
-    }
+    );
     assert_nothing_left();
 }
 
@@ -127,12 +124,10 @@ fn dropped_packets_print_a_line_each() {
     assert!(affected > 0, "{fault}");
     let lines = kernel_lines(&outcome.stderr);
     assert_eq!(lines.len() as u64, affected, "{}", outcome.stderr);
-    let shape =
-        regex::Regex::new(r"^kernel: DEBUG packet rule \d+ acts: action 1 direction \d+ len \d+$")
-            .unwrap();
-    for line in lines {
-        assert!(shape.is_match(line), "{line:?}");
-    }
+    assert_each_line_matches(
+        lines,
+        r"^kernel: DEBUG packet rule \d+ acts: action 1 direction \d+ len \d+$",
+    );
     assert_nothing_left();
 }
 
