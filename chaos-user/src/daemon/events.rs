@@ -15,7 +15,7 @@ use axum::{
 use hyper::body::{Bytes, Frame};
 use tokio::sync::mpsc;
 
-use super::{Daemon, Failure, no_such};
+use super::{Daemon, Failure, routes::no_such};
 use crate::{engine::StartedFault, events::Clock};
 
 /// How often the stream reads the fault's events.
