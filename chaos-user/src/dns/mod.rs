@@ -12,7 +12,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use serde::Serialize;
 
-use crate::{Error, packet::Cidr};
+use crate::{Error, fault::Cidr};
 
 mod injection;
 mod redirect;

@@ -94,13 +94,75 @@ impl FromStr for FdKind {
     }
 }
 
-/// An address block: `10.0.0.0/8`, `fd00::/8`, or one address.
+/// An address block: `10.0.0.0/8`, `fd00::/8`, or one address. Syscall filters (`--cidr`),
+/// packet faults' peers, DNS servers and TCP resets' peers all take it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
-    /// The network address.
+    /// The network address (host bits are ignored).
     pub addr: IpAddr,
     /// Prefix length in bits.
     pub prefix_len: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in the block. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how an
+    /// IPv4 peer of an IPv6 socket shows) counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| -> (u128, u32) {
+            match ip {
+                IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+                IpAddr::V6(a) => (u128::from(a), 128),
+            }
+        };
+        let ip = match ip {
+            IpAddr::V6(a) if self.addr.is_ipv4() => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            other => other,
+        };
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        let (net, width) = bits(self.addr);
+        let (addr, _) = bits(ip);
+        let prefix = u32::from(self.prefix_len).min(width);
+        if prefix == 0 {
+            return true;
+        }
+        let shift = width - prefix;
+        (net >> shift) == (addr >> shift)
+    }
+
+    /// The family (4 or 6), network and mask as the packet programs compare them: the words of
+    /// the address in packet (network) byte order.
+    pub(crate) fn words(&self) -> (u32, [u32; 4], [u32; 4]) {
+        let (family, bytes, bits): (u32, [u8; 16], u32) = match self.addr {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (4, b, 32)
+            }
+            IpAddr::V6(a) => (6, a.octets(), 128),
+        };
+        let prefix = u32::from(self.prefix_len).min(bits);
+        let mut mask_bytes = [0u8; 16];
+        for (i, byte) in mask_bytes.iter_mut().enumerate() {
+            let covered = prefix.saturating_sub(i as u32 * 8).min(8);
+            *byte = if covered == 0 {
+                0
+            } else {
+                0xffu8 << (8 - covered)
+            };
+        }
+        let word = |b: &[u8; 16], i: usize| {
+            u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        };
+        let mut net = [0u32; 4];
+        let mut mask = [0u32; 4];
+        for i in 0..4 {
+            mask[i] = word(&mask_bytes, i);
+            net[i] = word(&bytes, i) & mask[i];
+        }
+        (family, net, mask)
+    }
 }
 
 impl fmt::Display for Cidr {
@@ -278,6 +340,33 @@ mod tests {
             let err = bad.parse::<Cidr>().unwrap_err().to_string();
             assert!(err.contains("cidr") && err.contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn cidr_words_are_packet_order() {
+        let c: Cidr = "10.1.2.3/8".parse().unwrap();
+        let (family, net, mask) = c.words();
+        assert_eq!(family, 4);
+        assert_eq!(net[0].to_ne_bytes(), [10, 0, 0, 0]);
+        assert_eq!(mask[0].to_ne_bytes(), [255, 0, 0, 0]);
+        assert_eq!(&mask[1..], &[0, 0, 0]);
+        let c: Cidr = "fd00::1/12".parse().unwrap();
+        let (family, net, mask) = c.words();
+        assert_eq!(family, 6);
+        assert_eq!(net[0].to_ne_bytes(), [0xfd, 0x00, 0, 0]);
+        assert_eq!(mask[0].to_ne_bytes(), [0xff, 0xf0, 0, 0]);
+    }
+
+    #[test]
+    fn cidr_contains_its_addresses_and_mapped_ones() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains(ip("10.255.0.1")) && c.contains(ip("::ffff:10.1.2.3")));
+        assert!(!c.contains(ip("11.0.0.1")) && !c.contains(ip("::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("192.168.1.1")) && !all.contains(ip("fd00::1")));
+        let c: Cidr = "fd00::/12".parse().unwrap();
+        assert!(c.contains(ip("fd0f::1")) && !c.contains(ip("fd10::1")));
     }
 
     #[test]

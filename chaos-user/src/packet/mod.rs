@@ -4,7 +4,7 @@
 //! the [`PacketRule`] the kernel programs read. [`PacketInjector`] loads and attaches the
 //! programs; [`FqQdiscs`] installs the fq qdisc that delay and rate need and restores what
 //! was there before.
-use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+use std::{fmt, str::FromStr, time::Duration};
 
 use chaos_common::Schedule;
 use chaos_common::packet::{
@@ -12,7 +12,7 @@ use chaos_common::packet::{
     PACKET_FIX_CHECKSUM, PacketAction, PacketRule,
 };
 
-use crate::{Error, target::CgroupTarget};
+use crate::{Error, fault::Cidr, target::CgroupTarget};
 
 mod fq;
 mod injection;
@@ -63,83 +63,6 @@ impl Protocol {
             Protocol::Udp => 17,
             Protocol::Icmp => 1,
         }
-    }
-}
-
-/// A peer network, `ADDR/PREFIX` (IPv4 or IPv6); a bare address means just that host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    /// The address (host bits are ignored).
-    pub addr: IpAddr,
-    /// The prefix length.
-    pub prefix: u8,
-}
-
-impl FromStr for Cidr {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Cidr, Error> {
-        let invalid = || Error::Invalid {
-            field: "--cidr",
-            value: s.to_owned(),
-            expected: "an IPv4 or IPv6 network such as 10.0.0.0/8, 192.168.1.5 or fd00::/64".into(),
-        };
-        let (addr, prefix) = match s.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(invalid)?,
-            None => max,
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl Cidr {
-    /// The family (4 or 6), network and mask as the kernel compares them: the words of the
-    /// address in packet (network) byte order.
-    pub(crate) fn words(&self) -> (u32, [u32; 4], [u32; 4]) {
-        let (family, bytes, bits): (u32, [u8; 16], u32) = match self.addr {
-            IpAddr::V4(a) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&a.octets());
-                (4, b, 32)
-            }
-            IpAddr::V6(a) => (6, a.octets(), 128),
-        };
-        let prefix = u32::from(self.prefix).min(bits);
-        let mut mask_bytes = [0u8; 16];
-        for (i, byte) in mask_bytes.iter_mut().enumerate() {
-            let covered = prefix.saturating_sub(i as u32 * 8).min(8);
-            *byte = if covered == 0 {
-                0
-            } else {
-                0xffu8 << (8 - covered)
-            };
-        }
-        let word = |b: &[u8; 16], i: usize| {
-            u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-        };
-        let mut net = [0u32; 4];
-        let mut mask = [0u32; 4];
-        for i in 0..4 {
-            mask[i] = word(&mask_bytes, i);
-            net[i] = word(&bytes, i) & mask[i];
-        }
-        (family, net, mask)
     }
 }
 
@@ -391,24 +314,6 @@ impl NetFault {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cidr_words_are_packet_order() {
-        let c: Cidr = "10.1.2.3/8".parse().unwrap();
-        let (family, net, mask) = c.words();
-        assert_eq!(family, 4);
-        assert_eq!(net[0].to_ne_bytes(), [10, 0, 0, 0]);
-        assert_eq!(mask[0].to_ne_bytes(), [255, 0, 0, 0]);
-        assert_eq!(&mask[1..], &[0, 0, 0]);
-        let c: Cidr = "fd00::1/12".parse().unwrap();
-        let (family, net, mask) = c.words();
-        assert_eq!(family, 6);
-        assert_eq!(net[0].to_ne_bytes(), [0xfd, 0x00, 0, 0]);
-        assert_eq!(mask[0].to_ne_bytes(), [0xff, 0xf0, 0, 0]);
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("nonsense".parse::<Cidr>().is_err());
-        assert_eq!("::1".parse::<Cidr>().unwrap().prefix, 128);
-    }
 
     #[test]
     fn rates_in_tc_units() {

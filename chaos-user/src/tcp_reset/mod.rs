@@ -29,7 +29,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{Error, packet::Cidr, target::CgroupTarget};
+use crate::{Error, fault::Cidr, target::CgroupTarget};
 
 mod diag;
 
@@ -109,7 +109,7 @@ impl TcpResetFault {
             (Some(p), ResetDirection::Inbound) => local_port == p,
             (Some(p), ResetDirection::Both) => peer_port == p || local_port == p,
         };
-        port_ok && self.peer.is_none_or(|cidr| contains(&cidr, peer))
+        port_ok && self.peer.is_none_or(|cidr| cidr.contains(peer))
     }
 
     /// The fault in words.
@@ -140,31 +140,6 @@ impl TcpResetFault {
         }
         out
     }
-}
-
-fn contains(cidr: &Cidr, ip: IpAddr) -> bool {
-    let bits = |ip: IpAddr| -> (u128, u32) {
-        match ip {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-            IpAddr::V6(a) => (u128::from(a), 128),
-        }
-    };
-    // An IPv4 peer of an IPv6 socket shows as ::ffff:a.b.c.d.
-    let ip = match ip {
-        IpAddr::V6(a) if cidr.addr.is_ipv4() => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        other => other,
-    };
-    if ip.is_ipv4() != cidr.addr.is_ipv4() {
-        return false;
-    }
-    let (net, width) = bits(cidr.addr);
-    let (addr, _) = bits(ip);
-    let prefix = u32::from(cidr.prefix).min(width);
-    if prefix == 0 {
-        return true;
-    }
-    let shift = width - prefix;
-    (net >> shift) == (addr >> shift)
 }
 
 /// What a TCP reset fault did.
