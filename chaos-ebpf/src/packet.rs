@@ -87,6 +87,7 @@ impl Packet {
     /// that read and write the packet check their offsets at run time.
     #[inline(always)]
     fn opaque(self) -> Packet {
+        // One read of the zero for all the fields (`opaque::hide` reads it per call).
         let zero = crate::opaque::zero();
         let hide = |value: u64| value.wrapping_add(zero);
         Packet {
