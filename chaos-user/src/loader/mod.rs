@@ -317,14 +317,12 @@ impl Injector {
                 expected: format!("at most {MAX_RULES} rules at once"),
             });
         }
-        // How each rule's programs attach: whether a security hook mechanism must be chosen,
-        // and whether the kernel's BTF will be needed to attach by BTF id.
-        let attaches: Vec<Attach> = rules
+        // Security hooks need a mechanism chosen, and attach by BTF id: they are the only
+        // programs that need the kernel's BTF.
+        let needs_security_hooks = rules
             .iter()
             .filter_map(|r| Hook::from_raw(r.rule.hook))
-            .map(|h| programs(h).1)
-            .collect();
-        let needs_security_hooks = attaches.iter().any(|a| matches!(a, Attach::Lsm(_)));
+            .any(|h| matches!(programs(h).1, Attach::Lsm(_)));
         // Chosen before loading, so that a refusal changes nothing.
         let mechanism = match (needs_security_hooks, forced) {
             (true, _) => Some(mechanism::choose(forced)?),
@@ -345,8 +343,7 @@ impl Injector {
         let loading_since = crate::fault::boot_time_ns()?;
         let mut guard = loaded();
         if guard.is_none() {
-            let needs_kernel_btf = attaches.iter().any(|a| matches!(a, Attach::Lsm(_)));
-            *guard = Some(LoadedObject::load(needs_kernel_btf)?);
+            *guard = Some(LoadedObject::load(needs_security_hooks)?);
         }
         let object = guard.as_mut().expect("just loaded");
         let fault = match object.add(rules, mechanism.as_ref().map(|c| c.mechanism)) {
